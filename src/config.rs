@@ -1,0 +1,662 @@
+//! Gateway settings: built-in defaults < the TOML file < `TIM_GATEWAY__<SECTION>__<KEY>` env vars.
+//!
+//! Owns reading, overriding and validating settings into a typed [`Config`]. It does not bind
+//! sockets, sign UserSigs or set up logging. `main.rs` calls [`Config::load`] once at startup (and
+//! [`Config::require_secret_key`] for `run`), then hands the sections to the server, upstream
+//! client, limiter and cache. Loading has two steps: [`RawConfig`] mirrors the file and rejects
+//! unknown keys (a typo in a sidecar config must not fail silently), and [`Config::from_raw`]
+//! validates it and builds `Duration`s, `SocketAddr`, `Url` and `NonZeroU32`s.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::wire::MAX_ACCOUNTS_PER_REQUEST;
+
+#[cfg(test)]
+mod tests;
+
+/// Prefix of every env override; the rest is `<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "TIM_GATEWAY__";
+/// The env var that normally carries `upstream.secret_key` (from a k8s Secret).
+pub const ENV_SECRET_KEY: &str = "TIM_GATEWAY__UPSTREAM__SECRET_KEY";
+/// Upper bound for both upstream rate budgets, far above any Tencent quota.
+const MAX_REQUESTS_PER_SECOND: u32 = 100_000;
+/// Smallest allowed `server.max_body_bytes`; a real `portrait_get` body is bigger.
+const MIN_BODY_BYTES: usize = 1024;
+/// Smallest allowed `upstream.usersig_ttl_seconds`, so renewal cannot spin.
+const MIN_USERSIG_TTL_SECONDS: u64 = 300;
+
+/// Validated gateway settings, built by [`Config::load`], [`Config::from_toml_str`] or
+/// [`Config::from_raw`]. `Debug` redacts the secret key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `[server]`: the listener clients talk to.
+    pub server: ServerConfig,
+    /// `[upstream]`: the Tencent endpoint and the admin identity used to call it.
+    pub upstream: UpstreamConfig,
+    /// `[auth]`: who may call the gateway.
+    pub auth: AuthConfig,
+    /// `[limits]`: upstream rate budgets and batching.
+    pub limits: LimitsConfig,
+    /// `[cache]`: profile cache sizing and lifetimes.
+    pub cache: CacheConfig,
+    /// `[log]`: log output format.
+    pub log: LogConfig,
+}
+
+/// `[server]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address the gateway serves on.
+    pub listen: SocketAddr,
+    /// Larger request bodies get a Tencent-style error instead of being read.
+    pub max_body_bytes: usize,
+    /// Concurrent client connections; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Drain deadline after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// `[upstream]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// http(s) base with a host and no query, e.g. `https://console.tim.qq.com`.
+    pub base_url: Url,
+    /// Tencent application id (> 0).
+    pub sdkappid: u64,
+    /// The app admin the gateway signs upstream calls as.
+    pub identifier: String,
+    /// Key for signing UserSigs; may be empty until [`Config::require_secret_key`].
+    pub secret_key: SecretKey,
+    /// Per upstream call, connect + answer.
+    pub timeout: Duration,
+    /// Lifetime of the gateway's own admin UserSig.
+    pub usersig_ttl: Duration,
+}
+
+/// The app's UserSig secret. `Debug` never shows it; call [`SecretKey::expose`] to sign.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct SecretKey(String);
+
+/// How callers are authenticated (`auth.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `"usersig"`: callers must present a valid UserSig of one of `auth.admins`.
+    #[default]
+    UserSig,
+    /// `"none"`: trust the network; any caller is accepted.
+    None,
+}
+
+/// `[auth]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// How callers are authenticated.
+    pub mode: AuthMode,
+    /// Identifiers allowed to call; never empty (an empty file list means `[upstream.identifier]`).
+    pub admins: Vec<String>,
+}
+
+/// `[limits]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Upstream `portrait_get` calls per second.
+    pub requests_per_second: NonZeroU32,
+    /// Upstream `portrait_set` calls per second, a budget of their own.
+    pub set_requests_per_second: NonZeroU32,
+    /// Accounts per upstream `portrait_get` (1..=100).
+    pub max_accounts_per_batch: usize,
+    /// How long a cache miss may wait for others to share its upstream call.
+    pub batch_window: Duration,
+    /// A caller waiting longer than this for upstream capacity gets an error.
+    pub max_queue_wait: Duration,
+}
+
+/// `[cache]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Lifetime of a cached profile value.
+    pub ttl: Duration,
+    /// Capacity in cached (account, tag) pairs.
+    pub max_entries: u64,
+    /// How long a tag Tencent says does not exist is answered locally (zero disables).
+    pub missing_tag_ttl: Duration,
+}
+
+/// Log output format (`log.format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]` settings; the level comes from `RUST_LOG`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Log output format.
+    pub format: LogFormat,
+}
+
+/// Why the configuration could not be loaded. Every `Display` is a single line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type.
+    #[error("cannot parse config {origin}: {message}")]
+    Parse {
+        /// The file path, or `<string>` for [`Config::from_toml_str`].
+        origin: String,
+        /// toml's error collapsed to one line (position and message; the source line is dropped
+        /// so a secret in it is never printed).
+        message: String,
+    },
+    /// A `TIM_GATEWAY__*` env var is malformed, unknown or has a bad value.
+    #[error("invalid environment variable {var}: {reason}")]
+    Env {
+        /// The variable's name.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value parsed but is out of range or otherwise unusable.
+    #[error("invalid config: {key} = {value}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `limits.max_accounts_per_batch`.
+        key: &'static str,
+        /// The offending value as written (never the secret key).
+        value: String,
+        /// What is allowed instead.
+        reason: String,
+    },
+}
+
+/// Where env overrides come from: the process ([`ProcessEnv`]) or, in tests, a `HashMap`.
+pub trait EnvSource {
+    /// The value of one variable, if set and valid unicode.
+    fn var(&self, name: &str) -> Option<String>;
+    /// All variables that are valid unicode.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+/// `[section]` structs mirroring the file; fields are documented in `config/tim-gateway.toml`.
+macro_rules! raw_section {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty = $default:expr,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name { $(pub $field: $ty,)* }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+    };
+}
+
+raw_section!(
+    /// The config file as written: every section and key optional, unknown ones rejected.
+    RawConfig {
+        server: RawServer = RawServer::default(),
+        upstream: RawUpstream = RawUpstream::default(),
+        auth: RawAuth = RawAuth::default(),
+        limits: RawLimits = RawLimits::default(),
+        cache: RawCache = RawCache::default(),
+        log: RawLog = RawLog::default(),
+    }
+);
+raw_section!(
+    /// `[server]` as written.
+    RawServer {
+        listen: String = "127.0.0.1:8080".to_owned(),
+        max_body_bytes: usize = 1_048_576,
+        max_connections: usize = 10_000,
+        shutdown_grace_ms: u64 = 20_000,
+    }
+);
+raw_section!(
+    /// `[upstream]` as written.
+    RawUpstream {
+        base_url: String = "https://console.tim.qq.com".to_owned(),
+        sdkappid: u64 = 1_400_000_000,
+        identifier: String = "administrator".to_owned(),
+        secret_key: SecretKey = SecretKey::default(),
+        timeout_ms: u64 = 3_000,
+        usersig_ttl_seconds: u64 = 86_400,
+    }
+);
+raw_section!(
+    /// `[auth]` as written.
+    RawAuth { mode: AuthMode = AuthMode::UserSig, admins: Vec<String> = Vec::new(), }
+);
+raw_section!(
+    /// `[limits]` as written.
+    RawLimits {
+        requests_per_second: u32 = 200,
+        set_requests_per_second: u32 = 200,
+        max_accounts_per_batch: usize = MAX_ACCOUNTS_PER_REQUEST,
+        batch_window_ms: u64 = 2,
+        max_queue_wait_ms: u64 = 2_000,
+    }
+);
+raw_section!(
+    /// `[cache]` as written.
+    RawCache { ttl_seconds: u64 = 300, max_entries: u64 = 1_000_000, missing_tag_ttl_seconds: u64 = 60, }
+);
+raw_section!(
+    /// `[log]` as written.
+    RawLog { format: LogFormat = LogFormat::Text, }
+);
+
+// === impl Config ===
+
+impl Config {
+    /// Reads `path`, applies env overrides and validates. A missing file is an error unless
+    /// `path_is_default` (no `--config` given): then the built-in defaults (plus env) apply.
+    pub fn load(
+        path: &Path,
+        path_is_default: bool,
+        env: &dyn EnvSource,
+    ) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == ErrorKind::NotFound && path_is_default => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::from_text(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses TOML `text`, applies env overrides and validates.
+    pub fn from_toml_str(text: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        Self::from_text(text, "<string>", env)
+    }
+
+    /// Validates `raw` and builds the typed config; an empty `admins` becomes `[identifier]`.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let upstream = raw.upstream.validate()?;
+        Ok(Config {
+            server: raw.server.validate()?,
+            auth: raw.auth.validate(&upstream.identifier)?,
+            limits: raw.limits.validate()?,
+            cache: raw.cache.validate()?,
+            log: LogConfig {
+                format: raw.log.format,
+            },
+            upstream,
+        })
+    }
+
+    /// Errors unless a secret key is configured; `run` needs one to sign upstream calls.
+    pub fn require_secret_key(&self) -> Result<(), ConfigError> {
+        if !self.upstream.secret_key.is_empty() {
+            return Ok(());
+        }
+        let reason = format!("must be set to the app's key, normally via {ENV_SECRET_KEY}");
+        Err(invalid("upstream.secret_key", "\"\"", reason))
+    }
+
+    fn from_text(text: &str, origin: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: one_line(&e),
+        };
+        // The file alone first, so its errors carry its own line numbers.
+        let mut raw: RawConfig = toml::from_str(text).map_err(parse_error)?;
+        let mut vars: Vec<_> = env
+            .vars()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort_by_key(|(name, _)| name.to_ascii_uppercase());
+        if let Some(pair) = vars
+            .windows(2)
+            .find(|w| w[0].0.eq_ignore_ascii_case(&w[1].0))
+        {
+            return Err(env_error(
+                &pair[1].0,
+                format!("conflicts with {}", pair[0].0),
+            ));
+        }
+        if !vars.is_empty() {
+            let mut table: toml::Table = text.parse().map_err(parse_error)?;
+            for (var, value) in vars {
+                raw = apply_env(&mut table, &var, &value)?;
+            }
+        }
+        Config::from_raw(raw)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_raw(RawConfig::default()).expect("built-in defaults are valid")
+    }
+}
+
+// === validation ===
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let listen = self.listen.parse().map_err(|e: std::net::AddrParseError| {
+            invalid("server.listen", format!("{:?}", self.listen), e.to_string())
+        })?;
+        Ok(ServerConfig {
+            listen,
+            max_body_bytes: at_least("server.max_body_bytes", self.max_body_bytes, MIN_BODY_BYTES)?,
+            max_connections: at_least("server.max_connections", self.max_connections, 1)?,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        })
+    }
+}
+
+impl RawUpstream {
+    fn validate(self) -> Result<UpstreamConfig, ConfigError> {
+        if self.identifier.trim().is_empty() {
+            let value = format!("{:?}", self.identifier);
+            return Err(invalid("upstream.identifier", value, "must not be empty"));
+        }
+        let ttl = self.usersig_ttl_seconds;
+        Ok(UpstreamConfig {
+            base_url: parse_base_url(&self.base_url)?,
+            sdkappid: at_least("upstream.sdkappid", self.sdkappid, 1)?,
+            identifier: self.identifier,
+            secret_key: self.secret_key,
+            timeout: Duration::from_millis(at_least("upstream.timeout_ms", self.timeout_ms, 1)?),
+            usersig_ttl: Duration::from_secs(at_least(
+                "upstream.usersig_ttl_seconds",
+                ttl,
+                MIN_USERSIG_TTL_SECONDS,
+            )?),
+        })
+    }
+}
+
+impl RawAuth {
+    fn validate(self, identifier: &str) -> Result<AuthConfig, ConfigError> {
+        let admins = if self.admins.is_empty() {
+            vec![identifier.to_owned()]
+        } else {
+            self.admins
+        };
+        if admins.iter().any(|a| a.trim().is_empty()) {
+            return Err(invalid(
+                "auth.admins",
+                format!("{admins:?}"),
+                "entries must not be empty",
+            ));
+        }
+        Ok(AuthConfig {
+            mode: self.mode,
+            admins,
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<LimitsConfig, ConfigError> {
+        let (get, set) = (self.requests_per_second, self.set_requests_per_second);
+        let batch = self.max_accounts_per_batch;
+        Ok(LimitsConfig {
+            requests_per_second: rate("limits.requests_per_second", get)?,
+            set_requests_per_second: rate("limits.set_requests_per_second", set)?,
+            max_accounts_per_batch: between(
+                "limits.max_accounts_per_batch",
+                batch,
+                1,
+                MAX_ACCOUNTS_PER_REQUEST,
+            )?,
+            batch_window: Duration::from_millis(self.batch_window_ms),
+            max_queue_wait: Duration::from_millis(self.max_queue_wait_ms),
+        })
+    }
+}
+
+impl RawCache {
+    fn validate(self) -> Result<CacheConfig, ConfigError> {
+        Ok(CacheConfig {
+            ttl: Duration::from_secs(at_least("cache.ttl_seconds", self.ttl_seconds, 1)?),
+            max_entries: at_least("cache.max_entries", self.max_entries, 1)?,
+            missing_tag_ttl: Duration::from_secs(self.missing_tag_ttl_seconds),
+        })
+    }
+}
+
+fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: String| invalid("upstream.base_url", format!("{text:?}"), reason);
+    let url = Url::parse(text).map_err(|e| bad(e.to_string()))?;
+    let problem = if !matches!(url.scheme(), "http" | "https") {
+        "scheme must be http or https"
+    } else if url.host_str().is_none_or(str::is_empty) {
+        "must have a host"
+    } else if url.query().is_some() || url.fragment().is_some() {
+        "must not have a query or fragment"
+    } else if !url.username().is_empty() || url.password().is_some() {
+        "must not hold credentials"
+    } else {
+        return Ok(url);
+    };
+    Err(bad(problem.to_owned()))
+}
+
+fn rate(key: &'static str, value: u32) -> Result<NonZeroU32, ConfigError> {
+    let value = between(key, value, 1, MAX_REQUESTS_PER_SECOND)?;
+    Ok(NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN))
+}
+
+fn at_least<T: PartialOrd + fmt::Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+) -> Result<T, ConfigError> {
+    match value >= min {
+        true => Ok(value),
+        false => Err(invalid(key, &value, format!("must be at least {min}"))),
+    }
+}
+
+fn between<T: PartialOrd + fmt::Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    match min <= value && value <= max {
+        true => Ok(value),
+        false => Err(invalid(
+            key,
+            &value,
+            format!("must be between {min} and {max}"),
+        )),
+    }
+}
+
+fn invalid(key: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Collapses toml's multi-line error (header, source excerpt with `^^^`, message, `in key`) to
+/// one line, dropping the excerpt lines so that a secret on the offending line is never echoed.
+fn one_line(err: &dyn fmt::Display) -> String {
+    let text = err.to_string();
+    let is_excerpt = |l: &str| {
+        l.trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start()
+            .starts_with('|')
+    };
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_excerpt(l))
+        .collect();
+    parts.join(": ")
+}
+
+// === env overrides ===
+
+/// Sets `var` (`TIM_GATEWAY__<SECTION>__<KEY>`, naming an existing key) in the file's `table`,
+/// typed like that key's built-in default, and re-reads the table so that a bad value is blamed
+/// on its own variable.
+fn apply_env(table: &mut toml::Table, var: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialize to TOML");
+    let name = var[ENV_PREFIX.len()..].to_lowercase();
+    let Some((section, key)) = name.split_once("__").filter(|(_, k)| !k.contains("__")) else {
+        return Err(env_error(
+            var,
+            "must look like TIM_GATEWAY__<SECTION>__<KEY>",
+        ));
+    };
+    let Some(keys) = defaults.get(section).and_then(toml::Value::as_table) else {
+        return Err(env_error(
+            var,
+            format!("unknown section `{section}` (known: {})", names(&defaults)),
+        ));
+    };
+    let Some(default) = keys.get(key) else {
+        return Err(env_error(
+            var,
+            format!("unknown key `{section}.{key}` (known: {})", names(keys)),
+        ));
+    };
+    let value = typed_value(default, text).map_err(|reason| env_error(var, reason))?;
+    let section = table
+        .entry(section)
+        .or_insert_with(|| toml::Table::new().into());
+    if let Some(section) = section.as_table_mut() {
+        section.insert(key.to_owned(), value);
+    }
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e| env_error(var, one_line(&e)))
+}
+
+/// Types an env string like the key's default: integers and booleans are parsed, arrays are
+/// comma-separated strings (empty = empty list), strings are taken as is.
+fn typed_value(default: &toml::Value, text: &str) -> Result<toml::Value, String> {
+    use toml::Value;
+    let list = |text: &str| {
+        text.split(',')
+            .map(|s| Value::String(s.trim().to_owned()))
+            .collect()
+    };
+    match default {
+        Value::String(_) => Ok(Value::String(text.to_owned())),
+        Value::Integer(_) => text
+            .trim()
+            .parse()
+            .map(Value::Integer)
+            .map_err(|e| format!("expected an integer, got {text:?} ({e})")),
+        Value::Boolean(_) => text
+            .trim()
+            .parse()
+            .map(Value::Boolean)
+            .map_err(|_| format!("expected true or false, got {text:?}")),
+        Value::Array(_) if text.trim().is_empty() => Ok(Value::Array(Vec::new())),
+        Value::Array(_) => Ok(Value::Array(list(text))),
+        other => Err(format!(
+            "{} settings cannot be set from the environment",
+            other.type_str()
+        )),
+    }
+}
+
+fn names(table: &toml::Table) -> String {
+    table
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn env_error(var: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Env {
+        var: var.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+// === impl EnvSource ===
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+// === impl SecretKey ===
+
+impl SecretKey {
+    /// Wraps a key.
+    pub fn new(key: String) -> Self {
+        SecretKey(key)
+    }
+
+    /// The key itself, for signing. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_empty() {
+            "SecretKey(<empty>)"
+        } else {
+            "SecretKey(<redacted>)"
+        })
+    }
+}

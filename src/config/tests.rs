@@ -1,0 +1,299 @@
+use super::*;
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tim-gateway.toml");
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn no_env() -> HashMap<String, String> {
+    HashMap::new()
+}
+
+#[test]
+fn shipped_config_file_equals_built_in_defaults() {
+    let text = std::fs::read_to_string(SHIPPED).unwrap();
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    assert_eq!(raw, RawConfig::default());
+    let config = Config::load(Path::new(SHIPPED), false, &no_env()).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(
+        config.upstream.base_url.as_str(),
+        "https://console.tim.qq.com/"
+    );
+    assert_eq!(config.limits.batch_window, Duration::from_millis(2));
+    assert_eq!(config.cache.missing_tag_ttl, Duration::from_secs(60));
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn missing_file_at_default_path_uses_defaults_but_explicit_path_is_an_error() {
+    let path = Path::new("/nonexistent/tim-gateway.toml");
+    let vars = env(&[("TIM_GATEWAY__LOG__FORMAT", "json")]);
+    let config = Config::load(path, true, &vars).unwrap();
+    assert_eq!(config.log.format, LogFormat::Json);
+    let err = Config::load(path, false, &no_env()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+}
+
+#[test]
+fn unknown_toml_key_is_rejected_and_named() {
+    let err = Config::from_toml_str("[server]\nlistn = \"0.0.0.0:80\"\n", &no_env()).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    assert!(err.to_string().contains("listn"), "{err}");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    let err = Config::from_toml_str("[servr]\n", &no_env()).unwrap_err();
+    assert!(err.to_string().contains("servr"), "{err}");
+}
+
+#[test]
+fn unknown_env_var_is_rejected() {
+    let vars = env(&[("TIM_GATEWAY__LIMITS__REQUESTS_PER_SECONDS", "5")]);
+    let err = Config::from_toml_str("", &vars).unwrap_err();
+    let ConfigError::Env { var, reason } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(var, "TIM_GATEWAY__LIMITS__REQUESTS_PER_SECONDS");
+    assert!(reason.contains("requests_per_second,"), "{err}");
+    for bad in [
+        "TIM_GATEWAY__LIMIT__BATCH_WINDOW_MS",
+        "TIM_GATEWAY__LIMITS",
+        "TIM_GATEWAY__A__B__C",
+    ] {
+        let err = Config::from_toml_str("", &env(&[(bad, "1")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == bad),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn unrelated_env_vars_are_ignored() {
+    let vars = env(&[
+        ("TIM_GATEWAY_LOG", "x"),
+        ("PATH", "/bin"),
+        ("RUST_LOG", "debug"),
+    ]);
+    assert_eq!(Config::from_toml_str("", &vars).unwrap(), Config::default());
+}
+
+#[test]
+fn env_overrides_beat_the_file() {
+    let file = "[server]\nlisten = \"127.0.0.1:1\"\n[upstream]\nsecret_key = \"from-file\"\n\
+                [limits]\nrequests_per_second = 7\n[auth]\nadmins = [\"x\"]\n";
+    let vars = env(&[
+        ("TIM_GATEWAY__SERVER__LISTEN", "0.0.0.0:9000"),
+        ("TIM_GATEWAY__UPSTREAM__SECRET_KEY", "from-env"),
+        ("TIM_GATEWAY__LIMITS__REQUESTS_PER_SECOND", "5"),
+        ("TIM_GATEWAY__auth__Admins", "a, b"),
+    ]);
+    let config = Config::from_toml_str(file, &vars).unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(config.upstream.secret_key.expose(), "from-env");
+    assert_eq!(config.limits.requests_per_second.get(), 5);
+    assert_eq!(config.auth.admins, ["a", "b"]);
+    // The file still beats the defaults where env is silent.
+    let config = Config::from_toml_str(file, &no_env()).unwrap();
+    assert_eq!(config.limits.requests_per_second.get(), 7);
+    assert_eq!(config.upstream.secret_key.expose(), "from-file");
+}
+
+#[test]
+fn digit_only_secret_key_from_env_stays_a_string() {
+    let vars = env(&[(ENV_SECRET_KEY, "0012345")]);
+    let config = Config::from_toml_str("", &vars).unwrap();
+    assert_eq!(config.upstream.secret_key.expose(), "0012345");
+}
+
+#[test]
+fn bad_integer_in_env_is_an_env_error() {
+    for (var, value) in [
+        ("TIM_GATEWAY__CACHE__TTL_SECONDS", "5m"),
+        ("TIM_GATEWAY__LIMITS__REQUESTS_PER_SECOND", "99999999999"),
+        ("TIM_GATEWAY__CACHE__MAX_ENTRIES", "-1"),
+        ("TIM_GATEWAY__LOG__FORMAT", "yaml"),
+    ] {
+        let err = Config::from_toml_str("", &env(&[(var, value)])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var: v, .. } if v == var),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn empty_admins_env_means_the_upstream_identifier() {
+    let vars = env(&[
+        ("TIM_GATEWAY__AUTH__ADMINS", ""),
+        ("TIM_GATEWAY__UPSTREAM__IDENTIFIER", "ops"),
+    ]);
+    let config = Config::from_toml_str("[auth]\nadmins = [\"x\"]\n", &vars).unwrap();
+    assert_eq!(config.auth.admins, ["ops"]);
+}
+
+#[test]
+fn admins_default_to_the_upstream_identifier() {
+    assert_eq!(Config::default().auth.admins, ["administrator"]);
+    let config = Config::from_toml_str("[upstream]\nidentifier = \"boss\"\n", &no_env()).unwrap();
+    assert_eq!(config.auth.admins, ["boss"]);
+}
+
+#[test]
+fn max_accounts_per_batch_outside_1_to_100_is_rejected() {
+    for n in [0, 101] {
+        let mut raw = RawConfig::default();
+        raw.limits.max_accounts_per_batch = n;
+        let err = Config::from_raw(raw).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "limits.max_accounts_per_batch",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    let err =
+        Config::from_toml_str("[limits]\nmax_accounts_per_batch = 101\n", &no_env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config: limits.max_accounts_per_batch = 101: must be between 1 and 100"
+    );
+}
+
+#[test]
+fn bad_base_url_is_rejected() {
+    for url in [
+        "ftp://example.com",
+        "http://",
+        "https://",
+        "not a url",
+        "https://h/?a=1",
+        "https://u:p@h/",
+    ] {
+        let mut raw = RawConfig::default();
+        raw.upstream.base_url = url.to_owned();
+        let err = Config::from_raw(raw).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "upstream.base_url",
+                    ..
+                }
+            ),
+            "{url}: {err}"
+        );
+    }
+    let mut raw = RawConfig::default();
+    raw.upstream.base_url = "http://127.0.0.1:9000/prefix".to_owned();
+    assert_eq!(
+        Config::from_raw(raw).unwrap().upstream.base_url.path(),
+        "/prefix"
+    );
+}
+
+#[test]
+fn other_out_of_range_values_are_rejected() {
+    type Breaker = fn(&mut RawConfig);
+    let cases: [(&str, Breaker); 10] = [
+        ("server.listen", |r| r.server.listen = "localhost:80".into()),
+        ("server.max_body_bytes", |r| r.server.max_body_bytes = 1023),
+        ("server.max_connections", |r| r.server.max_connections = 0),
+        ("upstream.sdkappid", |r| r.upstream.sdkappid = 0),
+        ("upstream.identifier", |r| {
+            r.upstream.identifier = String::new()
+        }),
+        ("upstream.timeout_ms", |r| r.upstream.timeout_ms = 0),
+        ("upstream.usersig_ttl_seconds", |r| {
+            r.upstream.usersig_ttl_seconds = 299
+        }),
+        ("limits.requests_per_second", |r| {
+            r.limits.requests_per_second = 0
+        }),
+        ("limits.set_requests_per_second", |r| {
+            r.limits.set_requests_per_second = 100_001
+        }),
+        ("cache.ttl_seconds", |r| r.cache.ttl_seconds = 0),
+    ];
+    for (key, break_it) in cases {
+        let mut raw = RawConfig::default();
+        break_it(&mut raw);
+        let err = Config::from_raw(raw).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+            "{key}: {err}"
+        );
+    }
+    let mut raw = RawConfig::default();
+    raw.cache.max_entries = 0;
+    assert!(Config::from_raw(raw).is_err());
+}
+
+#[test]
+fn empty_secret_key_loads_but_is_required_for_run() {
+    let config = Config::default();
+    assert!(config.upstream.secret_key.is_empty());
+    let err = config.require_secret_key().unwrap_err();
+    assert!(err.to_string().contains(ENV_SECRET_KEY), "{err}");
+    let config = Config::from_toml_str("", &env(&[(ENV_SECRET_KEY, "k")])).unwrap();
+    assert!(config.require_secret_key().is_ok());
+}
+
+#[test]
+fn debug_never_shows_the_secret_key() {
+    let secret = "s3cr3t-Key-Value";
+    let config = Config::from_toml_str("", &env(&[(ENV_SECRET_KEY, secret)])).unwrap();
+    let debug = format!("{config:?} {config:#?}");
+    assert!(!debug.contains(secret), "{debug}");
+    assert!(debug.contains("SecretKey(<redacted>)"), "{debug}");
+    assert_eq!(
+        format!("{:?}", SecretKey::new(String::new())),
+        "SecretKey(<empty>)"
+    );
+    let raw: RawConfig =
+        toml::from_str(&format!("[upstream]\nsecret_key = \"{secret}\"\n")).unwrap();
+    assert!(!format!("{raw:?}").contains(secret));
+}
+
+#[test]
+fn parse_errors_never_echo_the_offending_line() {
+    let err = Config::from_toml_str("[upstream]\nsecret_key = \"s3cr3t\n", &no_env()).unwrap_err();
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn every_error_display_is_one_line() {
+    let missing = Config::load(Path::new("/nonexistent/x.toml"), false, &no_env()).unwrap_err();
+    let errors = [
+        missing,
+        Config::from_toml_str("[server]\nlistn = 1\n", &no_env()).unwrap_err(),
+        Config::from_toml_str("[server\n", &no_env()).unwrap_err(),
+        Config::from_toml_str("[cache]\nttl_seconds = \"x\"\n", &no_env()).unwrap_err(),
+        Config::from_toml_str("", &env(&[("TIM_GATEWAY__LOG__FORMAT", "yaml")])).unwrap_err(),
+        Config::from_toml_str("", &env(&[("TIM_GATEWAY__CACHE__TTL_SECONDS", "x")])).unwrap_err(),
+        Config::from_toml_str("[limits]\nmax_accounts_per_batch = 0\n", &no_env()).unwrap_err(),
+        Config::default().require_secret_key().unwrap_err(),
+    ];
+    for err in errors {
+        let text = err.to_string();
+        assert!(!text.contains('\n') && !text.is_empty(), "{text:?}");
+    }
+}
+
+#[test]
+fn env_vars_differing_only_in_case_are_rejected() {
+    let vars = env(&[
+        ("TIM_GATEWAY__SERVER__LISTEN", "0.0.0.0:1"),
+        ("TIM_GATEWAY__server__listen", "0.0.0.0:2"),
+    ]);
+    let err = Config::from_toml_str("", &vars).unwrap_err();
+    assert!(matches!(err, ConfigError::Env { .. }), "{err}");
+}

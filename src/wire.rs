@@ -1,0 +1,281 @@
+//! Tencent IM JSON on the wire: `portrait_get` request decoding and validation, upstream answer
+//! decoding, and response encoding.
+//!
+//! Pure: bytes in, typed values out, no I/O and no clock. The gateway (service.rs), the batch
+//! worker (decoding upstream answers) and the simulated Tencent (sim.rs) all share these rules,
+//! so "what Tencent answers" and "what the gateway answers" cannot drift apart. Tencent spelling
+//! appears only in serde attributes and in the encoders below.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+
+mod encode;
+#[cfg(test)]
+mod tests;
+
+pub use encode::{encode_error, ResponseWriter};
+
+/// Tencent's cap on `To_Account` per `portrait_get` call.
+pub const MAX_ACCOUNTS_PER_REQUEST: usize = 100;
+
+/// Prefix of every custom profile tag (`Tag_Profile_Custom_Test`).
+pub const CUSTOM_TAG_PREFIX: &str = "Tag_Profile_Custom_";
+
+/// Prefix of Tencent's standard profile tags.
+pub const STANDARD_TAG_PREFIX: &str = "Tag_Profile_IM_";
+
+/// Tencent's standard profile tags (reference §4.2), in a fixed order: a standard [`Tag`] is an
+/// index into this table.
+pub const STANDARD_TAGS: [&str; 12] = [
+    "Tag_Profile_IM_Nick",
+    "Tag_Profile_IM_Gender",
+    "Tag_Profile_IM_BirthDay",
+    "Tag_Profile_IM_Location",
+    "Tag_Profile_IM_SelfSignature",
+    "Tag_Profile_IM_AllowType",
+    "Tag_Profile_IM_Language",
+    "Tag_Profile_IM_Image",
+    "Tag_Profile_IM_MsgSettings",
+    "Tag_Profile_IM_AdminForbidType",
+    "Tag_Profile_IM_Level",
+    "Tag_Profile_IM_Role",
+];
+
+/// A Tencent UserID.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Account(Arc<str>);
+
+/// A profile tag. Standard tags are interned (an index, no allocation, cheap to compare);
+/// custom tags carry their name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Tag(TagName);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TagName {
+    Standard(u8),
+    Custom(Arc<str>),
+}
+
+/// A profile value exactly as the upstream sent it: opaque JSON text (a number, a string, ...).
+pub type RawJson = Arc<RawValue>;
+
+/// A decoded, validated `portrait_get` request. Accounts borrow from the request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortraitGetRequest<'a> {
+    /// `To_Account`, in request order, duplicates kept.
+    pub accounts: Vec<Cow<'a, str>>,
+    /// `TagList`, in request order, duplicates kept.
+    pub tags: Vec<Tag>,
+}
+
+/// One account's entry in an upstream `portrait_get` answer.
+#[derive(Debug, Deserialize)]
+pub struct UpstreamProfile<'a> {
+    #[serde(rename = "To_Account", borrow)]
+    pub account: Cow<'a, str>,
+    #[serde(rename = "ProfileItem", default, borrow)]
+    pub items: Vec<UpstreamTagValue<'a>>,
+    #[serde(rename = "ResultCode", default)]
+    pub result_code: i64,
+    #[serde(rename = "ResultInfo", default, borrow)]
+    pub result_info: Cow<'a, str>,
+}
+
+/// One `{Tag, Value}` pair in an upstream answer; the value stays raw JSON.
+#[derive(Debug, Deserialize)]
+pub struct UpstreamTagValue<'a> {
+    #[serde(rename = "Tag", borrow)]
+    pub tag: Cow<'a, str>,
+    #[serde(rename = "Value", borrow)]
+    pub value: &'a RawValue,
+}
+
+/// The whole-request envelope every Tencent answer carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Envelope {
+    #[serde(rename = "ActionStatus", default)]
+    pub action_status: String,
+    #[serde(rename = "ErrorCode", default)]
+    pub error_code: i64,
+    #[serde(rename = "ErrorInfo", default)]
+    pub error_info: String,
+    #[serde(rename = "ErrorDisplay", default)]
+    pub error_display: String,
+}
+
+/// An upstream `portrait_get` answer that succeeded as a whole (per-account failures inside).
+#[derive(Debug, Deserialize)]
+pub struct UpstreamGetAnswer<'a> {
+    #[serde(rename = "UserProfileItem", default, borrow)]
+    pub profiles: Vec<UpstreamProfile<'a>>,
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+// === impl Account ===
+
+impl Account {
+    /// The UserID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Account {
+    fn from(s: &str) -> Self {
+        Account(Arc::from(s))
+    }
+}
+
+impl std::borrow::Borrow<str> for Account {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+// === impl Tag ===
+
+impl Tag {
+    /// Parses a tag name from a request. Unknown `Tag_Profile_IM_*` names and names that are
+    /// neither standard nor well-formed custom tags are rejected with 40009, as Tencent does.
+    pub fn parse(name: &str) -> Result<Tag, Error> {
+        if let Some(i) = STANDARD_TAGS.iter().position(|t| *t == name) {
+            return Ok(Tag(TagName::Standard(i as u8)));
+        }
+        match name.strip_prefix(CUSTOM_TAG_PREFIX) {
+            Some(key)
+                if !key.is_empty()
+                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Ok(Tag(TagName::Custom(Arc::from(name))))
+            }
+            _ => Err(Error::UnknownTag(Arc::from(truncate_for_message(name)))),
+        }
+    }
+
+    /// The standard tag at `index` in [`STANDARD_TAGS`].
+    pub fn standard(index: usize) -> Option<Tag> {
+        (index < STANDARD_TAGS.len()).then_some(Tag(TagName::Standard(index as u8)))
+    }
+
+    /// The tag's Tencent name.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            TagName::Standard(i) => STANDARD_TAGS[usize::from(*i)],
+            TagName::Custom(name) => name,
+        }
+    }
+
+    /// Whether this is an app-defined `Tag_Profile_Custom_*` tag (the only kind Tencent can
+    /// answer 40009 "tag not found" for, since standard tags are checked locally).
+    pub fn is_custom(&self) -> bool {
+        matches!(self.0, TagName::Custom(_))
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === decoding ===
+
+#[derive(Deserialize)]
+struct RawGetRequest<'a> {
+    #[serde(rename = "To_Account", borrow, default)]
+    to_account: Option<&'a RawValue>,
+    #[serde(rename = "TagList", borrow, default)]
+    tag_list: Option<&'a RawValue>,
+}
+
+/// Decodes and validates a `portrait_get` body the way Tencent does: a JSON object with a
+/// non-empty `To_Account` array of strings (40002 when missing or empty), at most 100 of them,
+/// and a non-empty `TagList` of known tags.
+pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error> {
+    let raw: RawGetRequest<'_> =
+        serde_json::from_slice(body).map_err(|e| Error::InvalidJson(json_message(&e)))?;
+    let accounts: Vec<Cow<'_, str>> = match raw.to_account {
+        None => return Err(Error::MissingAccounts),
+        Some(v) => serde_json::from_str(v.get())
+            .map_err(|e| Error::invalid_field("To_Account must be an array of strings", &e))?,
+    };
+    if accounts.is_empty() {
+        return Err(Error::MissingAccounts);
+    }
+    if accounts.len() > MAX_ACCOUNTS_PER_REQUEST {
+        return Err(Error::TooManyAccounts(accounts.len()));
+    }
+    let names: Vec<Cow<'_, str>> = match raw.tag_list {
+        None => return Err(Error::InvalidField(Arc::from("TagList is missing"))),
+        Some(v) => serde_json::from_str(v.get())
+            .map_err(|e| Error::invalid_field("TagList must be an array of strings", &e))?,
+    };
+    if names.is_empty() {
+        return Err(Error::InvalidField(Arc::from("TagList is empty")));
+    }
+    let tags = names
+        .iter()
+        .map(|n| Tag::parse(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PortraitGetRequest { accounts, tags })
+}
+
+/// Decodes an upstream `portrait_get` answer. A whole-request failure (`ErrorCode != 0` or
+/// `ActionStatus` not `OK`) becomes [`Error::UpstreamFailed`] with Tencent's code and texts.
+pub fn decode_upstream_get(body: &[u8]) -> Result<UpstreamGetAnswer<'_>, Error> {
+    let answer: UpstreamGetAnswer<'_> =
+        serde_json::from_slice(body).map_err(|e| Error::UpstreamDecode(json_message(&e)))?;
+    check_envelope(&answer.envelope)?;
+    Ok(answer)
+}
+
+/// Decodes just the envelope of an upstream answer (used for `portrait_set`).
+pub fn decode_envelope(body: &[u8]) -> Result<Envelope, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::UpstreamDecode(json_message(&e)))
+}
+
+fn check_envelope(env: &Envelope) -> Result<(), Error> {
+    if env.error_code == 0 && env.action_status == "OK" {
+        return Ok(());
+    }
+    Err(Error::UpstreamFailed {
+        code: if env.error_code == 0 {
+            crate::error::codes::GATEWAY_UPSTREAM_DECODE
+        } else {
+            env.error_code
+        },
+        info: Arc::from(env.error_info.as_str()),
+        display: Arc::from(env.error_display.as_str()),
+    })
+}
+
+/// serde_json's message, which names the line and column but never echoes the input.
+fn json_message(e: &serde_json::Error) -> Arc<str> {
+    Arc::from(e.to_string())
+}
+
+/// Error texts quote caller input only briefly.
+fn truncate_for_message(s: &str) -> &str {
+    const MAX_QUOTED_BYTES: usize = 64;
+    if s.len() <= MAX_QUOTED_BYTES {
+        return s;
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,120 @@
+//! Response encoding: writes Tencent-shaped JSON straight into a byte buffer.
+//!
+//! The cache-hit path builds every `portrait_get` answer here, so nothing is re-serialised:
+//! cached values are raw JSON copied as bytes, and strings are escaped once by serde_json.
+//! Field order follows Tencent's own examples.
+
+use std::io::Write as _;
+
+use serde_json::value::RawValue;
+
+use super::Tag;
+
+/// Builds a `portrait_get` answer entry by entry: accounts in request order, tags in `TagList`
+/// order. `Fail_Account` is added only when some account failed.
+pub struct ResponseWriter {
+    buf: Vec<u8>,
+    /// Accounts that failed, already JSON-escaped, for `Fail_Account`.
+    failed: Vec<u8>,
+    first_account: bool,
+    first_tag: bool,
+}
+
+impl ResponseWriter {
+    /// Starts an answer; `capacity` is a hint for the buffer size in bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(br#"{"UserProfileItem":["#);
+        ResponseWriter {
+            buf,
+            failed: Vec::new(),
+            first_account: true,
+            first_tag: true,
+        }
+    }
+
+    /// Opens a successful account entry; follow with [`tag_value`](Self::tag_value) calls and
+    /// [`end_account`](Self::end_account).
+    pub fn begin_account(&mut self, account: &str) {
+        self.account_separator();
+        self.buf.extend_from_slice(br#"{"To_Account":"#);
+        write_str(&mut self.buf, account);
+        self.buf.extend_from_slice(br#","ProfileItem":["#);
+        self.first_tag = true;
+    }
+
+    /// Adds one `{Tag, Value}` pair to the open account entry.
+    pub fn tag_value(&mut self, tag: &Tag, value: &RawValue) {
+        if !self.first_tag {
+            self.buf.push(b',');
+        }
+        self.first_tag = false;
+        self.buf.extend_from_slice(br#"{"Tag":"#);
+        write_str(&mut self.buf, tag.as_str());
+        self.buf.extend_from_slice(br#","Value":"#);
+        self.buf.extend_from_slice(value.get().as_bytes());
+        self.buf.push(b'}');
+    }
+
+    /// Closes a successful account entry.
+    pub fn end_account(&mut self) {
+        self.buf
+            .extend_from_slice(br#"],"ResultCode":0,"ResultInfo":""}"#);
+    }
+
+    /// Writes a failed account entry (no `ProfileItem`, as Tencent does) and lists the account
+    /// in `Fail_Account`.
+    pub fn failed_account(&mut self, account: &str, code: i64, info: &str) {
+        self.account_separator();
+        self.buf.extend_from_slice(br#"{"To_Account":"#);
+        write_str(&mut self.buf, account);
+        self.buf.extend_from_slice(br#","ResultCode":"#);
+        let _ = write!(self.buf, "{code}");
+        self.buf.extend_from_slice(br#","ResultInfo":"#);
+        write_str(&mut self.buf, info);
+        self.buf.push(b'}');
+        if !self.failed.is_empty() {
+            self.failed.push(b',');
+        }
+        write_str(&mut self.failed, account);
+    }
+
+    /// Closes the answer with the success envelope.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.push(b']');
+        if !self.failed.is_empty() {
+            self.buf.extend_from_slice(br#","Fail_Account":["#);
+            self.buf.extend_from_slice(&self.failed);
+            self.buf.push(b']');
+        }
+        self.buf.extend_from_slice(
+            br#","ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorDisplay":""}"#,
+        );
+        self.buf
+    }
+
+    fn account_separator(&mut self) {
+        if !self.first_account {
+            self.buf.push(b',');
+        }
+        self.first_account = false;
+    }
+}
+
+/// A whole-request failure body: `{"ActionStatus":"FAIL","ErrorCode":..,"ErrorInfo":..,"ErrorDisplay":..}`.
+pub fn encode_error(code: i64, info: &str, display: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(80 + info.len() + display.len());
+    buf.extend_from_slice(br#"{"ActionStatus":"FAIL","ErrorCode":"#);
+    let _ = write!(buf, "{code}");
+    buf.extend_from_slice(br#","ErrorInfo":"#);
+    write_str(&mut buf, info);
+    buf.extend_from_slice(br#","ErrorDisplay":"#);
+    write_str(&mut buf, display);
+    buf.push(b'}');
+    buf
+}
+
+/// Appends `s` as a quoted, escaped JSON string.
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *buf, s).expect("writing a str to a Vec cannot fail");
+}
