@@ -1,8 +1,172 @@
 //! tim-gateway: a drop-in sidecar for Tencent Cloud IM `v4/profile/portrait_get`.
+//!
+//! Callers point their existing Tencent client at the gateway (only the host changes) and get
+//! exactly what Tencent would answer; Tencent sees far fewer, fuller calls, never more than its
+//! per-second limit.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | TOML + env -> validated [`Config`] |
+//! | [`wire`] | Tencent JSON: request validation, upstream decoding, response encoding |
+//! | [`error`] | the one [`Error`] type and its Tencent error body |
+//! | [`usersig`], [`auth`] | UserSig v2 sign/verify; checking callers' query strings |
+//! | [`cache`] | per-(account, tag) values and absences in moka; invalidation race guard |
+//! | [`batcher`] | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
+//! | [`ratelimit`] | FIFO, deadline-bounded governor limiter per upstream API |
+//! | [`upstream`] | HTTP(S) calls to Tencent, signed with the gateway's own admin UserSig |
+//! | [`service`] | API policy: validate -> cache -> batcher -> assemble; portrait_set -> invalidate |
+//! | [`routes`], [`server`] | route table and responses; accept loop and graceful drain |
+//! | [`metrics`] | Prometheus families on an owned registry |
+//! | [`sim`] | the simulated Tencent upstream (demo, tests, benches) |
+//!
+//! # One request
+//!
+//! `server` accepts -> `routes` matches `POST /v4/profile/portrait_get`, `auth` checks the
+//! query, the body is read up to a limit -> `service` validates it (`wire`) and looks each
+//! (account, tag) up in `cache`. All hits: the answer is written from cached raw JSON, done.
+//! Misses go to `batcher`, whose one worker joins them to fetches in flight or batches them,
+//! waits for a `ratelimit` permit and calls `upstream`; it caches what comes back and hands
+//! each caller its own accounts. `service` assembles the answer in `To_Account` and `TagList`
+//! order. Every outcome is HTTP 200 with Tencent's envelope.
+
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod auth;
+pub mod batcher;
+pub mod cache;
 pub mod config;
+pub mod demo;
 pub mod error;
+pub mod metrics;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod sim;
+pub mod upstream;
 pub mod usersig;
 pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use error::Error;
+
+use auth::Authenticator;
+use batcher::{BatchConfig, Batcher};
+use cache::ProfileCache;
+use metrics::Metrics;
+use ratelimit::UpstreamLimiter;
+use routes::AppState;
+use service::ProfileService;
+use upstream::{UpstreamApi, UpstreamClient};
+
+/// Runs the gateway on `listener` against the configured Tencent upstream until `shutdown`
+/// resolves, then drains within `server.shutdown_grace_ms`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let upstream = Arc::new(UpstreamClient::new(&config.upstream));
+    run_with_upstream(config, listener, upstream, shutdown).await;
+}
+
+/// [`run`] with any [`UpstreamApi`] (benches plug in an in-memory one).
+pub async fn run_with_upstream(
+    config: Config,
+    listener: TcpListener,
+    upstream: Arc<dyn UpstreamApi>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let metrics = Metrics::new();
+    let (service, worker) = build_service(&config, upstream, metrics.clone());
+    let auth = Authenticator::new(
+        &config.auth,
+        config.upstream.sdkappid,
+        config.upstream.secret_key.clone(),
+    );
+    let state = Arc::new(AppState::new(
+        service,
+        auth,
+        metrics,
+        config.server.max_body_bytes,
+    ));
+    log_banner(&config, &listener);
+    let grace = config.server.shutdown_grace;
+    let started_drain = Instant::now();
+    server::serve(
+        listener,
+        state,
+        config.server.max_connections,
+        shutdown,
+        grace,
+    )
+    .await;
+    // The server held the last handles to the batcher: the worker now flushes what is queued
+    // and exits once its channel closes.
+    let left = grace.saturating_sub(started_drain.elapsed());
+    if tokio::time::timeout(left, worker).await.is_err() {
+        warn!("batch worker still busy at the end of the grace period");
+    }
+    info!("tim-gateway stopped");
+}
+
+/// Builds the cache, limiters, batch worker and service from `config`.
+fn build_service(
+    config: &Config,
+    upstream: Arc<dyn UpstreamApi>,
+    metrics: Metrics,
+) -> (ProfileService, tokio::task::JoinHandle<()>) {
+    let limits = &config.limits;
+    let cache = ProfileCache::new(&config.cache, config.upstream.timeout);
+    let batch_config = BatchConfig {
+        max_accounts: limits.max_accounts_per_batch,
+        window: limits.batch_window,
+        max_queue_wait: limits.max_queue_wait,
+        upstream_timeout: config.upstream.timeout,
+    };
+    let limiter = UpstreamLimiter::new(limits.requests_per_second);
+    let (batcher, worker) = Batcher::spawn(
+        batch_config,
+        upstream.clone(),
+        limiter,
+        cache.clone(),
+        metrics.clone(),
+    );
+    let set_limiter = UpstreamLimiter::new(limits.set_requests_per_second);
+    let service = ProfileService::new(
+        cache,
+        batcher,
+        upstream,
+        set_limiter,
+        metrics,
+        limits.max_queue_wait,
+    );
+    (service, worker)
+}
+
+fn log_banner(config: &Config, listener: &TcpListener) {
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen,
+        upstream = config.upstream.base_url.host_str().unwrap_or(""),
+        sdkappid = config.upstream.sdkappid,
+        requests_per_second = config.limits.requests_per_second.get(),
+        max_accounts_per_batch = config.limits.max_accounts_per_batch,
+        batch_window_ms = config.limits.batch_window.as_millis() as u64,
+        max_queue_wait_ms = config.limits.max_queue_wait.as_millis() as u64,
+        cache_ttl_seconds = config.cache.ttl.as_secs(),
+        auth = ?config.auth.mode,
+        "tim-gateway serving"
+    );
+}

@@ -1,0 +1,228 @@
+//! Authenticator: checks a caller's query string the way Tencent checks it.
+//!
+//! With `auth.mode = "usersig"` a caller must send Tencent's query parameters: `sdkappid` equal
+//! to the configured one, `identifier` one of the app admins, and a `usersig` that verifies
+//! (UserSig v2, see usersig.rs). Failures carry Tencent's codes, so callers' existing handling
+//! applies. Decoding a UserSig (base64, inflate, HMAC) is the expensive part and depends only on
+//! the string and the key, so its verdict is cached per UserSig string; the cheap claim checks
+//! (sdkappid, identifier, expiry against the clock) run on every request. `mode = "none"`
+//! trusts the network and checks nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moka::sync::Cache;
+
+use crate::config::{AuthConfig, AuthMode, SecretKey};
+use crate::error::{codes, Error};
+use crate::usersig::{self, UserSigError, VerifiedSig};
+
+/// How many distinct UserSig strings keep their verdict cached. Clients that sign per request
+/// (Tencent's Java SDK) churn this; the LRU bound keeps memory flat.
+const VERDICT_CACHE_ENTRIES: u64 = 100_000;
+
+/// How long a verdict stays cached. Expiry is re-checked on every request, so this only
+/// bounds memory and how long a rotated key keeps accepting old sigs.
+const VERDICT_TTL: Duration = Duration::from_secs(600);
+
+/// Checks callers' credentials; cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator(Arc<Inner>);
+
+struct Inner {
+    mode: AuthMode,
+    sdkappid: u64,
+    admins: Vec<String>,
+    key: SecretKey,
+    verdicts: Cache<Arc<str>, Result<VerifiedSig, UserSigError>>,
+}
+
+/// Tencent's query parameters, borrowed from the query string when no escapes were used.
+#[derive(Default)]
+struct Credentials<'a> {
+    sdkappid: Option<std::borrow::Cow<'a, str>>,
+    identifier: Option<std::borrow::Cow<'a, str>>,
+    usersig: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Authenticator {
+    /// Builds the checker for `sdkappid` with the app's secret key.
+    pub fn new(config: &AuthConfig, sdkappid: u64, key: SecretKey) -> Authenticator {
+        let verdicts = Cache::builder()
+            .max_capacity(VERDICT_CACHE_ENTRIES)
+            .time_to_live(VERDICT_TTL)
+            .build();
+        Authenticator(Arc::new(Inner {
+            mode: config.mode,
+            sdkappid,
+            admins: config.admins.clone(),
+            key,
+            verdicts,
+        }))
+    }
+
+    /// Checks the request's query string; `Ok` when the caller may proceed.
+    pub fn check(&self, query: Option<&str>) -> Result<(), Error> {
+        if self.0.mode == AuthMode::None {
+            return Ok(());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.check_at(query.unwrap_or(""), now)
+    }
+
+    fn check_at(&self, query: &str, now_unix: u64) -> Result<(), Error> {
+        let creds = parse_query(query);
+        let sdkappid = creds.sdkappid.ok_or(auth(
+            codes::SDKAPPID_MISSING,
+            "sdkappid is missing from the URL",
+        ))?;
+        let sdkappid: u64 = sdkappid
+            .parse()
+            .map_err(|_| auth(codes::BAD_URL_PARAMETER, "sdkappid is not a number"))?;
+        if sdkappid != self.0.sdkappid {
+            return Err(auth(70014, "sdkappid is not the one this gateway serves"));
+        }
+        let identifier = creds.identifier.ok_or(auth(
+            codes::BAD_URL_PARAMETER,
+            "identifier is missing from the URL",
+        ))?;
+        if !self.0.admins.iter().any(|a| *a == identifier) {
+            return Err(auth(
+                codes::ADMIN_REQUIRED,
+                "identifier is not an App admin",
+            ));
+        }
+        let usersig = creds
+            .usersig
+            .filter(|s| !s.is_empty())
+            .ok_or(auth(70002, "usersig is missing or empty"))?;
+        let verdict = self.verdict(&usersig);
+        verdict
+            .and_then(|sig| sig.check_claims(sdkappid, &identifier, now_unix))
+            .map_err(|e| auth(e.tencent_code(), usersig_reason(e)))
+    }
+
+    /// The cached decode-and-signature verdict for a UserSig string.
+    fn verdict(&self, usersig: &str) -> Result<VerifiedSig, UserSigError> {
+        if let Some(verdict) = self.0.verdicts.get(usersig) {
+            return verdict;
+        }
+        let verdict = usersig::decode_and_check(usersig, self.0.key.expose());
+        self.0.verdicts.insert(Arc::from(usersig), verdict.clone());
+        verdict
+    }
+}
+
+fn parse_query(query: &str) -> Credentials<'_> {
+    let mut creds = Credentials::default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "sdkappid" => creds.sdkappid = Some(value),
+            "identifier" => creds.identifier = Some(value),
+            "usersig" => creds.usersig = Some(value),
+            _ => {}
+        }
+    }
+    creds
+}
+
+fn auth(code: i64, reason: &'static str) -> Error {
+    Error::Auth { code, reason }
+}
+
+fn usersig_reason(e: UserSigError) -> &'static str {
+    match e {
+        UserSigError::Empty => "usersig is missing or empty",
+        UserSigError::Decode => "usersig cannot be decoded",
+        UserSigError::BadSignature => "usersig signature check failed",
+        UserSigError::Expired => "usersig has expired",
+        UserSigError::IdentifierMismatch => "identifier differs from the one inside the usersig",
+        UserSigError::SdkAppIdMismatch => "sdkappid differs from the one inside the usersig",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "test-key";
+    const APP: u64 = 1400000000;
+    const NOW: u64 = 1_700_000_000;
+
+    fn authenticator() -> Authenticator {
+        let config = AuthConfig {
+            mode: AuthMode::UserSig,
+            admins: vec!["administrator".into()],
+        };
+        Authenticator::new(&config, APP, SecretKey::new(KEY.into()))
+    }
+
+    fn query(sdkappid: u64, identifier: &str, usersig: &str) -> String {
+        format!("random=1&usersig={usersig}&sdkappid={sdkappid}&identifier={identifier}&contenttype=json")
+    }
+
+    fn code(result: Result<(), Error>) -> i64 {
+        result.err().map_or(0, |e| e.code())
+    }
+
+    #[test]
+    fn accepts_a_valid_admin_usersig_in_any_parameter_order() {
+        let sig = usersig::sign(APP, KEY, "administrator", NOW, 86400);
+        assert_eq!(
+            code(authenticator().check_at(&query(APP, "administrator", &sig), NOW)),
+            0
+        );
+    }
+
+    #[test]
+    fn each_failure_gets_tencents_code() {
+        let a = authenticator();
+        let good = usersig::sign(APP, KEY, "administrator", NOW, 86400);
+        let other_key = usersig::sign(APP, "other", "administrator", NOW, 86400);
+        let for_user = usersig::sign(APP, KEY, "someone", NOW, 86400);
+        let other_app = usersig::sign(APP + 1, KEY, "administrator", NOW, 86400);
+        let cases: Vec<(String, u64, i64)> = vec![
+            ("identifier=administrator&usersig=x".into(), NOW, 60012),
+            (
+                "sdkappid=abc&identifier=administrator&usersig=x".into(),
+                NOW,
+                60025,
+            ),
+            (query(APP + 1, "administrator", &good), NOW, 70014),
+            (format!("sdkappid={APP}&usersig={good}"), NOW, 60025),
+            (query(APP, "someone", &for_user), NOW, 40004),
+            (query(APP, "administrator", ""), NOW, 70002),
+            (query(APP, "administrator", "garbage"), NOW, 70003),
+            (query(APP, "administrator", &other_key), NOW, 70009),
+            (query(APP, "administrator", &good), NOW + 86401, 70001),
+            (query(APP, "administrator", &for_user), NOW, 70013),
+            (query(APP, "administrator", &other_app), NOW, 70014),
+        ];
+        for (q, now, expected) in cases {
+            assert_eq!(code(a.check_at(&q, now)), expected, "{q}");
+        }
+    }
+
+    #[test]
+    fn cached_verdict_still_checks_expiry_per_request() {
+        let a = authenticator();
+        let sig = usersig::sign(APP, KEY, "administrator", NOW, 60);
+        assert_eq!(code(a.check_at(&query(APP, "administrator", &sig), NOW)), 0);
+        assert_eq!(
+            code(a.check_at(&query(APP, "administrator", &sig), NOW + 61)),
+            70001
+        );
+    }
+
+    #[test]
+    fn mode_none_checks_nothing() {
+        let config = AuthConfig {
+            mode: AuthMode::None,
+            admins: vec![],
+        };
+        let a = Authenticator::new(&config, APP, SecretKey::new(String::new()));
+        assert!(a.check(None).is_ok());
+    }
+}

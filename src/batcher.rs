@@ -1,0 +1,145 @@
+//! Batcher: coalesces the cache misses of all concurrent callers into full upstream calls.
+//!
+//! [`Batcher`] is the clonable handle callers use; [`BatchWorker`](worker::BatchWorker) is the
+//! one task that owns all batching state (the in-flight map, the queue of batches, the callers
+//! waiting), so none of it needs a lock. Callers send their misses over an mpsc channel with a
+//! oneshot for the answer, carrying their tracing span (tower's buffer pattern). The worker:
+//!
+//! 1. joins each (account, tag) already in flight to that fetch, and puts the rest into the open
+//!    batch (up to `max_accounts_per_batch` accounts, the union of their tags);
+//! 2. dispatches the oldest batch once it is full or `batch_window_ms` old, when the upstream
+//!    limiter grants a permit; while a batch waits for a permit it keeps filling;
+//! 3. fails batches that waited past `max_queue_wait_ms` with Tencent's 60007;
+//! 4. splits each answer back to every waiting caller, caches values and absences, and keeps
+//!    per-account failures to the callers that asked for those accounts;
+//! 5. re-sends each caller's share alone when a merged call failed with an error one caller's
+//!    input could cause, so the error reaches only its owner.
+//!
+//! Layout: `batch.rs` (one pending or dispatched upstream call), `worker.rs` (the loop),
+//! `tests.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Span;
+
+use crate::cache::ProfileCache;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::ratelimit::UpstreamLimiter;
+use crate::upstream::UpstreamApi;
+use crate::wire::{Account, RawJson, Tag};
+
+mod batch;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+pub use worker::BatchWorker;
+
+/// How many callers' requests may wait for the worker to read them.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// The tags of one account a caller could not answer from the cache.
+#[derive(Debug, Clone)]
+pub struct AccountMiss {
+    /// The account; unique within one fetch.
+    pub account: Account,
+    /// Its missing tags; unique.
+    pub tags: Vec<Tag>,
+}
+
+/// What the upstream said about one missed account.
+#[derive(Debug, Clone)]
+pub enum AccountFetch {
+    /// The account was answered: one entry per missed tag, `None` when unset.
+    Values(Vec<(Tag, Option<RawJson>)>),
+    /// The account failed on its own (`ResultCode != 0`); never cached.
+    Failed {
+        /// Tencent's `ResultCode`.
+        code: i64,
+        /// Tencent's `ResultInfo`.
+        info: Arc<str>,
+    },
+}
+
+/// Batching policy, from `[limits]` and `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Accounts per upstream call (at most 100).
+    pub max_accounts: usize,
+    /// How long a batch waits for company before it may be sent.
+    pub window: Duration,
+    /// How long a batch may wait for an upstream permit before its callers get 60007.
+    pub max_queue_wait: Duration,
+    /// The upstream call timeout (bounds how long a caller can wait in total).
+    pub upstream_timeout: Duration,
+}
+
+impl BatchConfig {
+    /// The longest a caller can wait for a fetch, with slack for scheduling. Past it the
+    /// worker has a bug; the caller gets an error rather than hanging.
+    pub fn caller_deadline(&self) -> Duration {
+        self.window + self.max_queue_wait + self.upstream_timeout + Duration::from_secs(1)
+    }
+}
+
+/// A caller's request to the worker.
+pub(crate) struct FetchMessage {
+    misses: Vec<AccountMiss>,
+    reply: oneshot::Sender<Result<Vec<AccountFetch>, Error>>,
+    span: Span,
+}
+
+/// Clonable handle to the batch worker.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<FetchMessage>,
+    caller_deadline: Duration,
+}
+
+impl Batcher {
+    /// Starts the worker task. It exits once every handle is dropped and its queue is drained.
+    pub fn spawn(
+        config: BatchConfig,
+        upstream: Arc<dyn UpstreamApi>,
+        limiter: UpstreamLimiter,
+        cache: ProfileCache,
+        metrics: Metrics,
+    ) -> (Batcher, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let caller_deadline = config.caller_deadline();
+        let worker = BatchWorker::new(config, rx, upstream, limiter, cache, metrics);
+        (
+            Batcher {
+                tx,
+                caller_deadline,
+            },
+            tokio::spawn(worker.run()),
+        )
+    }
+
+    /// Fetches `misses` from the upstream, joining fetches already in flight. The answer is
+    /// aligned with `misses`. Fails as a whole only when the upstream call failed as a whole.
+    pub async fn fetch(&self, misses: Vec<AccountMiss>) -> Result<Vec<AccountFetch>, Error> {
+        let (reply, answer) = oneshot::channel();
+        let message = FetchMessage {
+            misses,
+            reply,
+            span: Span::current(),
+        };
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout(self.caller_deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Internal(Arc::from(
+                "batch worker did not answer in time",
+            ))),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! ProfileCache: what the gateway knows about each (account, tag), held in moka.
+//!
+//! One moka entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
+//! costs one hash lookup per account however many tags are asked for, and the per-pair
+//! overhead is a slot, not a moka entry. Each slot keeps its own store time, so the TTL is per
+//! (account, tag) even though storage is per account. A slot is a value or "absent" (the
+//! upstream answered the account but not this tag). Per-account failures are never stored.
+//!
+//! Writes come only from the batch worker (one task), so a read-modify-write of an account's
+//! slots never races another write. `portrait_set` invalidates: it bumps a global epoch and
+//! leaves a tombstone, and a fetch dispatched before the tombstone never writes its older
+//! values back ([`ProfileCache::store`]). Tags Tencent says do not exist are remembered here
+//! too, so the next caller asking for one is answered locally.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use serde_json::value::RawValue;
+
+use crate::config::CacheConfig;
+use crate::error::Error;
+use crate::wire::{Account, RawJson, Tag};
+
+/// Cheap-to-clone handle to the gateway's caches.
+#[derive(Clone)]
+pub struct ProfileCache(Arc<Inner>);
+
+struct Inner {
+    profiles: Cache<Account, Arc<CachedAccount>>,
+    ttl: Duration,
+    /// Bumped by every invalidation; fetches remember the value at dispatch.
+    epoch: AtomicU64,
+    /// Account -> epoch of its latest invalidation. Lives longer than any fetch can take, which
+    /// is all the race guard needs.
+    tombstones: Cache<Account, u64>,
+    /// Custom tags the upstream said do not exist, with the error it gave.
+    missing_tags: Cache<Tag, Error>,
+}
+
+/// The cached tags of one account.
+#[derive(Debug)]
+pub struct CachedAccount {
+    slots: Box<[Slot]>,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    tag: Tag,
+    /// `None`: the upstream answered the account without this tag (unset).
+    value: Option<RawJson>,
+    stored_at: Instant,
+}
+
+/// What the cache knows about one (account, tag).
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// A cached value.
+    Value(&'a RawValue),
+    /// Cached as unset.
+    Absent,
+    /// Not cached, or expired.
+    Miss,
+}
+
+impl ProfileCache {
+    /// Builds the caches. `max_fetch` bounds how long an upstream fetch can take (the tombstone
+    /// lifetime of the invalidation race guard).
+    pub fn new(config: &CacheConfig, max_fetch: Duration) -> ProfileCache {
+        let profiles = Cache::builder()
+            .max_capacity(config.max_entries)
+            .weigher(|_: &Account, v: &Arc<CachedAccount>| {
+                u32::try_from(v.slots.len()).unwrap_or(u32::MAX)
+            })
+            .time_to_live(config.ttl)
+            .build();
+        let tombstones = Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(max_fetch + Duration::from_secs(5))
+            .build();
+        let missing_tags = Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(config.missing_tag_ttl)
+            .build();
+        ProfileCache(Arc::new(Inner {
+            profiles,
+            ttl: config.ttl,
+            epoch: AtomicU64::new(0),
+            tombstones,
+            missing_tags,
+        }))
+    }
+
+    /// The cached tags of `account`, if any. Check each tag with [`CachedAccount::lookup`].
+    pub fn get(&self, account: &str) -> Option<Arc<CachedAccount>> {
+        self.0.profiles.get(account)
+    }
+
+    /// The configured TTL.
+    pub fn ttl(&self) -> Duration {
+        self.0.ttl
+    }
+
+    /// The current invalidation epoch; a fetch records it when it is dispatched.
+    pub fn epoch(&self) -> u64 {
+        self.0.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether `account` was invalidated after `epoch` (a fetch dispatched then is stale).
+    pub fn invalidated_since(&self, account: &str, epoch: u64) -> bool {
+        self.0.tombstones.get(account).is_some_and(|e| e > epoch)
+    }
+
+    /// Merges freshly fetched values for `account` into its entry, unless the account was
+    /// invalidated after the fetch was dispatched at `dispatch_epoch`. Called by the batch
+    /// worker only.
+    pub fn store(
+        &self,
+        account: &Account,
+        values: &[(Tag, Option<RawJson>)],
+        dispatch_epoch: u64,
+        now: Instant,
+    ) {
+        if values.is_empty() || self.invalidated_since(account.as_str(), dispatch_epoch) {
+            return;
+        }
+        let mut slots: Vec<Slot> = match self.0.profiles.get(account.as_str()) {
+            Some(old) => old
+                .slots
+                .iter()
+                .filter(|s| {
+                    now.duration_since(s.stored_at) < self.0.ttl
+                        && !values.iter().any(|(t, _)| *t == s.tag)
+                })
+                .cloned()
+                .collect(),
+            None => Vec::with_capacity(values.len()),
+        };
+        slots.extend(values.iter().map(|(tag, value)| Slot {
+            tag: tag.clone(),
+            value: value.clone(),
+            stored_at: now,
+        }));
+        self.0.profiles.insert(
+            account.clone(),
+            Arc::new(CachedAccount {
+                slots: slots.into_boxed_slice(),
+            }),
+        );
+        // An invalidation that ran between the check above and the insert must still win.
+        if self.invalidated_since(account.as_str(), dispatch_epoch) {
+            self.0.profiles.invalidate(account.as_str());
+        }
+    }
+
+    /// Drops everything cached for `account` and fences off fetches already dispatched.
+    pub fn invalidate(&self, account: &Account) {
+        let epoch = self.0.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.0.tombstones.insert(account.clone(), epoch);
+        self.0.profiles.invalidate(account.as_str());
+    }
+
+    /// Remembers that the upstream failed a call because `tag` does not exist.
+    pub fn remember_missing_tag(&self, tag: Tag, error: Error) {
+        self.0.missing_tags.insert(tag, error);
+    }
+
+    /// The error to answer locally if `tag` is known not to exist.
+    pub fn missing_tag(&self, tag: &Tag) -> Option<Error> {
+        self.0.missing_tags.get(tag)
+    }
+
+    /// Cached (account, tag) slots, approximately (moka applies writes lazily).
+    pub fn weighted_size(&self) -> u64 {
+        self.0.profiles.run_pending_tasks();
+        self.0.profiles.weighted_size()
+    }
+}
+
+impl CachedAccount {
+    /// What is cached for `tag`, honouring the per-slot TTL.
+    pub fn lookup(&self, tag: &Tag, now: Instant, ttl: Duration) -> Lookup<'_> {
+        match self.slots.iter().find(|s| s.tag == *tag) {
+            Some(slot) if now.saturating_duration_since(slot.stored_at) < ttl => {
+                match &slot.value {
+                    Some(v) => Lookup::Value(v),
+                    None => Lookup::Absent,
+                }
+            }
+            _ => Lookup::Miss,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(ttl: Duration) -> ProfileCache {
+        let config = CacheConfig {
+            ttl,
+            max_entries: 1000,
+            missing_tag_ttl: Duration::from_secs(60),
+        };
+        ProfileCache::new(&config, Duration::from_secs(3))
+    }
+
+    fn raw(text: &str) -> RawJson {
+        Arc::from(RawValue::from_string(text.to_string()).expect("valid raw JSON"))
+    }
+
+    fn tag(i: usize) -> Tag {
+        Tag::standard(i).expect("standard tag")
+    }
+
+    #[test]
+    fn stores_values_and_absence_per_tag() {
+        let c = cache(Duration::from_secs(60));
+        let a = Account::from("a");
+        let now = Instant::now();
+        c.store(
+            &a,
+            &[(tag(0), Some(raw("\"nick\""))), (tag(1), None)],
+            c.epoch(),
+            now,
+        );
+        let entry = c.get("a").expect("cached");
+        assert!(
+            matches!(entry.lookup(&tag(0), now, c.ttl()), Lookup::Value(v) if v.get() == "\"nick\"")
+        );
+        assert!(matches!(
+            entry.lookup(&tag(1), now, c.ttl()),
+            Lookup::Absent
+        ));
+        assert!(matches!(entry.lookup(&tag(2), now, c.ttl()), Lookup::Miss));
+    }
+
+    #[test]
+    fn merges_new_tags_into_the_account_entry_and_replaces_old_values() {
+        let c = cache(Duration::from_secs(60));
+        let a = Account::from("a");
+        let now = Instant::now();
+        c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), now);
+        c.store(
+            &a,
+            &[(tag(1), Some(raw("2"))), (tag(0), Some(raw("3")))],
+            c.epoch(),
+            now,
+        );
+        let entry = c.get("a").expect("cached");
+        assert!(matches!(entry.lookup(&tag(0), now, c.ttl()), Lookup::Value(v) if v.get() == "3"));
+        assert!(matches!(entry.lookup(&tag(1), now, c.ttl()), Lookup::Value(v) if v.get() == "2"));
+    }
+
+    #[test]
+    fn each_slot_expires_after_the_ttl_from_its_own_store_time() {
+        let ttl = Duration::from_secs(10);
+        let c = cache(ttl);
+        let a = Account::from("a");
+        let t0 = Instant::now();
+        c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), t0);
+        let entry = c.get("a").expect("cached");
+        assert!(matches!(
+            entry.lookup(&tag(0), t0 + Duration::from_secs(9), ttl),
+            Lookup::Value(_)
+        ));
+        assert!(matches!(entry.lookup(&tag(0), t0 + ttl, ttl), Lookup::Miss));
+    }
+
+    #[test]
+    fn fetch_dispatched_before_an_invalidation_does_not_write_back() {
+        let c = cache(Duration::from_secs(60));
+        let a = Account::from("a");
+        let dispatched_at = c.epoch();
+        c.invalidate(&a);
+        c.store(
+            &a,
+            &[(tag(0), Some(raw("\"old\"")))],
+            dispatched_at,
+            Instant::now(),
+        );
+        assert!(
+            c.get("a").is_none(),
+            "stale fetch must not repopulate the cache"
+        );
+        c.store(
+            &a,
+            &[(tag(0), Some(raw("\"new\"")))],
+            c.epoch(),
+            Instant::now(),
+        );
+        assert!(
+            c.get("a").is_some(),
+            "a fetch dispatched after the invalidation may write"
+        );
+    }
+
+    #[test]
+    fn invalidation_drops_all_tags_of_the_account_only() {
+        let c = cache(Duration::from_secs(60));
+        let now = Instant::now();
+        for name in ["a", "b"] {
+            c.store(
+                &Account::from(name),
+                &[(tag(0), Some(raw("1")))],
+                c.epoch(),
+                now,
+            );
+        }
+        c.invalidate(&Account::from("a"));
+        assert!(c.get("a").is_none());
+        assert!(c.get("b").is_some());
+    }
+
+    #[test]
+    fn remembers_missing_tags() {
+        let c = cache(Duration::from_secs(60));
+        let custom = Tag::parse("Tag_Profile_Custom_Nope").expect("well-formed");
+        assert!(c.missing_tag(&custom).is_none());
+        c.remember_missing_tag(
+            custom.clone(),
+            Error::UnknownTag(Arc::from("Tag_Profile_Custom_Nope")),
+        );
+        assert_eq!(c.missing_tag(&custom).map(|e| e.code()), Some(40009));
+    }
+}

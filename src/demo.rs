@@ -1,0 +1,56 @@
+//! `tim-gateway demo`: the gateway in front of the simulated Tencent upstream, on loopback.
+//!
+//! Starts the sim (sim.rs) on 127.0.0.1, points the gateway's upstream at it (signing with the
+//! configured key, or the sim's demo key when none is set), and prints a ready-to-paste `curl`
+//! with a valid admin UserSig that returns real profiles.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{Config, SecretKey};
+use crate::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
+use crate::usersig;
+
+/// How long the UserSig in the printed curl stays valid.
+const DEMO_USERSIG_TTL_SECONDS: u64 = 86_400;
+
+/// Starts the sim and returns it with `config` rewired to use it as the upstream.
+pub async fn start_sim(mut config: Config) -> std::io::Result<(Sim, Config)> {
+    if config.upstream.secret_key.is_empty() {
+        config.upstream.secret_key = SecretKey::new(DEMO_SECRET_KEY.to_string());
+    }
+    let mut admins = config.auth.admins.clone();
+    if !admins.contains(&config.upstream.identifier) {
+        admins.push(config.upstream.identifier.clone());
+    }
+    let sim = Sim::start(SimConfig {
+        sdkappid: config.upstream.sdkappid,
+        secret_key: config.upstream.secret_key.expose().to_string(),
+        admins,
+        ..SimConfig::default()
+    })
+    .await?;
+    config.upstream.base_url = sim.base_url().parse().map_err(std::io::Error::other)?;
+    Ok((sim, config))
+}
+
+/// A one-line curl that asks the gateway at `listen` for two accounts' profiles.
+pub fn curl_command(config: &Config, listen: std::net::SocketAddr) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let identifier = &config.upstream.identifier;
+    let sig = usersig::sign(
+        config.upstream.sdkappid,
+        config.upstream.secret_key.expose(),
+        identifier,
+        now,
+        DEMO_USERSIG_TTL_SECONDS,
+    );
+    let identifier: String = url::form_urlencoded::byte_serialize(identifier.as_bytes()).collect();
+    format!(
+        "curl -s 'http://{listen}/v4/profile/portrait_get?sdkappid={}&identifier={identifier}&usersig={sig}&random={}&contenttype=json' \
+         -d '{{\"To_Account\":[\"user1\",\"user2\",\"user42\"],\"TagList\":[\"Tag_Profile_IM_Nick\",\"Tag_Profile_IM_Gender\",\"Tag_Profile_IM_BirthDay\",\"Tag_Profile_Custom_Test\"]}}'",
+        config.upstream.sdkappid,
+        rand::random::<u32>(),
+    )
+}

@@ -1,0 +1,282 @@
+//! Prometheus metrics: every family the gateway exposes, on one owned registry.
+//!
+//! `run` builds one [`Metrics`] and hands clones to each module; nothing uses the default
+//! registry or statics, so two gateways in one test process never share counters. Label values
+//! come from small fixed sets (api, outcome, result), never from accounts, tags or paths.
+//! Children with fixed labels are resolved once here, so recording on the hot path is an atomic
+//! add, not a label lookup.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::error::{Error, Fault};
+
+/// Which Tencent API a request or upstream call was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `v4/profile/portrait_get`
+    PortraitGet,
+    /// `v4/profile/portrait_set`
+    PortraitSet,
+}
+
+impl Api {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Api::PortraitGet => "portrait_get",
+            Api::PortraitSet => "portrait_set",
+        }
+    }
+}
+
+/// How a request or upstream call ended, as a label value.
+pub fn outcome_label(result: Result<(), &Error>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(e) => match e.fault() {
+            Fault::Caller => "caller_error",
+            Fault::Upstream => "upstream_error",
+            Fault::Capacity => "capacity_error",
+            Fault::Internal => "internal_error",
+        },
+    }
+}
+
+/// Handle to the gateway's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Families>);
+
+/// The metric families, with hot-path children pre-resolved.
+pub struct Families {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    /// `cache_lookups_total{result=hit}`, resolved once.
+    pub cache_hits: IntCounter,
+    /// `cache_lookups_total{result=miss}`.
+    pub cache_misses: IntCounter,
+    /// `cache_lookups_total{result=absent}`: a hit on a tag cached as unset.
+    pub cache_absent: IntCounter,
+    /// Cached (account, tag) pairs, refreshed on scrape.
+    pub cache_entries: IntGauge,
+    /// Accounts dropped from the cache by `portrait_set`.
+    pub cache_invalidations: IntCounter,
+    /// (account, tag) pairs that joined a fetch already in flight.
+    pub coalesced_keys: IntCounter,
+    /// Accounts per upstream `portrait_get` call.
+    pub batch_accounts: Histogram,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    /// Time a batch or a `portrait_set` waited for upstream capacity.
+    pub ratelimit_wait: Histogram,
+    /// Batches waiting for an upstream permit.
+    pub queue_batches: IntGauge,
+    /// Merged calls re-sent per caller because a caller's input failed them.
+    pub isolation_resends: IntCounter,
+}
+
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl Metrics {
+    /// Registers every family on a fresh registry with the `tim_gateway` prefix.
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("tim_gateway".into()), None)
+            .expect("static prefix is a valid metric name");
+        let reg = Registrar(&registry);
+        let requests = reg.counter_vec(
+            "requests_total",
+            "API requests answered",
+            &["api", "outcome"],
+        );
+        let request_duration = reg.histogram_vec(
+            HistogramOpts::new("request_duration_seconds", "Time to answer an API request")
+                .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            &["api", "outcome"],
+        );
+        let cache_lookups = reg.counter_vec(
+            "cache_lookups_total",
+            "Cache lookups per (account, tag)",
+            &["result"],
+        );
+        let upstream_requests = reg.counter_vec(
+            "upstream_requests_total",
+            "Calls made to Tencent IM",
+            &["api", "outcome"],
+        );
+        let upstream_duration = reg.histogram_vec(
+            HistogramOpts::new(
+                "upstream_request_duration_seconds",
+                "Duration of calls to Tencent IM",
+            )
+            .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            &["api", "outcome"],
+        );
+        let build_info: IntGaugeVec = reg.register(
+            IntGaugeVec::new(
+                Opts::new("build_info", "Build information; always 1"),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let batch_buckets = vec![
+            1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 100.0,
+        ];
+        let families = Families {
+            cache_hits: cache_lookups.with_label_values(&["hit"]),
+            cache_misses: cache_lookups.with_label_values(&["miss"]),
+            cache_absent: cache_lookups.with_label_values(&["absent"]),
+            cache_entries: reg.gauge("cache_entries", "Cached (account, tag) pairs"),
+            cache_invalidations: reg.counter(
+                "cache_invalidations_total",
+                "Accounts dropped from the cache",
+            ),
+            coalesced_keys: reg.counter(
+                "coalesced_keys_total",
+                "(account, tag) pairs that joined an in-flight fetch",
+            ),
+            batch_accounts: reg.histogram(
+                HistogramOpts::new("batch_accounts", "Accounts per upstream portrait_get call")
+                    .buckets(batch_buckets),
+            ),
+            ratelimit_wait: reg.histogram(
+                HistogramOpts::new("ratelimit_wait_seconds", "Wait for upstream capacity")
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            ),
+            queue_batches: reg.gauge(
+                "queue_batches",
+                "Upstream portrait_get batches waiting for a permit",
+            ),
+            isolation_resends: reg.counter(
+                "isolation_resends_total",
+                "Merged upstream calls re-sent per caller after a caller-attributable failure",
+            ),
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_duration,
+            registry,
+        };
+        Metrics(Arc::new(families))
+    }
+
+    /// Records one answered API request.
+    pub fn record_request(&self, api: Api, outcome: &'static str, seconds: f64) {
+        let labels = [api.label(), outcome];
+        self.0.requests.with_label_values(&labels).inc();
+        self.0
+            .request_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+
+    /// Records one upstream call.
+    pub fn record_upstream(&self, api: Api, outcome: &'static str, seconds: f64) {
+        let labels = [api.label(), outcome];
+        self.0.upstream_requests.with_label_values(&labels).inc();
+        self.0
+            .upstream_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let families = self.0.registry.gather();
+        TextEncoder::new()
+            .encode(&families, &mut buf)
+            .expect("encoding to a Vec cannot fail");
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+    fn deref(&self) -> &Families {
+        &self.0
+    }
+}
+
+/// Creates and registers metrics, panicking only on programmer error (duplicate or bad names).
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique and valid");
+        metric
+    }
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+    fn histogram(&self, opts: HistogramOpts) -> Histogram {
+        self.register(Histogram::with_opts(opts).expect("valid metric"))
+    }
+    fn histogram_vec(&self, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
+        self.register(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
+        let m = Metrics::new();
+        m.record_request(Api::PortraitGet, "ok", 0.001);
+        m.record_upstream(Api::PortraitGet, "ok", 0.01);
+        m.cache_hits.inc();
+        m.batch_accounts.observe(100.0);
+        m.ratelimit_wait.observe(0.0);
+        let text = String::from_utf8(m.encode()).expect("utf-8");
+        for name in [
+            "tim_gateway_requests_total{api=\"portrait_get\",outcome=\"ok\"} 1",
+            "tim_gateway_request_duration_seconds_bucket",
+            "tim_gateway_cache_lookups_total{result=\"hit\"} 1",
+            "tim_gateway_cache_entries",
+            "tim_gateway_cache_invalidations_total",
+            "tim_gateway_coalesced_keys_total",
+            "tim_gateway_batch_accounts_bucket{le=\"100\"} 1",
+            "tim_gateway_upstream_requests_total{api=\"portrait_get\",outcome=\"ok\"} 1",
+            "tim_gateway_upstream_request_duration_seconds_bucket",
+            "tim_gateway_ratelimit_wait_seconds_bucket",
+            "tim_gateway_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert!(!text.contains("_ms"), "durations are in seconds");
+    }
+
+    #[test]
+    fn two_instances_do_not_share_counters() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.cache_hits.inc();
+        assert_eq!(a.cache_hits.get(), 1);
+        assert_eq!(b.cache_hits.get(), 0);
+    }
+}

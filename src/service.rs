@@ -1,0 +1,278 @@
+//! ProfileService: the policy of each API, one small step per function, with no HTTP in sight.
+//!
+//! `portrait_get`: decode and validate -> answer known-missing tags locally -> look every
+//! (account, tag) up in the cache -> fetch the misses through the batcher -> assemble the
+//! answer in `To_Account` and `TagList` order. When every pair hits, no batcher, limiter or lock
+//! is touched: this is the benchmarked hot path.
+//!
+//! `portrait_set`: check the body -> wait for a permit of its own limiter -> forward the
+//! caller's body untouched -> drop the account's cached tags whatever the outcome (a failed
+//! set may have partly applied) -> return the upstream's answer as is.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::batcher::{AccountFetch, AccountMiss, Batcher};
+use crate::cache::{CachedAccount, Lookup, ProfileCache};
+use crate::error::Error;
+use crate::metrics::{outcome_label, Api, Metrics};
+use crate::ratelimit::UpstreamLimiter;
+use crate::upstream::UpstreamApi;
+use crate::wire::{self, Account, PortraitGetRequest, ResponseWriter, Tag};
+
+/// The gateway's API logic; cheap to clone.
+#[derive(Clone)]
+pub struct ProfileService(Arc<Inner>);
+
+struct Inner {
+    cache: ProfileCache,
+    batcher: Batcher,
+    upstream: Arc<dyn UpstreamApi>,
+    set_limiter: UpstreamLimiter,
+    metrics: Metrics,
+    max_queue_wait: Duration,
+}
+
+/// One distinct account of a request: what the cache had, and where its misses went.
+struct AccountView<'a> {
+    name: &'a str,
+    cached: Option<Arc<CachedAccount>>,
+    /// Index into the fetch answer when some of its tags missed.
+    fetched: Option<usize>,
+}
+
+impl ProfileService {
+    /// Wires the service to its cache, batcher and upstream.
+    pub fn new(
+        cache: ProfileCache,
+        batcher: Batcher,
+        upstream: Arc<dyn UpstreamApi>,
+        set_limiter: UpstreamLimiter,
+        metrics: Metrics,
+        max_queue_wait: Duration,
+    ) -> ProfileService {
+        ProfileService(Arc::new(Inner {
+            cache,
+            batcher,
+            upstream,
+            set_limiter,
+            metrics,
+            max_queue_wait,
+        }))
+    }
+
+    /// The cache this service reads (the server refreshes its size gauge on scrape).
+    pub fn cache(&self) -> &ProfileCache {
+        &self.0.cache
+    }
+
+    /// Answers a `portrait_get` body exactly as Tencent would answer it alone.
+    pub async fn portrait_get(&self, body: &[u8]) -> Result<Vec<u8>, Error> {
+        let request = wire::decode_portrait_get(body)?;
+        self.answer_known_missing_tags(&request)?;
+        let now = Instant::now();
+        let (views, misses) = self.lookup(&request, now);
+        let fetched = if misses.is_empty() {
+            Vec::new()
+        } else {
+            self.0.batcher.fetch(misses).await?
+        };
+        Ok(self.assemble(&request, &views, &fetched, now))
+    }
+
+    /// A tag Tencent recently said does not exist fails the request locally, as it would
+    /// upstream, without spending an upstream call.
+    fn answer_known_missing_tags(&self, request: &PortraitGetRequest<'_>) -> Result<(), Error> {
+        for tag in request.tags.iter().filter(|t| t.is_custom()) {
+            if let Some(error) = self.0.cache.missing_tag(tag) {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks each distinct (account, tag) up; returns the views (one per distinct account, in
+    /// first-seen order) and the misses to fetch.
+    fn lookup<'r>(
+        &self,
+        request: &'r PortraitGetRequest<'_>,
+        now: Instant,
+    ) -> (Vec<AccountView<'r>>, Vec<AccountMiss>) {
+        let ttl = self.0.cache.ttl();
+        let tags = distinct(&request.tags);
+        let mut views: Vec<AccountView<'r>> = Vec::with_capacity(request.accounts.len());
+        let mut misses = Vec::new();
+        let (mut hits, mut absent, mut missed) = (0u64, 0u64, 0u64);
+        for name in request.accounts.iter().map(Cow::as_ref) {
+            if views.iter().any(|v| v.name == name) {
+                continue;
+            }
+            let cached = self.0.cache.get(name);
+            let mut missing = Vec::new();
+            for tag in &tags {
+                match cached
+                    .as_ref()
+                    .map_or(Lookup::Miss, |c| c.lookup(tag, now, ttl))
+                {
+                    Lookup::Value(_) => hits += 1,
+                    Lookup::Absent => absent += 1,
+                    Lookup::Miss => missing.push((*tag).clone()),
+                }
+            }
+            missed += missing.len() as u64;
+            let fetched = (!missing.is_empty()).then(|| {
+                misses.push(AccountMiss {
+                    account: Account::from(name),
+                    tags: missing,
+                });
+                misses.len() - 1
+            });
+            views.push(AccountView {
+                name,
+                cached,
+                fetched,
+            });
+        }
+        self.0.metrics.cache_hits.inc_by(hits);
+        self.0.metrics.cache_absent.inc_by(absent);
+        self.0.metrics.cache_misses.inc_by(missed);
+        (views, misses)
+    }
+
+    /// Builds the answer: one entry per `To_Account` occurrence, tags in `TagList` order.
+    fn assemble(
+        &self,
+        request: &PortraitGetRequest<'_>,
+        views: &[AccountView<'_>],
+        fetched: &[AccountFetch],
+        now: Instant,
+    ) -> Vec<u8> {
+        let ttl = self.0.cache.ttl();
+        let mut out = ResponseWriter::with_capacity(
+            64 + request.accounts.len() * (48 + request.tags.len() * 48),
+        );
+        let index: Option<HashMap<&str, usize>> = (views.len() > 16)
+            .then(|| views.iter().enumerate().map(|(i, v)| (v.name, i)).collect());
+        for name in request.accounts.iter().map(Cow::as_ref) {
+            let position = match &index {
+                Some(index) => index.get(name).copied(),
+                None => views.iter().position(|v| v.name == name),
+            };
+            let Some(view) = position.map(|i| &views[i]) else {
+                continue;
+            };
+            let fresh = view.fetched.and_then(|i| fetched.get(i));
+            if let Some(AccountFetch::Failed { code, info }) = fresh {
+                out.failed_account(name, *code, info);
+                continue;
+            }
+            out.begin_account(name);
+            for tag in &request.tags {
+                if let Some(value) = value_of(view.cached.as_deref(), fresh, tag, now, ttl) {
+                    out.tag_value(tag, value);
+                }
+            }
+            out.end_account();
+        }
+        out.finish()
+    }
+
+    /// Forwards a `portrait_set` body untouched, then drops the account's cached tags.
+    pub async fn portrait_set(&self, body: Bytes) -> Result<Bytes, Error> {
+        let account = decode_set_account(&body)?;
+        let max_wait = self.0.max_queue_wait;
+        let waited = self
+            .0
+            .set_limiter
+            .acquire(Instant::now() + max_wait, max_wait)
+            .await?;
+        self.0.metrics.ratelimit_wait.observe(waited.as_secs_f64());
+        let started = Instant::now();
+        let result = self.0.upstream.call(Api::PortraitSet, body).await;
+        self.0.cache.invalidate(&account);
+        self.0.metrics.cache_invalidations.inc();
+        let outcome = match &result {
+            Ok(answer) => wire::decode_envelope(answer).and_then(|env| match env.error_code {
+                0 => Ok(()),
+                code => Err(Error::UpstreamFailed {
+                    code,
+                    info: Arc::from(""),
+                    display: Arc::from(""),
+                }),
+            }),
+            Err(e) => Err(e.clone()),
+        };
+        self.0.metrics.record_upstream(
+            Api::PortraitSet,
+            outcome_label(outcome.as_ref().copied()),
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+}
+
+/// The value to answer for `tag`: cached, or just fetched; `None` when unset.
+fn value_of<'a>(
+    cached: Option<&'a CachedAccount>,
+    fresh: Option<&'a AccountFetch>,
+    tag: &Tag,
+    now: Instant,
+    ttl: Duration,
+) -> Option<&'a RawValue> {
+    match cached.map_or(Lookup::Miss, |c| c.lookup(tag, now, ttl)) {
+        Lookup::Value(v) => Some(v),
+        Lookup::Absent => None,
+        Lookup::Miss => match fresh {
+            Some(AccountFetch::Values(values)) => values
+                .iter()
+                .find(|(t, _)| t == tag)
+                .and_then(|(_, v)| v.as_deref()),
+            _ => None,
+        },
+    }
+}
+
+/// The distinct tags of a request, in first-seen order.
+fn distinct(tags: &[Tag]) -> Vec<&Tag> {
+    let mut out: Vec<&Tag> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct SetRequest<'a> {
+    #[serde(rename = "From_Account", borrow)]
+    from_account: Option<Cow<'a, str>>,
+    #[serde(rename = "ProfileItem", borrow)]
+    profile_item: Option<Vec<&'a RawValue>>,
+}
+
+/// Checks a `portrait_set` body enough to know whose cache to drop; Tencent checks the rest.
+fn decode_set_account(body: &[u8]) -> Result<Account, Error> {
+    let request: SetRequest<'_> = serde_json::from_slice(body).map_err(|e| {
+        Error::invalid_field(
+            "portrait_set body must be {\"From_Account\": string, \"ProfileItem\": [...]}",
+            &e,
+        )
+    })?;
+    let account = request
+        .from_account
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| Error::InvalidField(Arc::from("From_Account is missing or empty")))?;
+    if request.profile_item.is_none_or(|items| items.is_empty()) {
+        return Err(Error::InvalidField(Arc::from(
+            "ProfileItem is missing or empty",
+        )));
+    }
+    Ok(Account::from(account.as_ref()))
+}

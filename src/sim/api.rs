@@ -1,0 +1,310 @@
+//! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit, and
+//! the `portrait_get` / `portrait_set` answers. Synchronous and socket-free; `server.rs` calls in.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::profiles::Profiles;
+use super::{Api, MissingAccount, SimConfig, SimState};
+use crate::error::codes;
+use crate::wire::{self, ResponseWriter, Tag};
+
+/// The rate limit's sliding window.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// `ErrorInfo` of a call over the rate limit.
+const FREQUENCY_LIMIT_INFO: &str = "REST API call frequency exceeds the limit";
+const DECODE_FAIL_INFO: &str = "Err_Profile_Comm_Decode_Fail";
+const TAG_NOT_FOUND_INFO: &str = "Err_Profile_Tag_Not_Found";
+const ACCOUNT_NOT_FOUND_INFO: &str = "Err_Profile_Account_Not_Found";
+const READ_FAIL_INFO: &str = "Err_Profile_PortraitGet_Read_Custom_Data_Fail";
+/// Per-account internal error code Tencent's own example shows.
+const READ_FAIL_CODE: i64 = 40006;
+
+/// A decided call: the whole-call `ErrorCode` and the body to send with HTTP 200.
+pub(super) struct Outcome {
+    pub code: i64,
+    pub body: Vec<u8>,
+}
+
+/// Arrival times of the calls accepted in the last second, for one API.
+#[derive(Default)]
+pub(super) struct RateWindow(Mutex<VecDeque<Instant>>);
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// A whole-call failure.
+    pub fn fail(code: i64, info: &str) -> Outcome {
+        Outcome {
+            code,
+            body: wire::encode_error(code, info, ""),
+        }
+    }
+
+    fn ok_envelope() -> Outcome {
+        let body =
+            br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorDisplay":""}"#.to_vec();
+        Outcome { code: 0, body }
+    }
+}
+
+// === impl RateWindow ===
+
+impl RateWindow {
+    /// Admits a call arriving `at` if fewer than `limit` calls were admitted in `(at - 1s, at]`.
+    /// Rejected calls are not counted. A `limit` of 0 admits everything.
+    pub fn admit(&self, at: Instant, limit: u32) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let mut window = self.0.lock();
+        if let Some(start) = at.checked_sub(RATE_WINDOW) {
+            while window.front().is_some_and(|t| *t <= start) {
+                window.pop_front();
+            }
+        }
+        if window.len() >= limit as usize {
+            return false;
+        }
+        window.push_back(at);
+        true
+    }
+}
+
+// === calls ===
+
+/// Answers one HTTP call: query checks, then the rate limit, then the body.
+pub(super) fn answer_call(
+    state: &SimState,
+    api: Api,
+    query: Option<&str>,
+    body: &[u8],
+    at: Instant,
+) -> Outcome {
+    if let Err(refused) = check_query(&state.config, query.unwrap_or(""), unix_now()) {
+        return refused;
+    }
+    if !state.rate[api.index()].admit(at, state.config.requests_per_second) {
+        return Outcome::fail(codes::FREQUENCY_LIMIT, FREQUENCY_LIMIT_INFO);
+    }
+    match api {
+        Api::PortraitGet => answer_get(&state.config, &state.profiles, body),
+        Api::PortraitSet => answer_set(&state.profiles, body),
+    }
+}
+
+/// Tencent's URL checks, in order: sdkappid present (60012), numeric (60025) and ours (70014);
+/// identifier present (60025) and an admin (40004); then, if enabled, the UserSig (70002 when
+/// missing or empty, else the code of the verification failure).
+pub(super) fn check_query(config: &SimConfig, query: &str, now_unix: u64) -> Result<(), Outcome> {
+    let (mut sdkappid, mut identifier, mut usersig) = (None, None, None);
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match name.as_ref() {
+            "sdkappid" => &mut sdkappid,
+            "identifier" => &mut identifier,
+            "usersig" => &mut usersig,
+            _ => continue,
+        };
+        slot.get_or_insert(value);
+    }
+    let sdkappid =
+        sdkappid.ok_or_else(|| Outcome::fail(codes::SDKAPPID_MISSING, "sdkappid is missing"))?;
+    let sdkappid: u64 = sdkappid
+        .parse()
+        .map_err(|_| Outcome::fail(codes::BAD_URL_PARAMETER, "sdkappid is not a number"))?;
+    if sdkappid != config.sdkappid {
+        return Err(Outcome::fail(70014, "sdkappid does not match this app"));
+    }
+    let identifier = identifier
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| Outcome::fail(codes::BAD_URL_PARAMETER, "identifier is missing"))?;
+    if !config.admins.iter().any(|admin| *admin == identifier) {
+        return Err(Outcome::fail(
+            codes::ADMIN_REQUIRED,
+            "identifier is not an App admin",
+        ));
+    }
+    if !config.verify_usersig {
+        return Ok(());
+    }
+    let usersig: Cow<'_, str> = usersig.unwrap_or_default();
+    if usersig.is_empty() {
+        return Err(Outcome::fail(70002, "usersig is empty"));
+    }
+    crate::usersig::verify(
+        &usersig,
+        &config.secret_key,
+        config.sdkappid,
+        &identifier,
+        now_unix,
+    )
+    .map(drop)
+    .map_err(|e| Outcome::fail(e.tencent_code(), &e.to_string()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// === portrait_get ===
+
+/// The `portrait_get` answer for `body`: wire validation, then unknown custom tags (40009,
+/// before any account), then missing accounts (per [`MissingAccount`]), then one entry per
+/// `To_Account` in request order.
+pub(super) fn answer_get(config: &SimConfig, profiles: &Profiles, body: &[u8]) -> Outcome {
+    let request = match wire::decode_portrait_get(body) {
+        Ok(request) => request,
+        Err(e) => {
+            return Outcome {
+                code: e.code(),
+                body: e.to_body(),
+            }
+        }
+    };
+    if request
+        .tags
+        .iter()
+        .any(|tag| tag.is_custom() && !profiles.has_custom_tag(tag.as_str()))
+    {
+        return Outcome::fail(codes::TAG_NOT_FOUND, TAG_NOT_FOUND_INFO);
+    }
+    let numbers: Vec<Option<u64>> = request
+        .accounts
+        .iter()
+        .map(|a| profiles.account_number(a))
+        .collect();
+    if config.missing_account == MissingAccount::WholeCall && numbers.contains(&None) {
+        return Outcome::fail(codes::ACCOUNT_NOT_FOUND, ACCOUNT_NOT_FOUND_INFO);
+    }
+    let per_account = 64 + request.tags.len() * 64;
+    let mut writer = ResponseWriter::with_capacity(128 + request.accounts.len() * per_account);
+    for (account, number) in request.accounts.iter().zip(numbers) {
+        match number {
+            None => {
+                writer.failed_account(account, codes::ACCOUNT_NOT_FOUND, ACCOUNT_NOT_FOUND_INFO)
+            }
+            Some(n) if Profiles::read_fails(n) => {
+                writer.failed_account(account, READ_FAIL_CODE, READ_FAIL_INFO)
+            }
+            Some(n) => write_account(&mut writer, profiles, account, n, &request.tags),
+        }
+    }
+    Outcome {
+        code: 0,
+        body: writer.finish(),
+    }
+}
+
+fn write_account(
+    writer: &mut ResponseWriter,
+    profiles: &Profiles,
+    account: &str,
+    n: u64,
+    tags: &[Tag],
+) {
+    // One short read-lock per account; the answer is built outside it.
+    let overrides = profiles.overrides_of(account);
+    writer.begin_account(account);
+    for tag in tags {
+        if let Some(value) = profiles.value(n, tag.as_str(), overrides.as_deref()) {
+            writer.tag_value(tag, &value);
+        }
+    }
+    writer.end_account();
+}
+
+// === portrait_set ===
+
+#[derive(Deserialize)]
+struct SetRequest<'a> {
+    #[serde(rename = "From_Account", borrow, default)]
+    from_account: Option<Cow<'a, str>>,
+    #[serde(rename = "ProfileItem", borrow, default)]
+    items: Option<Vec<SetItem<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct SetItem<'a> {
+    #[serde(rename = "Tag", borrow)]
+    tag: Cow<'a, str>,
+    /// `None` when missing or `null`: both are decode failures.
+    #[serde(rename = "Value", borrow, default)]
+    value: Option<&'a RawValue>,
+}
+
+/// The `portrait_set` answer for `body`, storing the values on success: decode (40001), tags
+/// (40009), account (40003).
+pub(super) fn answer_set(profiles: &Profiles, body: &[u8]) -> Outcome {
+    let decode_fail = || Outcome::fail(codes::INVALID_PARAMETERS, DECODE_FAIL_INFO);
+    let Ok(request) = serde_json::from_slice::<SetRequest<'_>>(body) else {
+        return decode_fail();
+    };
+    let (Some(account), Some(items)) = (request.from_account, request.items) else {
+        return decode_fail();
+    };
+    let Some(values) = items
+        .iter()
+        .map(|item| item.value.map(|v| (item.tag.as_ref(), v)))
+        .collect::<Option<Vec<_>>>()
+        .filter(|values| !values.is_empty())
+    else {
+        return decode_fail();
+    };
+    let known =
+        |tag: &str| Tag::parse(tag).is_ok_and(|t| !t.is_custom() || profiles.has_custom_tag(tag));
+    if !values.iter().all(|(tag, _)| known(tag)) {
+        return Outcome::fail(codes::TAG_NOT_FOUND, TAG_NOT_FOUND_INFO);
+    }
+    if profiles.account_number(&account).is_none() {
+        return Outcome::fail(codes::ACCOUNT_NOT_FOUND, ACCOUNT_NOT_FOUND_INFO);
+    }
+    profiles.set(&account, &values);
+    Outcome::ok_envelope()
+}
+
+// === call log ===
+
+#[derive(Deserialize)]
+struct LooseGet {
+    #[serde(rename = "To_Account", default)]
+    to_account: Vec<String>,
+    #[serde(rename = "TagList", default)]
+    tag_list: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct LooseSet {
+    #[serde(rename = "From_Account", default)]
+    from_account: Option<String>,
+    #[serde(rename = "ProfileItem", default)]
+    items: Vec<LooseItem>,
+}
+
+#[derive(Deserialize)]
+struct LooseItem {
+    #[serde(rename = "Tag")]
+    tag: String,
+}
+
+/// The accounts and tags a call names, for the call log; empty where the body does not decode.
+pub(super) fn call_subject(api: Api, body: &[u8]) -> (Vec<String>, Vec<String>) {
+    match api {
+        Api::PortraitGet => serde_json::from_slice::<LooseGet>(body)
+            .map(|get| (get.to_account, get.tag_list))
+            .unwrap_or_default(),
+        Api::PortraitSet => serde_json::from_slice::<LooseSet>(body)
+            .map(|set| {
+                let tags = set.items.into_iter().map(|item| item.tag).collect();
+                (set.from_account.into_iter().collect(), tags)
+            })
+            .unwrap_or_default(),
+    }
+}

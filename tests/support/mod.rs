@@ -1,0 +1,266 @@
+//! Test support: the simulated Tencent and a gateway in front of it, in process, on
+//! 127.0.0.1 port 0, with the test holding the shutdown trigger; an HTTP client; a metrics
+//! scraper. Every integration test file starts with `mod support;`.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tim_gateway::config::{AuthMode, Config, SecretKey};
+use tim_gateway::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The admin every test signs as.
+pub const ADMIN: &str = "administrator";
+/// The app every test uses.
+pub const SDKAPPID: u64 = 1_400_000_000;
+pub const GET: &str = "/v4/profile/portrait_get";
+pub const SET: &str = "/v4/profile/portrait_set";
+
+/// A running sim + gateway pair.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub sim: Sim,
+    pub config: Config,
+    client: Client<HttpConnector, Full<Bytes>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: JoinHandle<()>,
+}
+
+/// Builds a [`TestGateway`] with tweaks to the gateway's and the sim's config.
+pub struct GatewayBuilder {
+    config: Config,
+    sim: SimConfig,
+}
+
+impl GatewayBuilder {
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
+        tweak(&mut self.config);
+        self
+    }
+
+    pub fn sim(mut self, tweak: impl FnOnce(&mut SimConfig)) -> Self {
+        tweak(&mut self.sim);
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let sim = Sim::start(self.sim).await.expect("sim starts");
+        let mut config = self.config;
+        config.upstream.base_url = sim.base_url().parse().expect("sim url");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let gateway_config = config.clone();
+        let join = tokio::spawn(async move {
+            tim_gateway::run(gateway_config, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build_http();
+        TestGateway {
+            addr,
+            sim,
+            config,
+            client,
+            shutdown: Some(tx),
+            join,
+        }
+    }
+}
+
+/// The gateway config tests start from: sim key, usersig auth, short drain.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.upstream.secret_key = SecretKey::new(DEMO_SECRET_KEY.to_string());
+    config.upstream.identifier = ADMIN.to_string();
+    config.upstream.sdkappid = SDKAPPID;
+    config.auth.mode = AuthMode::UserSig;
+    config.auth.admins = vec![ADMIN.to_string()];
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+/// A valid admin UserSig for the sim's key.
+pub fn admin_usersig() -> String {
+    usersig_for(ADMIN, DEMO_SECRET_KEY, 86_400)
+}
+
+pub fn usersig_for(identifier: &str, key: &str, expire: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    tim_gateway::usersig::sign(SDKAPPID, key, identifier, now, expire)
+}
+
+/// A Tencent query string with a valid admin UserSig.
+pub fn auth_query() -> String {
+    format!(
+        "sdkappid={SDKAPPID}&identifier={ADMIN}&usersig={}&random=42&contenttype=json",
+        admin_usersig()
+    )
+}
+
+impl TestGateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder {
+            config: test_config(),
+            sim: SimConfig::default(),
+        }
+    }
+
+    pub async fn start() -> TestGateway {
+        Self::builder().start().await
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+
+    /// Sends any request; returns status and body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: impl Into<Bytes>,
+    ) -> (u16, Bytes) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(self.url(path_and_query))
+            .body(Full::new(body.into()))
+            .expect("request");
+        let response = self.client.request(request).await.expect("gateway answers");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+
+    /// POSTs raw bytes to `path` with a valid admin query; expects HTTP 200 and JSON.
+    pub async fn post_raw(&self, path: &str, body: impl Into<Bytes>) -> Value {
+        let (status, body) = self
+            .send("POST", &format!("{path}?{}", auth_query()), body)
+            .await;
+        assert_eq!(
+            status,
+            200,
+            "API paths always answer 200: {}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
+    }
+
+    /// A `portrait_get` through the gateway.
+    pub async fn portrait_get(&self, body: &Value) -> Value {
+        self.post_raw(GET, body.to_string()).await
+    }
+
+    /// What the sim answers to `body` alone.
+    pub fn alone(&self, body: &Value) -> Value {
+        serde_json::from_slice(&self.sim.answer_portrait_get(body.to_string().as_bytes()))
+            .expect("sim answers JSON")
+    }
+
+    /// Upstream portrait_get calls the sim has seen.
+    pub fn upstream_gets(&self) -> Vec<tim_gateway::sim::SimCall> {
+        self.sim
+            .calls()
+            .into_iter()
+            .filter(|c| c.api == tim_gateway::sim::Api::PortraitGet)
+            .collect()
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.send("GET", "/metrics", Bytes::new()).await;
+        assert_eq!(status, 200);
+        String::from_utf8(body.to_vec()).expect("utf-8 metrics")
+    }
+
+    /// Value of one sample (exact name including labels, e.g. `tim_gateway_cache_lookups_total{result="hit"}`).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Triggers shutdown and waits for the gateway to stop; re-raises a panic of its task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(15), &mut self.join).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("gateway task failed: {e}"),
+            Err(_) => panic!("gateway did not stop within 15 s"),
+        }
+        self.sim.shutdown().await;
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Parses one sample's value out of Prometheus text.
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Retries `check` until it returns true or `timeout` passes (linkerd's assert_eventually).
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A portrait_get body.
+pub fn get_body(accounts: &[&str], tags: &[&str]) -> Value {
+    serde_json::json!({ "To_Account": accounts, "TagList": tags })
+}
+
+pub const NICK: &str = "Tag_Profile_IM_Nick";
+pub const GENDER: &str = "Tag_Profile_IM_Gender";
+pub const BIRTHDAY: &str = "Tag_Profile_IM_BirthDay";
+pub const CUSTOM: &str = "Tag_Profile_Custom_Test";
+
+/// An account the sim fails per account with 40006 (N % 97 == 13).
+pub const FAILING_ACCOUNT: &str = "user13";
