@@ -34,16 +34,82 @@ impl Api {
     }
 }
 
-/// How a request or upstream call ended, as a label value.
-pub fn outcome_label(result: Result<(), &Error>) -> &'static str {
-    match result {
-        Ok(()) => "ok",
-        Err(e) => match e.fault() {
-            Fault::Caller => "caller_error",
-            Fault::Upstream => "upstream_error",
-            Fault::Capacity => "capacity_error",
-            Fault::Internal => "internal_error",
-        },
+impl Api {
+    const ALL: [Api; 2] = [Api::PortraitGet, Api::PortraitSet];
+}
+
+/// How a request or upstream call ended (the `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered without error.
+    Ok,
+    /// The caller's fault.
+    CallerError,
+    /// Tencent's fault, or the path to it.
+    UpstreamError,
+    /// The gateway's capacity limits.
+    CapacityError,
+    /// A gateway bug.
+    InternalError,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::CallerError,
+        Outcome::UpstreamError,
+        Outcome::CapacityError,
+        Outcome::InternalError,
+    ];
+
+    /// The outcome of a result.
+    pub fn of<T>(result: Result<T, &Error>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => match e.fault() {
+                Fault::Caller => Outcome::CallerError,
+                Fault::Upstream => Outcome::UpstreamError,
+                Fault::Capacity => Outcome::CapacityError,
+                Fault::Internal => Outcome::InternalError,
+            },
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::CallerError => "caller_error",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::CapacityError => "capacity_error",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+}
+
+/// A counter and a duration histogram for every (api, outcome), resolved once so that
+/// recording is two atomic updates with no label hashing.
+struct SeriesTable(Vec<(IntCounter, Histogram)>);
+
+impl SeriesTable {
+    fn new(count: &IntCounterVec, duration: &HistogramVec) -> SeriesTable {
+        let mut cells = Vec::with_capacity(Api::ALL.len() * Outcome::ALL.len());
+        for api in Api::ALL {
+            for outcome in Outcome::ALL {
+                let labels = [api.label(), outcome.label()];
+                cells.push((
+                    count.with_label_values(&labels),
+                    duration.with_label_values(&labels),
+                ));
+            }
+        }
+        SeriesTable(cells)
+    }
+
+    fn record(&self, api: Api, outcome: Outcome, seconds: f64) {
+        let (count, duration) = &self.0[api as usize * Outcome::ALL.len() + outcome as usize];
+        count.inc();
+        duration.observe(seconds);
     }
 }
 
@@ -54,8 +120,7 @@ pub struct Metrics(Arc<Families>);
 /// The metric families, with hot-path children pre-resolved.
 pub struct Families {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: HistogramVec,
+    requests: SeriesTable,
     /// `cache_lookups_total{result=hit}`, resolved once.
     pub cache_hits: IntCounter,
     /// `cache_lookups_total{result=miss}`.
@@ -70,8 +135,7 @@ pub struct Families {
     pub coalesced_keys: IntCounter,
     /// Accounts per upstream `portrait_get` call.
     pub batch_accounts: Histogram,
-    upstream_requests: IntCounterVec,
-    upstream_duration: HistogramVec,
+    upstream_requests: SeriesTable,
     /// Time a batch or a `portrait_set` waited for upstream capacity.
     pub ratelimit_wait: Histogram,
     /// Batches waiting for an upstream permit.
@@ -160,33 +224,21 @@ impl Metrics {
                 "isolation_resends_total",
                 "Merged upstream calls re-sent per caller after a caller-attributable failure",
             ),
-            requests,
-            request_duration,
-            upstream_requests,
-            upstream_duration,
+            requests: SeriesTable::new(&requests, &request_duration),
+            upstream_requests: SeriesTable::new(&upstream_requests, &upstream_duration),
             registry,
         };
         Metrics(Arc::new(families))
     }
 
     /// Records one answered API request.
-    pub fn record_request(&self, api: Api, outcome: &'static str, seconds: f64) {
-        let labels = [api.label(), outcome];
-        self.0.requests.with_label_values(&labels).inc();
-        self.0
-            .request_duration
-            .with_label_values(&labels)
-            .observe(seconds);
+    pub fn record_request(&self, api: Api, outcome: Outcome, seconds: f64) {
+        self.0.requests.record(api, outcome, seconds);
     }
 
     /// Records one upstream call.
-    pub fn record_upstream(&self, api: Api, outcome: &'static str, seconds: f64) {
-        let labels = [api.label(), outcome];
-        self.0.upstream_requests.with_label_values(&labels).inc();
-        self.0
-            .upstream_duration
-            .with_label_values(&labels)
-            .observe(seconds);
+    pub fn record_upstream(&self, api: Api, outcome: Outcome, seconds: f64) {
+        self.0.upstream_requests.record(api, outcome, seconds);
     }
 
     /// The Prometheus text exposition of every family.
@@ -247,8 +299,8 @@ mod tests {
     #[test]
     fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
         let m = Metrics::new();
-        m.record_request(Api::PortraitGet, "ok", 0.001);
-        m.record_upstream(Api::PortraitGet, "ok", 0.01);
+        m.record_request(Api::PortraitGet, Outcome::Ok, 0.001);
+        m.record_upstream(Api::PortraitGet, Outcome::Ok, 0.01);
         m.cache_hits.inc();
         m.batch_accounts.observe(100.0);
         m.ratelimit_wait.observe(0.0);

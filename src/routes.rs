@@ -18,7 +18,7 @@ use tracing::{debug, error, warn};
 
 use crate::auth::Authenticator;
 use crate::error::{codes, Error, Fault};
-use crate::metrics::{outcome_label, Api, Metrics};
+use crate::metrics::{Api, Metrics, Outcome};
 use crate::service::ProfileService;
 
 /// Path of `portrait_get`.
@@ -92,7 +92,7 @@ where
     let result = answer(state, api, request).await;
     state.metrics.record_request(
         api,
-        outcome_label(result.as_ref().map(|_| ())),
+        Outcome::of(result.as_ref().map(|_| ())),
         started.elapsed().as_secs_f64(),
     );
     match result {

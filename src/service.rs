@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use crate::batcher::{AccountFetch, AccountMiss, Batcher};
 use crate::cache::{CachedAccount, Lookup, ProfileCache};
 use crate::error::Error;
-use crate::metrics::{outcome_label, Api, Metrics};
+use crate::metrics::{Api, Metrics, Outcome};
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::UpstreamApi;
 use crate::wire::{self, Account, PortraitGetRequest, ResponseWriter, Tag};
@@ -210,7 +210,7 @@ impl ProfileService {
         };
         self.0.metrics.record_upstream(
             Api::PortraitSet,
-            outcome_label(outcome.as_ref().copied()),
+            Outcome::of(outcome.as_ref().copied()),
             started.elapsed().as_secs_f64(),
         );
         result

@@ -19,7 +19,7 @@ use super::batch::{split_answer, Batch, BatchId, Subscriber, WaiterId};
 use super::{AccountFetch, BatchConfig, FetchMessage};
 use crate::cache::ProfileCache;
 use crate::error::{codes, Error};
-use crate::metrics::{outcome_label, Api, Metrics};
+use crate::metrics::{Api, Metrics, Outcome};
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::UpstreamApi;
 use crate::wire::{Account, RawJson, Tag};
@@ -309,7 +309,7 @@ impl BatchWorker {
                 Ok(answer) => split_answer(&answer, &accounts, &tags),
                 Err(e) => Err(e),
             };
-            let outcome = outcome_label(result.as_ref().map(|_| ()));
+            let outcome = Outcome::of(result.as_ref().map(|_| ()));
             metrics.record_upstream(Api::PortraitGet, outcome, now.elapsed().as_secs_f64());
             result
         };
