@@ -84,7 +84,7 @@ impl Authenticator {
         if sdkappid != self.0.sdkappid {
             return Err(auth(70014, "sdkappid is not the one this gateway serves"));
         }
-        let identifier = creds.identifier.ok_or(auth(
+        let identifier = creds.identifier.filter(|id| !id.is_empty()).ok_or(auth(
             codes::BAD_URL_PARAMETER,
             "identifier is missing from the URL",
         ))?;
@@ -118,11 +118,15 @@ impl Authenticator {
 fn parse_query(query: &str) -> Credentials<'_> {
     let mut creds = Credentials::default();
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match name.as_ref() {
-            "sdkappid" => creds.sdkappid = Some(value),
-            "identifier" => creds.identifier = Some(value),
-            "usersig" => creds.usersig = Some(value),
-            _ => {}
+        // The first occurrence of a parameter wins, as in the sim.
+        let slot = match name.as_ref() {
+            "sdkappid" => &mut creds.sdkappid,
+            "identifier" => &mut creds.identifier,
+            "usersig" => &mut creds.usersig,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
         }
     }
     creds

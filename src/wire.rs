@@ -205,6 +205,12 @@ struct RawGetRequest<'a> {
 /// non-empty `To_Account` array of strings (40002 when missing or empty), at most 100 of them,
 /// and a non-empty `TagList` of known tags.
 pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error> {
+    // serde's derived struct decoding would also accept a JSON array, field by position.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::InvalidJson(Arc::from(
+            "the body must be a JSON object",
+        )));
+    }
     let raw: RawGetRequest<'_> =
         serde_json::from_slice(body).map_err(|e| Error::InvalidJson(json_message(&e)))?;
     let accounts: Vec<Cow<'_, str>> = match raw.to_account {
