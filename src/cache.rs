@@ -179,6 +179,15 @@ impl ProfileCache {
 }
 
 impl CachedAccount {
+    /// The cached value of `tag` as an owned handle, if fresh at `now` (`Some(None)`: cached
+    /// as unset).
+    pub fn fresh(&self, tag: &Tag, now: Instant, ttl: Duration) -> Option<Option<RawJson>> {
+        self.slots
+            .iter()
+            .find(|s| s.tag == *tag && now.saturating_duration_since(s.stored_at) < ttl)
+            .map(|s| s.value.clone())
+    }
+
     /// What is cached for `tag`, honouring the per-slot TTL.
     pub fn lookup(&self, tag: &Tag, now: Instant, ttl: Duration) -> Lookup<'_> {
         match self.slots.iter().find(|s| s.tag == *tag) {

@@ -1,52 +1,70 @@
-//! UpstreamLimiter: keeps calls to one Tencent API under its per-second limit.
+//! UpstreamLimiter: keeps calls to one Tencent API under its per-second limit, counted the way
+//! Tencent counts them: by arrival, in any sliding one-second window.
 //!
-//! A governor GCRA limiter with a burst of one spaces permits evenly: no initial burst of a
-//! whole second's quota, and never more than `requests_per_second` permits in any sliding
-//! one-second window, whichever way Tencent counts. Permits are spaced
-//! [`PACING_MARGIN`] wider than `1 s / requests_per_second`, so the jitter between our permit
-//! and the call's arrival at Tencent cannot squeeze an extra call into a window. Waiters are
-//! served first come, first served (a fair tokio mutex in front of governor), and a waiter whose
-//! deadline would pass gets [`Error::QueueWaitExceeded`] instead of a permit.
+//! Two mechanisms, both needed:
+//!
+//! - **Spacing.** A governor GCRA limiter with a burst of one spaces permits `1 s / rate`
+//!   apart: no initial burst of a whole second's quota, calls spread evenly.
+//! - **Window slots.** Spacing alone cannot bound arrivals: a call delayed after its permit
+//!   (a new TCP/TLS connection, scheduling) can land next to the following one. So each call
+//!   also holds one of `rate` slots from before it is sent until one second after its answer
+//!   (or failure). A call's arrival lies between those two instants, so any one-second window
+//!   of arrivals meets only calls whose slots were all held at the window's end: at most
+//!   `rate` of them, whatever the jitter.
+//!
+//! Waiters are served first come, first served (a fair tokio mutex in front of both), and a
+//! waiter whose deadline passes gets [`Error::QueueWaitExceeded`] instead of a permit.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 
-/// Permits are spaced this much wider than `1 s / rate` (2 %: 196 calls/s at a 200/s limit).
-pub const PACING_MARGIN: f64 = 1.02;
+/// The window Tencent counts calls in.
+pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// A FIFO, deadline-bounded rate limiter for one upstream API; cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamLimiter(Arc<Inner>);
 
 struct Inner {
-    limiter: DefaultDirectRateLimiter,
-    /// Makes waiting first come, first served: governor alone wakes waiters in any order.
+    spacing: DefaultDirectRateLimiter,
+    slots: Arc<Semaphore>,
+    /// Makes waiting first come, first served across both steps.
     queue: tokio::sync::Mutex<()>,
     interval: Duration,
 }
 
+/// The right to send one upstream call. Drop it when the call has ended (answered, failed or
+/// timed out): its window slot is given back one second later.
+#[must_use = "dropping the permit ends the call's hold on its window slot"]
+pub struct CallPermit {
+    slot: Option<OwnedSemaphorePermit>,
+}
+
 impl UpstreamLimiter {
-    /// A limiter allowing at most `requests_per_second` permits in any one-second window.
+    /// A limiter allowing at most `requests_per_second` call arrivals in any one-second window.
     pub fn new(requests_per_second: NonZeroU32) -> UpstreamLimiter {
         let interval = Self::interval_for(requests_per_second);
         let quota = Quota::with_period(interval)
             .expect("interval is non-zero")
             .allow_burst(NonZeroU32::MIN);
+        let slots = usize::try_from(requests_per_second.get()).unwrap_or(usize::MAX);
         UpstreamLimiter(Arc::new(Inner {
-            limiter: RateLimiter::direct(quota),
+            spacing: RateLimiter::direct(quota),
+            slots: Arc::new(Semaphore::new(slots)),
             queue: tokio::sync::Mutex::new(()),
             interval,
         }))
     }
 
-    /// The spacing between two permits.
+    /// The spacing between two permits at `requests_per_second`.
     pub fn interval_for(requests_per_second: NonZeroU32) -> Duration {
-        Duration::from_secs_f64(PACING_MARGIN / f64::from(requests_per_second.get()))
+        WINDOW / requests_per_second.get()
     }
 
     /// The spacing between two permits of this limiter.
@@ -54,118 +72,155 @@ impl UpstreamLimiter {
         self.0.interval
     }
 
-    /// Waits for a permit, first come first served, giving up at `deadline`. Returns how long
+    /// Waits for a permit, first come first served, giving up at `deadline` with
+    /// [`Error::QueueWaitExceeded`] (which names `max_wait`). Returns the permit and how long
     /// the caller waited.
-    pub async fn acquire(&self, deadline: Instant, max_wait: Duration) -> Result<Duration, Error> {
+    pub async fn acquire(
+        &self,
+        deadline: Instant,
+        max_wait: Duration,
+    ) -> Result<(CallPermit, Duration), Error> {
         let started = Instant::now();
         let wait = async {
             let _turn = self.0.queue.lock().await;
-            self.0.limiter.until_ready().await;
+            self.until_ready().await
         };
         let remaining = deadline.saturating_duration_since(started);
         match tokio::time::timeout(remaining, wait).await {
-            Ok(()) => Ok(started.elapsed()),
+            Ok(permit) => Ok((permit, started.elapsed())),
             Err(_) => Err(Error::QueueWaitExceeded(max_wait)),
         }
     }
 
     /// Waits for a permit with no deadline and no queue: for a single consumer (the batch
-    /// worker), which keeps its own first-come-first-served order.
-    pub async fn until_ready(&self) {
-        self.0.limiter.until_ready().await;
+    /// worker), which keeps its own first-come-first-served order. Cancel-safe: dropping the
+    /// future before it resolves takes nothing.
+    pub async fn until_ready(&self) -> CallPermit {
+        let slot = self
+            .0
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slot semaphore is never closed");
+        self.0.spacing.until_ready().await;
+        CallPermit { slot: Some(slot) }
     }
 
-    /// Takes a permit if one is free right now.
-    pub fn try_acquire(&self) -> bool {
-        self.0.limiter.check().is_ok()
+    /// Window slots free right now (for tests and metrics).
+    pub fn free_slots(&self) -> usize {
+        self.0.slots.available_permits()
+    }
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(WINDOW).await;
+                    drop(slot);
+                });
+            }
+            // No runtime: the process is shutting down; nothing more will be sent.
+            Err(_) => drop(slot),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use governor::clock::{Clock, FakeRelativeClock};
+    use governor::clock::FakeRelativeClock;
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).expect("non-zero")
     }
 
-    /// Counts permits granted in every sliding one-second window while a fake clock advances
-    /// in small steps and a greedy caller takes every permit it can.
-    fn max_permits_in_any_window(rps: u32, seconds: u64) -> usize {
+    #[test]
+    fn spacing_is_even_with_no_burst() {
         let clock = FakeRelativeClock::default();
-        let quota = Quota::with_period(UpstreamLimiter::interval_for(nz(rps)))
+        let quota = Quota::with_period(UpstreamLimiter::interval_for(nz(200)))
             .expect("non-zero")
             .allow_burst(NonZeroU32::MIN);
         let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
-        let step = Duration::from_micros(100);
-        let mut granted: Vec<Duration> = Vec::new();
-        let elapsed = || Duration::from_nanos(clock.now().as_u64());
-        while elapsed() < Duration::from_secs(seconds) {
-            if limiter.check().is_ok() {
-                granted.push(elapsed());
-            }
-            clock.advance(step);
+        assert!(limiter.check().is_ok());
+        assert!(
+            limiter.check().is_err(),
+            "a second permit right away would be a burst"
+        );
+        clock.advance(Duration::from_micros(4_900));
+        assert!(limiter.check().is_err(), "permits are 5 ms apart at 200/s");
+        clock.advance(Duration::from_micros(100));
+        assert!(limiter.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_slot_returns_one_window_after_the_call_ends() {
+        let limiter = UpstreamLimiter::new(nz(1000));
+        let permit = limiter.until_ready().await;
+        assert_eq!(limiter.free_slots(), 999);
+        drop(permit);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            limiter.free_slots(),
+            999,
+            "still held: the call may have arrived late"
+        );
+        tokio::time::sleep(WINDOW).await;
+        assert_eq!(limiter.free_slots(), 1000);
+    }
+
+    /// Calls that end at once still hold their slots for a second, so even arrivals delayed
+    /// arbitrarily within [permit, answer] can never put more than `rate` in one window.
+    #[tokio::test]
+    async fn never_more_than_the_limit_granted_within_one_window() {
+        let limiter = UpstreamLimiter::new(nz(10));
+        let started = Instant::now();
+        let mut granted = Vec::new();
+        while started.elapsed() < Duration::from_millis(1_600) {
+            let deadline = started + Duration::from_secs(5);
+            let (permit, _) = limiter
+                .acquire(deadline, Duration::from_secs(5))
+                .await
+                .expect("permit");
+            granted.push(started.elapsed());
+            drop(permit);
         }
-        let mut max = 0;
         for (i, t) in granted.iter().enumerate() {
             let in_window = granted[i..]
                 .iter()
-                .take_while(|u| **u <= *t + Duration::from_secs(1))
+                .take_while(|u| **u < *t + WINDOW)
                 .count();
-            max = max.max(in_window);
-        }
-        max
-    }
-
-    #[test]
-    fn never_more_than_the_limit_in_any_closed_one_second_window() {
-        for rps in [5, 50, 200] {
-            let max = max_permits_in_any_window(rps, 3);
             assert!(
-                max <= rps as usize,
-                "rps {rps}: {max} permits in one window"
-            );
-            assert!(
-                max as f64 >= f64::from(rps) * 0.95,
-                "rps {rps}: only {max} permits; pacing too slow"
+                in_window <= 10,
+                "{in_window} permits within one second from {t:?}"
             );
         }
-    }
-
-    #[test]
-    fn no_initial_burst() {
-        let limiter = UpstreamLimiter::new(nz(200));
-        assert!(limiter.try_acquire());
-        assert!(
-            !limiter.try_acquire(),
-            "a second permit right away would be a burst"
-        );
+        assert!(granted.len() > 10, "the window frees again after a second");
     }
 
     #[tokio::test]
     async fn waiter_past_its_deadline_gets_the_frequency_limit_error() {
         let limiter = UpstreamLimiter::new(nz(1));
-        assert!(limiter.try_acquire());
+        let _held = limiter.until_ready().await;
         let max_wait = Duration::from_millis(50);
-        let err = limiter
-            .acquire(Instant::now() + max_wait, max_wait)
-            .await
-            .expect_err("no permit within 50 ms");
-        assert_eq!(err.code(), 60007);
+        let result = limiter.acquire(Instant::now() + max_wait, max_wait).await;
+        assert_eq!(result.err().map(|e| e.code()), Some(60007));
     }
 
     #[tokio::test]
     async fn waiters_are_served_in_arrival_order() {
         let limiter = UpstreamLimiter::new(nz(100));
-        assert!(limiter.try_acquire());
+        let first = limiter.until_ready().await;
         let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..5 {
             let (limiter, order) = (limiter.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(5);
-                limiter
+                let (_permit, _) = limiter
                     .acquire(deadline, Duration::from_secs(5))
                     .await
                     .expect("permit");
@@ -177,6 +232,7 @@ mod tests {
         for t in tasks {
             t.await.expect("task");
         }
+        drop(first);
         assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4]);
     }
 }

@@ -187,7 +187,7 @@ impl ProfileService {
     pub async fn portrait_set(&self, body: Bytes) -> Result<Bytes, Error> {
         let account = decode_set_account(&body)?;
         let max_wait = self.0.max_queue_wait;
-        let waited = self
+        let (permit, waited) = self
             .0
             .set_limiter
             .acquire(Instant::now() + max_wait, max_wait)
@@ -195,6 +195,7 @@ impl ProfileService {
         self.0.metrics.ratelimit_wait.observe(waited.as_secs_f64());
         let started = Instant::now();
         let result = self.0.upstream.call(Api::PortraitSet, body).await;
+        drop(permit);
         self.0.cache.invalidate(&account);
         self.0.metrics.cache_invalidations.inc();
         let outcome = match &result {

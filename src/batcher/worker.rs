@@ -20,7 +20,7 @@ use super::{AccountFetch, BatchConfig, FetchMessage};
 use crate::cache::ProfileCache;
 use crate::error::{codes, Error};
 use crate::metrics::{Api, Metrics, Outcome};
-use crate::ratelimit::UpstreamLimiter;
+use crate::ratelimit::{CallPermit, UpstreamLimiter};
 use crate::upstream::UpstreamApi;
 use crate::wire::{Account, RawJson, Tag};
 
@@ -139,8 +139,8 @@ impl BatchWorker {
                 Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                     self.on_complete(joined);
                 }
-                () = permit_after(ready_at, limiter), if ready_at.is_some() => {
-                    self.dispatch_front(ready_at.unwrap_or_else(Instant::now));
+                permit = permit_after(ready_at, limiter), if ready_at.is_some() => {
+                    self.dispatch_front(ready_at.unwrap_or_else(Instant::now), permit);
                 }
                 () = sleep_until(expires_at), if expires_at.is_some() => self.expire_overdue(Instant::now()),
                 message = self.rx.recv(), if !self.closed => match message {
@@ -209,6 +209,14 @@ impl BatchWorker {
     /// open batch.
     fn place(&mut self, account: &Account, tag: &Tag, subscriber: Subscriber) -> Placement {
         let Some(id) = self.account_batch.get(account).copied() else {
+            // The caller looked the cache up before its message got here; a fetch may have
+            // filled it since. The worker is the cache's only writer, so this check is final.
+            let cached = self.cache.get(account.as_str());
+            let ttl = self.cache.ttl();
+            if let Some(value) = cached.and_then(|c| c.fresh(tag, Instant::now(), ttl)) {
+                self.deliver_key(subscriber, tag, KeyOutcome::Value(&value));
+                return Placement::Joined;
+            }
             let id = self.open_batch();
             self.batches
                 .get_mut(&id)
@@ -282,7 +290,7 @@ impl BatchWorker {
     }
 
     /// Sends the front batch; the limiter has just granted a permit.
-    fn dispatch_front(&mut self, ready_at: Instant) {
+    fn dispatch_front(&mut self, ready_at: Instant, permit: CallPermit) {
         let Some(id) = self.queue.pop_front() else {
             return;
         };
@@ -309,6 +317,8 @@ impl BatchWorker {
                 Ok(answer) => split_answer(&answer, &accounts, &tags),
                 Err(e) => Err(e),
             };
+            // The call has ended: its window slot is released one window from now.
+            drop(permit);
             let outcome = Outcome::of(result.as_ref().map(|_| ()));
             metrics.record_upstream(Api::PortraitGet, outcome, now.elapsed().as_secs_f64());
             result
@@ -481,9 +491,9 @@ impl BatchWorker {
 }
 
 /// Resolves once `at` has passed and the limiter grants a permit.
-async fn permit_after(at: Option<Instant>, limiter: UpstreamLimiter) {
+async fn permit_after(at: Option<Instant>, limiter: UpstreamLimiter) -> CallPermit {
     sleep_until(at).await;
-    limiter.until_ready().await;
+    limiter.until_ready().await
 }
 
 async fn sleep_until(at: Option<Instant>) {
