@@ -117,8 +117,9 @@ pub async fn run_with_upstream(
     info!("tim-gateway stopped");
 }
 
-/// Builds the cache, limiters, batch worker and service from `config`.
-fn build_service(
+/// Builds the cache, limiters, batch worker and service from `config`, without HTTP (benches
+/// drive the service directly). The worker exits once the service and its clones are dropped.
+pub fn build_service(
     config: &Config,
     upstream: Arc<dyn UpstreamApi>,
     metrics: Metrics,
