@@ -27,8 +27,12 @@ use crate::wire::{Account, RawJson, Tag};
 #[derive(Clone)]
 pub struct ProfileCache(Arc<Inner>);
 
+/// moka's default SipHash is a visible cost on the hit path (one hash per account); foldhash
+/// is much faster and still seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
 struct Inner {
-    profiles: Cache<Account, Arc<CachedAccount>>,
+    profiles: Cache<Account, Arc<CachedAccount>, Hasher>,
     ttl: Duration,
     /// Bumped by every invalidation; fetches remember the value at dispatch.
     epoch: AtomicU64,
@@ -50,7 +54,8 @@ struct Slot {
     tag: Tag,
     /// `None`: the upstream answered the account without this tag (unset).
     value: Option<RawJson>,
-    stored_at: Instant,
+    /// Stored time + TTL: comparing instants is cheaper than subtracting them per lookup.
+    fresh_until: Instant,
 }
 
 /// What the cache knows about one (account, tag).
@@ -74,7 +79,7 @@ impl ProfileCache {
                 u32::try_from(v.slots.len()).unwrap_or(u32::MAX)
             })
             .time_to_live(config.ttl)
-            .build();
+            .build_with_hasher(Hasher::default());
         let tombstones = Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(max_fetch + Duration::from_secs(5))
@@ -129,10 +134,7 @@ impl ProfileCache {
             Some(old) => old
                 .slots
                 .iter()
-                .filter(|s| {
-                    now.duration_since(s.stored_at) < self.0.ttl
-                        && !values.iter().any(|(t, _)| *t == s.tag)
-                })
+                .filter(|s| now < s.fresh_until && !values.iter().any(|(t, _)| *t == s.tag))
                 .cloned()
                 .collect(),
             None => Vec::with_capacity(values.len()),
@@ -140,7 +142,7 @@ impl ProfileCache {
         slots.extend(values.iter().map(|(tag, value)| Slot {
             tag: tag.clone(),
             value: value.clone(),
-            stored_at: now,
+            fresh_until: now + self.0.ttl,
         }));
         self.0.profiles.insert(
             account.clone(),
@@ -181,22 +183,20 @@ impl ProfileCache {
 impl CachedAccount {
     /// The cached value of `tag` as an owned handle, if fresh at `now` (`Some(None)`: cached
     /// as unset).
-    pub fn fresh(&self, tag: &Tag, now: Instant, ttl: Duration) -> Option<Option<RawJson>> {
+    pub fn fresh(&self, tag: &Tag, now: Instant) -> Option<Option<RawJson>> {
         self.slots
             .iter()
-            .find(|s| s.tag == *tag && now.saturating_duration_since(s.stored_at) < ttl)
+            .find(|s| s.tag == *tag && now < s.fresh_until)
             .map(|s| s.value.clone())
     }
 
     /// What is cached for `tag`, honouring the per-slot TTL.
-    pub fn lookup(&self, tag: &Tag, now: Instant, ttl: Duration) -> Lookup<'_> {
+    pub fn lookup(&self, tag: &Tag, now: Instant) -> Lookup<'_> {
         match self.slots.iter().find(|s| s.tag == *tag) {
-            Some(slot) if now.saturating_duration_since(slot.stored_at) < ttl => {
-                match &slot.value {
-                    Some(v) => Lookup::Value(v),
-                    None => Lookup::Absent,
-                }
-            }
+            Some(slot) if now < slot.fresh_until => match &slot.value {
+                Some(v) => Lookup::Value(v),
+                None => Lookup::Absent,
+            },
             _ => Lookup::Miss,
         }
     }
@@ -235,14 +235,9 @@ mod tests {
             now,
         );
         let entry = c.get("a").expect("cached");
-        assert!(
-            matches!(entry.lookup(&tag(0), now, c.ttl()), Lookup::Value(v) if v.get() == "\"nick\"")
-        );
-        assert!(matches!(
-            entry.lookup(&tag(1), now, c.ttl()),
-            Lookup::Absent
-        ));
-        assert!(matches!(entry.lookup(&tag(2), now, c.ttl()), Lookup::Miss));
+        assert!(matches!(entry.lookup(&tag(0), now), Lookup::Value(v) if v.get() == "\"nick\""));
+        assert!(matches!(entry.lookup(&tag(1), now), Lookup::Absent));
+        assert!(matches!(entry.lookup(&tag(2), now), Lookup::Miss));
     }
 
     #[test]
@@ -258,8 +253,8 @@ mod tests {
             now,
         );
         let entry = c.get("a").expect("cached");
-        assert!(matches!(entry.lookup(&tag(0), now, c.ttl()), Lookup::Value(v) if v.get() == "3"));
-        assert!(matches!(entry.lookup(&tag(1), now, c.ttl()), Lookup::Value(v) if v.get() == "2"));
+        assert!(matches!(entry.lookup(&tag(0), now), Lookup::Value(v) if v.get() == "3"));
+        assert!(matches!(entry.lookup(&tag(1), now), Lookup::Value(v) if v.get() == "2"));
     }
 
     #[test]
@@ -271,10 +266,10 @@ mod tests {
         c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), t0);
         let entry = c.get("a").expect("cached");
         assert!(matches!(
-            entry.lookup(&tag(0), t0 + Duration::from_secs(9), ttl),
+            entry.lookup(&tag(0), t0 + Duration::from_secs(9)),
             Lookup::Value(_)
         ));
-        assert!(matches!(entry.lookup(&tag(0), t0 + ttl, ttl), Lookup::Miss));
+        assert!(matches!(entry.lookup(&tag(0), t0 + ttl), Lookup::Miss));
     }
 
     #[test]

@@ -47,6 +47,51 @@ struct AccountView<'a> {
     fetched: Option<usize>,
 }
 
+/// What the cache had for a request.
+struct Lookups<'a> {
+    /// One per distinct account, in first-seen order.
+    views: Vec<AccountView<'a>>,
+    /// For each `To_Account` position, its index in `views`.
+    positions: Vec<usize>,
+    /// The (account, tags) to fetch; `AccountView::fetched` indexes the answer.
+    misses: Vec<AccountMiss>,
+}
+
+/// Finds repeated accounts in a request: a linear scan for short lists, a map for long ones.
+enum DistinctAccounts<'a> {
+    Scan,
+    Map(HashMap<&'a str, usize, foldhash::fast::RandomState>),
+}
+
+impl<'a> DistinctAccounts<'a> {
+    /// Past this many accounts a hash map beats comparing against every earlier account.
+    const SCAN_LIMIT: usize = 16;
+
+    fn new(accounts: usize) -> Self {
+        if accounts > Self::SCAN_LIMIT {
+            DistinctAccounts::Map(HashMap::with_capacity_and_hasher(
+                accounts,
+                Default::default(),
+            ))
+        } else {
+            DistinctAccounts::Scan
+        }
+    }
+
+    fn get(&self, name: &str, views: &[AccountView<'_>]) -> Option<usize> {
+        match self {
+            DistinctAccounts::Scan => views.iter().position(|v| v.name == name),
+            DistinctAccounts::Map(map) => map.get(name).copied(),
+        }
+    }
+
+    fn insert(&mut self, name: &'a str, view: usize) {
+        if let DistinctAccounts::Map(map) = self {
+            map.insert(name, view);
+        }
+    }
+}
+
 impl ProfileService {
     /// Wires the service to its cache, batcher and upstream.
     pub fn new(
@@ -77,13 +122,14 @@ impl ProfileService {
         let request = wire::decode_portrait_get(body)?;
         self.answer_known_missing_tags(&request)?;
         let now = Instant::now();
-        let (views, misses) = self.lookup(&request, now);
+        let mut found = self.lookup(&request, now);
+        let misses = std::mem::take(&mut found.misses);
         let fetched = if misses.is_empty() {
             Vec::new()
         } else {
             self.0.batcher.fetch(misses).await?
         };
-        Ok(self.assemble(&request, &views, &fetched, now))
+        Ok(self.assemble(&request, &found, &fetched, now))
     }
 
     /// A tag Tencent recently said does not exist fails the request locally, as it would
@@ -97,29 +143,26 @@ impl ProfileService {
         Ok(())
     }
 
-    /// Looks each distinct (account, tag) up; returns the views (one per distinct account, in
-    /// first-seen order) and the misses to fetch.
-    fn lookup<'r>(
-        &self,
-        request: &'r PortraitGetRequest<'_>,
-        now: Instant,
-    ) -> (Vec<AccountView<'r>>, Vec<AccountMiss>) {
-        let ttl = self.0.cache.ttl();
+    /// Looks each distinct (account, tag) up. Returns one view per distinct account, the view
+    /// of each `To_Account` position, and the misses to fetch.
+    fn lookup<'r>(&self, request: &'r PortraitGetRequest<'_>, now: Instant) -> Lookups<'r> {
         let tags = distinct(&request.tags);
-        let mut views: Vec<AccountView<'r>> = Vec::with_capacity(request.accounts.len());
-        let mut misses = Vec::new();
+        let mut found = Lookups {
+            views: Vec::with_capacity(request.accounts.len()),
+            positions: Vec::with_capacity(request.accounts.len()),
+            misses: Vec::new(),
+        };
+        let mut seen = DistinctAccounts::new(request.accounts.len());
         let (mut hits, mut absent, mut missed) = (0u64, 0u64, 0u64);
         for name in request.accounts.iter().map(Cow::as_ref) {
-            if views.iter().any(|v| v.name == name) {
+            if let Some(view) = seen.get(name, &found.views) {
+                found.positions.push(view);
                 continue;
             }
             let cached = self.0.cache.get(name);
             let mut missing = Vec::new();
             for tag in &tags {
-                match cached
-                    .as_ref()
-                    .map_or(Lookup::Miss, |c| c.lookup(tag, now, ttl))
-                {
+                match cached.as_ref().map_or(Lookup::Miss, |c| c.lookup(tag, now)) {
                     Lookup::Value(_) => hits += 1,
                     Lookup::Absent => absent += 1,
                     Lookup::Miss => missing.push((*tag).clone()),
@@ -127,13 +170,16 @@ impl ProfileService {
             }
             missed += missing.len() as u64;
             let fetched = (!missing.is_empty()).then(|| {
-                misses.push(AccountMiss {
-                    account: Account::from(name),
+                let account = Account::from(name);
+                found.misses.push(AccountMiss {
+                    account,
                     tags: missing,
                 });
-                misses.len() - 1
+                found.misses.len() - 1
             });
-            views.push(AccountView {
+            seen.insert(name, found.views.len());
+            found.positions.push(found.views.len());
+            found.views.push(AccountView {
                 name,
                 cached,
                 fetched,
@@ -142,39 +188,29 @@ impl ProfileService {
         self.0.metrics.cache_hits.inc_by(hits);
         self.0.metrics.cache_absent.inc_by(absent);
         self.0.metrics.cache_misses.inc_by(missed);
-        (views, misses)
+        found
     }
 
     /// Builds the answer: one entry per `To_Account` occurrence, tags in `TagList` order.
     fn assemble(
         &self,
         request: &PortraitGetRequest<'_>,
-        views: &[AccountView<'_>],
+        found: &Lookups<'_>,
         fetched: &[AccountFetch],
         now: Instant,
     ) -> Vec<u8> {
-        let ttl = self.0.cache.ttl();
-        let mut out = ResponseWriter::with_capacity(
-            64 + request.accounts.len() * (48 + request.tags.len() * 48),
-        );
-        let index: Option<HashMap<&str, usize>> = (views.len() > 16)
-            .then(|| views.iter().enumerate().map(|(i, v)| (v.name, i)).collect());
-        for name in request.accounts.iter().map(Cow::as_ref) {
-            let position = match &index {
-                Some(index) => index.get(name).copied(),
-                None => views.iter().position(|v| v.name == name),
-            };
-            let Some(view) = position.map(|i| &views[i]) else {
-                continue;
-            };
+        let capacity = 64 + request.accounts.len() * (48 + request.tags.len() * 48);
+        let mut out = ResponseWriter::with_capacity(capacity);
+        for &position in &found.positions {
+            let view = &found.views[position];
             let fresh = view.fetched.and_then(|i| fetched.get(i));
             if let Some(AccountFetch::Failed { code, info }) = fresh {
-                out.failed_account(name, *code, info);
+                out.failed_account(view.name, *code, info);
                 continue;
             }
-            out.begin_account(name);
+            out.begin_account(view.name);
             for tag in &request.tags {
-                if let Some(value) = value_of(view.cached.as_deref(), fresh, tag, now, ttl) {
+                if let Some(value) = value_of(view.cached.as_deref(), fresh, tag, now) {
                     out.tag_value(tag, value);
                 }
             }
@@ -224,9 +260,8 @@ fn value_of<'a>(
     fresh: Option<&'a AccountFetch>,
     tag: &Tag,
     now: Instant,
-    ttl: Duration,
 ) -> Option<&'a RawValue> {
-    match cached.map_or(Lookup::Miss, |c| c.lookup(tag, now, ttl)) {
+    match cached.map_or(Lookup::Miss, |c| c.lookup(tag, now)) {
         Lookup::Value(v) => Some(v),
         Lookup::Absent => None,
         Lookup::Miss => match fresh {

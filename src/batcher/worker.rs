@@ -212,8 +212,7 @@ impl BatchWorker {
             // The caller looked the cache up before its message got here; a fetch may have
             // filled it since. The worker is the cache's only writer, so this check is final.
             let cached = self.cache.get(account.as_str());
-            let ttl = self.cache.ttl();
-            if let Some(value) = cached.and_then(|c| c.fresh(tag, Instant::now(), ttl)) {
+            if let Some(value) = cached.and_then(|c| c.fresh(tag, Instant::now())) {
                 self.deliver_key(subscriber, tag, KeyOutcome::Value(&value));
                 return Placement::Joined;
             }

@@ -49,9 +49,10 @@ impl ResponseWriter {
             self.buf.push(b',');
         }
         self.first_tag = false;
-        self.buf.extend_from_slice(br#"{"Tag":"#);
-        write_str(&mut self.buf, tag.as_str());
-        self.buf.extend_from_slice(br#","Value":"#);
+        // Tag names are validated to [A-Za-z0-9_] (wire::Tag::parse): nothing to escape.
+        self.buf.extend_from_slice(br#"{"Tag":""#);
+        self.buf.extend_from_slice(tag.as_str().as_bytes());
+        self.buf.extend_from_slice(br#"","Value":"#);
         self.buf.extend_from_slice(value.get().as_bytes());
         self.buf.push(b'}');
     }
@@ -114,7 +115,38 @@ pub fn encode_error(code: i64, info: &str, display: &str) -> Vec<u8> {
     buf
 }
 
-/// Appends `s` as a quoted, escaped JSON string.
+/// Appends `s` as a quoted JSON string, escaped exactly as serde_json escapes it. Most
+/// account ids need no escaping and are copied as they are.
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *buf, s).expect("writing a str to a Vec cannot fail");
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *buf, s).expect("writing a str to a Vec cannot fail");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_str;
+
+    #[test]
+    fn write_str_matches_serde_json_for_plain_and_awkward_strings() {
+        for s in [
+            "user1",
+            "用户😀",
+            "a\"b",
+            "back\\slash",
+            "tab\tnew\nline",
+            "\u{1}",
+            "",
+            "é",
+        ] {
+            let mut ours = Vec::new();
+            write_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_vec(s).expect("serialises"), "{s:?}");
+        }
+    }
 }
