@@ -2,7 +2,7 @@
 //!
 //! One moka entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
 //! costs one hash lookup per account however many tags are asked for, and the per-pair
-//! overhead is a slot, not a moka entry. Each slot keeps its own store time, so the TTL is per
+//! overhead is a slot, not a moka entry. Each slot keeps its own expiry, so the TTL is per
 //! (account, tag) even though storage is per account. A slot is a value or "absent" (the
 //! upstream answered the account but not this tag). Per-account failures are never stored.
 //!
@@ -78,7 +78,8 @@ impl ProfileCache {
             .weigher(|_: &Account, v: &Arc<CachedAccount>| {
                 u32::try_from(v.slots.len()).unwrap_or(u32::MAX)
             })
-            .time_to_live(config.ttl)
+            // No moka TTL: freshness is checked per slot, and a TTL would make every `get`
+            // read the clock. Stale accounts stay until re-fetched or evicted by size.
             .build_with_hasher(Hasher::default());
         let tombstones = Cache::builder()
             .max_capacity(1_000_000)
