@@ -1,0 +1,128 @@
+//! S3: cold saturation. Every request names fresh accounts (never asked before), and the
+//! closed loop keeps far more misses outstanding than 200 calls/s can carry, so the gateway
+//! always has a backlog. Measures fill (accounts per upstream call), upstream calls/s and the
+//! most in any sliding second (from the sim's call log), the sim's 60007 answers, and accounts
+//! answered per second against the physical limit of 200 x 100 = 20,000/s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tim_gateway::sim::SimConfig;
+
+use crate::client::{self, Plan, Workload};
+use crate::inmem;
+use crate::report::{micros, percentile, Table};
+use crate::stack::{self, Stack};
+use crate::Timing;
+
+const NAME: &str = "S3";
+/// Outstanding requests: 512 x 20 accounts = about half a second of upstream capacity queued.
+const CONNS: usize = 512;
+const ACCOUNTS: usize = 20;
+const TAGS: usize = 4;
+/// Tencent's limit and the gateway's default budget, calls per second.
+const LIMIT_RPS: usize = 200;
+
+/// Fresh accounts for every request.
+struct Cold {
+    next: AtomicU64,
+}
+
+impl Workload for Cold {
+    type Sent = ();
+
+    fn request(&self, _conn: usize, out: &mut Vec<u8>) {
+        let first = self.next.fetch_add(ACCOUNTS as u64, Ordering::Relaxed);
+        client::write_request(out, inmem::body(first, ACCOUNTS, TAGS).as_bytes());
+    }
+
+    fn answered(&self, (): (), _code: i64, _body: &[u8]) -> bool {
+        false
+    }
+}
+
+pub fn run(table: &mut Table, timing: Timing) {
+    eprintln!("{NAME}: cold saturation, {CONNS} conns x {ACCOUNTS}x{TAGS} fresh accounts");
+    let sim = SimConfig {
+        accounts: inmem::SIM_ACCOUNTS,
+        ..SimConfig::default()
+    };
+    let stack = Stack::start(sim, stack::base_config());
+    let workload = Arc::new(Cold {
+        next: AtomicU64::new(1),
+    });
+    let measure_from = Instant::now() + timing.warmup;
+    let until = measure_from + timing.measure;
+    let plan = Plan {
+        conns: CONNS,
+        measure_from,
+        until,
+    };
+    let result = client::start(stack.addr, workload, plan)
+        .join()
+        .expect("client");
+    let all = stack.upstream_gets();
+    stack.stop();
+
+    let secs = timing.measure.as_secs_f64();
+    let measured = stack::within(&all, measure_from, until);
+    let accounts: usize = measured.iter().map(|c| c.accounts.len()).sum();
+    let fill = accounts as f64 / measured.len().max(1) as f64;
+    let min_fill = measured.iter().map(|c| c.accounts.len()).min().unwrap_or(0);
+    let rejected = all.iter().filter(|c| c.error_code == 60007).count();
+    let max_second = stack::max_in_any_second(&all);
+    let served = (result.ok.len() * ACCOUNTS) as f64 / secs;
+    let caller_errors: u64 = result.errors.values().sum();
+
+    table.target(
+        NAME,
+        "accounts per upstream call (mean)",
+        format!("{fill:.1}"),
+        ">= 95",
+        fill >= 95.0,
+    );
+    table.info(NAME, "accounts per upstream call (min)", min_fill);
+    table.info(
+        NAME,
+        "upstream calls/s",
+        format!("{:.1}", measured.len() as f64 / secs),
+    );
+    let limit = format!("<= {LIMIT_RPS}");
+    table.target(
+        NAME,
+        "max upstream calls in any sliding 1 s",
+        max_second,
+        &limit,
+        max_second <= LIMIT_RPS,
+    );
+    table.target(
+        NAME,
+        "60007 answers from the sim",
+        rejected,
+        "0",
+        rejected == 0,
+    );
+    table.target(
+        NAME,
+        "accounts served/s (limit 20,000)",
+        format!("{served:.0}"),
+        ">= 19,000",
+        served >= 19_000.0,
+    );
+    table.info(
+        NAME,
+        "caller p50 latency",
+        micros(percentile(&result.ok, 0.50)),
+    );
+    table.info(
+        NAME,
+        "caller p99 latency",
+        micros(percentile(&result.ok, 0.99)),
+    );
+    table.info(
+        NAME,
+        "caller errors (any code)",
+        format!("{caller_errors} {:?}", result.errors),
+    );
+}
