@@ -3,8 +3,8 @@
 //!
 //! Owns [`SimUpstream`], an [`UpstreamApi`] answering from the simulated Tencent's
 //! [`Sim::answer_portrait_get`] (no HTTP, no rate limit, no call log), [`FixedUpstream`], which
-//! answers every call with one precomputed body, [`build_service`] (the wiring of the private
-//! `tim_gateway::build_service`, from public constructors only) and request-body builders. It
+//! answers every call with one precomputed body, [`build_service`] (`tim_gateway::build_service` plus the
+//! metrics handle) and request-body builders. It
 //! owns no measurement: callers time what they need.
 
 #![allow(dead_code)]
@@ -17,11 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tim_gateway::batcher::{BatchConfig, Batcher};
-use tim_gateway::cache::ProfileCache;
 use tim_gateway::config::Config;
 use tim_gateway::metrics::{Api, Metrics};
-use tim_gateway::ratelimit::UpstreamLimiter;
 use tim_gateway::service::ProfileService;
 use tim_gateway::sim::Sim;
 use tim_gateway::upstream::UpstreamApi;
@@ -115,42 +112,17 @@ impl UpstreamApi for FixedUpstream {
 pub struct Wired {
     pub service: ProfileService,
     pub metrics: Metrics,
-    pub batcher: Batcher,
     pub worker: tokio::task::JoinHandle<()>,
 }
 
-/// Wires cache, limiter, batcher and service the way `tim_gateway::run` does. Call inside a
-/// tokio runtime (the batch worker is spawned).
+/// Wires the service exactly as `tim_gateway::run` does (`tim_gateway::build_service`). Call
+/// inside a tokio runtime (the batch worker is spawned).
 pub fn build_service(config: &Config, upstream: Arc<dyn UpstreamApi>) -> Wired {
-    let limits = &config.limits;
     let metrics = Metrics::new();
-    let cache = ProfileCache::new(&config.cache, config.upstream.timeout);
-    let batch_config = BatchConfig {
-        max_accounts: limits.max_accounts_per_batch,
-        window: limits.batch_window,
-        max_queue_wait: limits.max_queue_wait,
-        upstream_timeout: config.upstream.timeout,
-    };
-    let limiter = UpstreamLimiter::new(limits.requests_per_second);
-    let (batcher, worker) = Batcher::spawn(
-        batch_config,
-        upstream.clone(),
-        limiter,
-        cache.clone(),
-        metrics.clone(),
-    );
-    let service = ProfileService::new(
-        cache,
-        batcher.clone(),
-        upstream,
-        UpstreamLimiter::new(limits.set_requests_per_second),
-        metrics.clone(),
-        limits.max_queue_wait,
-    );
+    let (service, worker) = tim_gateway::build_service(config, upstream, metrics.clone());
     Wired {
         service,
         metrics,
-        batcher,
         worker,
     }
 }
