@@ -5,8 +5,11 @@
 //! waiting), so none of it needs a lock. Callers send their misses over an mpsc channel with a
 //! oneshot for the answer, carrying their tracing span (tower's buffer pattern). The worker:
 //!
-//! 1. joins each (account, tag) already in flight to that fetch, and puts the rest into the open
-//!    batch (up to `max_accounts_per_batch` accounts, the union of their tags);
+//! 1. keeps each account in at most one shared batch at a time: a key joins the batch holding
+//!    its account (pending, or dispatched with that tag), waits for it when it was dispatched
+//!    without the tag, and otherwise goes into the open batch (up to `max_accounts_per_batch`
+//!    accounts, asking for the union of their tags), so no (account, tag) is fetched twice at
+//!    once;
 //! 2. dispatches the oldest batch once it is full or `batch_window_ms` old, when the upstream
 //!    limiter grants a permit; while a batch waits for a permit it keeps filling;
 //! 3. fails batches that waited past `max_queue_wait_ms` with Tencent's 60007;
