@@ -1,4 +1,4 @@
-//! BatchWorker: the one task that owns the in-flight map, the batch queue and the waiting callers.
+//! BatchWorker: the one task that owns the account-to-batch map, the batch queue and the waiting callers.
 //!
 //! Its loop reacts to four things: a caller's misses arriving ([`BatchWorker::admit`]), the
 //! front batch becoming sendable and the limiter granting a permit (`dispatch_front`), a queued
