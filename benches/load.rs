@@ -3,7 +3,7 @@
 //! generator, and prints one summary table.
 //!
 //! ```sh
-//! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 (about 1.5 min)
+//! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 (about 1 min)
 //! cargo bench --bench load -- s1 s3        # some
 //! LOAD_SECONDS=20 cargo bench --bench load -- s4   # longer measured windows
 //! ```

@@ -63,7 +63,10 @@ pub fn bench(c: &mut Criterion) {
             })
         });
         let calls = upstream.calls() - calls_before;
-        let iterations = iterations.load(Ordering::Relaxed).max(1);
+        let iterations = iterations.load(Ordering::Relaxed);
+        if iterations == 0 {
+            continue; // filtered out on the command line
+        }
         eprintln!(
             "coalesce_1k_callers/{name}: {:.2} upstream calls per iteration (ideal {ideal}), {calls} calls over {iterations} iterations",
             calls as f64 / iterations as f64
