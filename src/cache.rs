@@ -103,11 +103,6 @@ impl ProfileCache {
         self.0.profiles.get(account)
     }
 
-    /// The configured TTL.
-    pub fn ttl(&self) -> Duration {
-        self.0.ttl
-    }
-
     /// The current invalidation epoch; a fetch records it when it is dispatched.
     pub fn epoch(&self) -> u64 {
         self.0.epoch.load(Ordering::Acquire)
@@ -185,21 +180,22 @@ impl CachedAccount {
     /// The cached value of `tag` as an owned handle, if fresh at `now` (`Some(None)`: cached
     /// as unset).
     pub fn fresh(&self, tag: &Tag, now: Instant) -> Option<Option<RawJson>> {
-        self.slots
-            .iter()
-            .find(|s| s.tag == *tag && now < s.fresh_until)
-            .map(|s| s.value.clone())
+        self.fresh_slot(tag, now).map(|s| s.value.clone())
     }
 
     /// What is cached for `tag`, honouring the per-slot TTL.
     pub fn lookup(&self, tag: &Tag, now: Instant) -> Lookup<'_> {
-        match self.slots.iter().find(|s| s.tag == *tag) {
-            Some(slot) if now < slot.fresh_until => match &slot.value {
-                Some(v) => Lookup::Value(v),
-                None => Lookup::Absent,
-            },
-            _ => Lookup::Miss,
+        match self.fresh_slot(tag, now).map(|s| &s.value) {
+            Some(Some(v)) => Lookup::Value(v),
+            Some(None) => Lookup::Absent,
+            None => Lookup::Miss,
         }
+    }
+
+    fn fresh_slot(&self, tag: &Tag, now: Instant) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|s| s.tag == *tag && now < s.fresh_until)
     }
 }
 

@@ -36,7 +36,6 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Makes waiting first come, first served across both steps.
     queue: tokio::sync::Mutex<()>,
-    interval: Duration,
 }
 
 /// The right to send one upstream call. Drop it when the call has ended (answered, failed or
@@ -49,8 +48,7 @@ pub struct CallPermit {
 impl UpstreamLimiter {
     /// A limiter allowing at most `requests_per_second` call arrivals in any one-second window.
     pub fn new(requests_per_second: NonZeroU32) -> UpstreamLimiter {
-        let interval = Self::interval_for(requests_per_second);
-        let quota = Quota::with_period(interval)
+        let quota = Quota::with_period(Self::interval_for(requests_per_second))
             .expect("interval is non-zero")
             .allow_burst(NonZeroU32::MIN);
         let slots = usize::try_from(requests_per_second.get()).unwrap_or(usize::MAX);
@@ -58,18 +56,12 @@ impl UpstreamLimiter {
             spacing: RateLimiter::direct(quota),
             slots: Arc::new(Semaphore::new(slots)),
             queue: tokio::sync::Mutex::new(()),
-            interval,
         }))
     }
 
     /// The spacing between two permits at `requests_per_second`.
     pub fn interval_for(requests_per_second: NonZeroU32) -> Duration {
         WINDOW / requests_per_second.get()
-    }
-
-    /// The spacing between two permits of this limiter.
-    pub fn interval(&self) -> Duration {
-        self.0.interval
     }
 
     /// Waits for a permit, first come first served, giving up at `deadline` with

@@ -237,21 +237,16 @@ impl ProfileService {
         self.0.cache.invalidate(&account);
         self.0.metrics.cache_invalidations.inc();
         let outcome = match &result {
-            Ok(answer) => wire::decode_envelope(answer).and_then(|env| match env.error_code {
-                0 => Ok(()),
-                code => Err(Error::UpstreamFailed {
-                    code,
-                    info: Arc::from(""),
-                    display: Arc::from(""),
-                }),
-            }),
-            Err(e) => Err(e.clone()),
+            Ok(answer) if wire::decode_envelope(answer).is_ok_and(|env| env.error_code == 0) => {
+                Outcome::Ok
+            }
+            Ok(_) => Outcome::UpstreamError,
+            Err(e) => Outcome::of::<()>(Err(e)),
         };
-        self.0.metrics.record_upstream(
-            Api::PortraitSet,
-            Outcome::of(outcome.as_ref().copied()),
-            started.elapsed().as_secs_f64(),
-        );
+        let seconds = started.elapsed().as_secs_f64();
+        self.0
+            .metrics
+            .record_upstream(Api::PortraitSet, outcome, seconds);
         result
     }
 }
