@@ -12,7 +12,7 @@ use tim_gateway::sim::SimConfig;
 
 use crate::client::{self, Plan, Workload};
 use crate::inmem;
-use crate::report::{micros, percentile, Table};
+use crate::report::Table;
 use crate::stack::{self, Stack};
 use crate::Timing;
 
@@ -110,16 +110,7 @@ pub fn run(table: &mut Table, timing: Timing) {
         ">= 19,000",
         served >= 19_000.0,
     );
-    table.info(
-        NAME,
-        "caller p50 latency",
-        micros(percentile(&result.ok, 0.50)),
-    );
-    table.info(
-        NAME,
-        "caller p99 latency",
-        micros(percentile(&result.ok, 0.99)),
-    );
+    table.latencies(NAME, "caller", &result.ok);
     table.info(
         NAME,
         "caller errors (any code)",

@@ -10,7 +10,7 @@ use tim_gateway::sim::SimConfig;
 
 use crate::client::{self, Plan, Workload};
 use crate::inmem;
-use crate::report::{micros, percentile, Table};
+use crate::report::Table;
 use crate::stack::{self, Stack};
 use crate::Timing;
 
@@ -84,8 +84,7 @@ impl Hits {
             "req/s",
             format!("{:.0}", result.ok.len() as f64 / secs),
         );
-        table.info(name, "p50 latency", micros(percentile(&result.ok, 0.50)));
-        table.info(name, "p99 latency", micros(percentile(&result.ok, 0.99)));
+        table.latencies(name, "", &result.ok);
         let errors: u64 = result.errors.values().sum();
         table.target(name, "errors", errors, "0", errors == 0);
         let check = "0 (all hits)";

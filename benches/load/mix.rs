@@ -18,7 +18,7 @@ use tim_gateway::sim::SimConfig;
 
 use crate::client::{self, Plan, Workload};
 use crate::inmem;
-use crate::report::{micros, percentile, Table};
+use crate::report::Table;
 use crate::stack::{self, Stack};
 use crate::zipf::{self, Zipf};
 use crate::Timing;
@@ -156,26 +156,8 @@ fn report(
         "upstream calls/s",
         format!("{:.1}", calls as f64 / secs),
     );
-    table.info(
-        NAME,
-        "caller p50 latency",
-        micros(percentile(&result.ok, 0.50)),
-    );
-    table.info(
-        NAME,
-        "caller p99 latency",
-        micros(percentile(&result.ok, 0.99)),
-    );
-    table.info(
-        NAME,
-        "all-hit p50 latency",
-        micros(percentile(&result.hits, 0.50)),
-    );
-    table.info(
-        NAME,
-        "all-hit p99 latency",
-        micros(percentile(&result.hits, 0.99)),
-    );
+    table.latencies(NAME, "caller", &result.ok);
+    table.latencies(NAME, "all-hit", &result.hits);
     let errors: u64 = result.errors.values().sum();
     table.target(
         NAME,

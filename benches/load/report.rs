@@ -27,6 +27,14 @@ impl Table {
         self.push(scenario, figure, value, "", None);
     }
 
+    /// Two rows: the p50 and p99 of `sorted` latencies (µs), labelled "`what` p50/p99 latency".
+    pub fn latencies(&mut self, scenario: &'static str, what: &str, sorted: &[u32]) {
+        for (label, q) in [("p50", 0.50), ("p99", 0.99)] {
+            let figure = format!("{what} {label} latency").trim_start().to_string();
+            self.info(scenario, &figure, micros(percentile(sorted, q)));
+        }
+    }
+
     /// Adds a figure with its target and whether it was met.
     pub fn target(
         &mut self,
