@@ -25,6 +25,9 @@ const VERDICT_CACHE_ENTRIES: u64 = 100_000;
 /// bounds memory and how long a rotated key keeps accepting old sigs.
 const VERDICT_TTL: Duration = Duration::from_secs(600);
 
+/// A decoded UserSig's claims, or why it failed to decode or verify.
+type Verdict = Result<Arc<VerifiedSig>, UserSigError>;
+
 /// Checks callers' credentials; cheap to clone.
 #[derive(Clone)]
 pub struct Authenticator(Arc<Inner>);
@@ -34,7 +37,8 @@ struct Inner {
     sdkappid: u64,
     admins: Vec<String>,
     key: SecretKey,
-    verdicts: Cache<Arc<str>, Result<VerifiedSig, UserSigError>>,
+    /// Shared verdicts: a hit clones an `Arc`, not the identifier string inside.
+    verdicts: Cache<Arc<str>, Verdict, foldhash::fast::RandomState>,
 }
 
 /// Tencent's query parameters, borrowed from the query string when no escapes were used.
@@ -51,7 +55,7 @@ impl Authenticator {
         let verdicts = Cache::builder()
             .max_capacity(VERDICT_CACHE_ENTRIES)
             .time_to_live(VERDICT_TTL)
-            .build();
+            .build_with_hasher(Default::default());
         Authenticator(Arc::new(Inner {
             mode: config.mode,
             sdkappid,
@@ -105,11 +109,11 @@ impl Authenticator {
     }
 
     /// The cached decode-and-signature verdict for a UserSig string.
-    fn verdict(&self, usersig: &str) -> Result<VerifiedSig, UserSigError> {
+    fn verdict(&self, usersig: &str) -> Verdict {
         if let Some(verdict) = self.0.verdicts.get(usersig) {
             return verdict;
         }
-        let verdict = usersig::decode_and_check(usersig, self.0.key.expose());
+        let verdict = usersig::decode_and_check(usersig, self.0.key.expose()).map(Arc::new);
         self.0.verdicts.insert(Arc::from(usersig), verdict.clone());
         verdict
     }
