@@ -3,7 +3,8 @@
 //! timed path.
 //!
 //! - `decode`: request decode + validation (`wire::decode_portrait_get`), 1x1, 20x4, 100x3.
-//! - `hit_path`: the all-hit `ProfileService::portrait_get`, single- and multi-threaded.
+//! - `hit_path`: the all-hit `ProfileService::portrait_get`, single- and multi-threaded, with
+//!   and without the answer cache.
 //! - `upstream`: upstream answer decode (`wire::decode_upstream_get`) and a whole batcher round
 //!   trip (admit, encode, decode + split, cache store, reply) for 100 accounts.
 //! - `usersig`: UserSig verification without and with the verdict cache.

@@ -9,10 +9,13 @@
 //! Writes come only from the batch worker (one task), so a read-modify-write of an account's
 //! slots never races another write. `portrait_set` invalidates: it bumps a global epoch and
 //! leaves a tombstone, and a fetch dispatched before the tombstone never writes its older
-//! values back ([`ProfileCache::store`]). Tags Tencent says do not exist are remembered here
-//! too, so the next caller asking for one is answered locally.
+//! values back ([`ProfileCache::store`]). Every version of an account's entry since its last
+//! invalidation shares one [`Revocation`] flag, which the invalidation sets: whatever was built
+//! from those entries (a whole cached answer, see answers.rs) knows it is void without a
+//! lookup. Tags Tencent says do not exist are remembered here too, so the next caller asking
+//! for one is answered locally.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +50,13 @@ struct Inner {
 #[derive(Debug)]
 pub struct CachedAccount {
     slots: Box<[Slot]>,
+    revocation: Revocation,
 }
+
+/// Set when an account is invalidated; shared by every entry version since the previous
+/// invalidation, so holding one is enough to learn that any of them went void.
+#[derive(Debug, Clone, Default)]
+pub struct Revocation(Arc<AtomicBool>);
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -126,14 +135,21 @@ impl ProfileCache {
         if values.is_empty() || self.invalidated_since(account.as_str(), dispatch_epoch) {
             return;
         }
-        let mut slots: Vec<Slot> = match self.0.profiles.get(account.as_str()) {
-            Some(old) => old
-                .slots
-                .iter()
-                .filter(|s| now < s.fresh_until && !values.iter().any(|(t, _)| *t == s.tag))
-                .cloned()
-                .collect(),
-            None => Vec::with_capacity(values.len()),
+        let old = self
+            .0
+            .profiles
+            .get(account.as_str())
+            .filter(|old| !old.revocation.is_revoked());
+        let (mut slots, revocation): (Vec<Slot>, Revocation) = match old {
+            Some(old) => (
+                old.slots
+                    .iter()
+                    .filter(|s| now < s.fresh_until && !values.iter().any(|(t, _)| *t == s.tag))
+                    .cloned()
+                    .collect(),
+                old.revocation.clone(),
+            ),
+            None => (Vec::with_capacity(values.len()), Revocation::default()),
         };
         slots.extend(values.iter().map(|(tag, value)| Slot {
             tag: tag.clone(),
@@ -144,11 +160,13 @@ impl ProfileCache {
             account.clone(),
             Arc::new(CachedAccount {
                 slots: slots.into_boxed_slice(),
+                revocation: revocation.clone(),
             }),
         );
-        // An invalidation that ran between the check above and the insert must still win.
-        if self.invalidated_since(account.as_str(), dispatch_epoch) {
-            self.0.profiles.invalidate(account.as_str());
+        // An invalidation that ran between the checks above and the insert must still win:
+        // either it fenced this fetch, or it revoked the entry whose slots were just copied.
+        if self.invalidated_since(account.as_str(), dispatch_epoch) || revocation.is_revoked() {
+            self.remove_and_revoke(account.as_str());
         }
     }
 
@@ -156,7 +174,13 @@ impl ProfileCache {
     pub fn invalidate(&self, account: &Account) {
         let epoch = self.0.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.0.tombstones.insert(account.clone(), epoch);
-        self.0.profiles.invalidate(account.as_str());
+        self.remove_and_revoke(account.as_str());
+    }
+
+    fn remove_and_revoke(&self, account: &str) {
+        if let Some(old) = self.0.profiles.remove(account) {
+            old.revocation.revoke();
+        }
     }
 
     /// Remembers that the upstream failed a call because `tag` does not exist.
@@ -192,10 +216,34 @@ impl CachedAccount {
         }
     }
 
+    /// Until when the cached `tag` stays fresh (`None`: not cached).
+    pub fn fresh_until(&self, tag: &Tag) -> Option<Instant> {
+        self.slots
+            .iter()
+            .find(|s| s.tag == *tag)
+            .map(|s| s.fresh_until)
+    }
+
+    /// The flag an invalidation of this account sets.
+    pub fn revocation(&self) -> &Revocation {
+        &self.revocation
+    }
+
     fn fresh_slot(&self, tag: &Tag, now: Instant) -> Option<&Slot> {
         self.slots
             .iter()
             .find(|s| s.tag == *tag && now < s.fresh_until)
+    }
+}
+
+impl Revocation {
+    /// Whether the account was invalidated since this flag was handed out.
+    pub fn is_revoked(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn revoke(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -208,6 +256,7 @@ mod tests {
             ttl,
             max_entries: 1000,
             missing_tag_ttl: Duration::from_secs(60),
+            answer_cache_bytes: 0,
         };
         ProfileCache::new(&config, Duration::from_secs(3))
     }
@@ -312,6 +361,46 @@ mod tests {
         c.invalidate(&Account::from("a"));
         assert!(c.get("a").is_none());
         assert!(c.get("b").is_some());
+    }
+
+    #[test]
+    fn invalidation_revokes_every_entry_version_since_the_last_one() {
+        let c = cache(Duration::from_secs(60));
+        let a = Account::from("a");
+        let now = Instant::now();
+        c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), now);
+        let first = c.get("a").expect("cached").revocation().clone();
+        c.store(&a, &[(tag(1), Some(raw("2")))], c.epoch(), now);
+        let merged = c.get("a").expect("cached").revocation().clone();
+        assert!(!first.is_revoked() && !merged.is_revoked());
+        c.invalidate(&a);
+        assert!(first.is_revoked(), "the older version went void too");
+        assert!(merged.is_revoked());
+        c.store(&a, &[(tag(0), Some(raw("3")))], c.epoch(), now);
+        let after = c.get("a").expect("cached");
+        assert!(!after.revocation().is_revoked(), "a new lineage starts");
+        assert!(
+            matches!(after.lookup(&tag(1), now), Lookup::Miss),
+            "nothing from before the invalidation is carried over"
+        );
+    }
+
+    #[test]
+    fn reports_each_slots_expiry() {
+        let ttl = Duration::from_secs(10);
+        let c = cache(ttl);
+        let a = Account::from("a");
+        let t0 = Instant::now();
+        c.store(
+            &a,
+            &[(tag(0), Some(raw("1"))), (tag(1), None)],
+            c.epoch(),
+            t0,
+        );
+        let entry = c.get("a").expect("cached");
+        assert_eq!(entry.fresh_until(&tag(0)), Some(t0 + ttl));
+        assert_eq!(entry.fresh_until(&tag(1)), Some(t0 + ttl));
+        assert_eq!(entry.fresh_until(&tag(2)), None);
     }
 
     #[test]

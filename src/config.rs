@@ -131,6 +131,8 @@ pub struct CacheConfig {
     pub max_entries: u64,
     /// How long a tag Tencent says does not exist is answered locally (zero disables).
     pub missing_tag_ttl: Duration,
+    /// Memory for whole answers keyed on the exact request body (zero disables that layer).
+    pub answer_cache_bytes: u64,
 }
 
 /// Log output format (`log.format`).
@@ -266,7 +268,12 @@ raw_section!(
 );
 raw_section!(
     /// `[cache]` as written.
-    RawCache { ttl_seconds: u64 = 300, max_entries: u64 = 1_000_000, missing_tag_ttl_seconds: u64 = 60, }
+    RawCache {
+        ttl_seconds: u64 = 300,
+        max_entries: u64 = 1_000_000,
+        missing_tag_ttl_seconds: u64 = 60,
+        answer_cache_bytes: u64 = 64 * 1024 * 1024,
+    }
 );
 raw_section!(
     /// `[log]` as written.
@@ -447,6 +454,7 @@ impl RawCache {
             ttl: Duration::from_secs(at_least("cache.ttl_seconds", self.ttl_seconds, 1)?),
             max_entries: at_least("cache.max_entries", self.max_entries, 1)?,
             missing_tag_ttl: Duration::from_secs(self.missing_tag_ttl_seconds),
+            answer_cache_bytes: self.answer_cache_bytes,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! | [`error`] | the one [`Error`] type and its Tencent error body |
 //! | [`usersig`], [`auth`] | UserSig v2 sign/verify; checking callers' query strings |
 //! | [`cache`] | per-(account, tag) values and absences in moka; invalidation race guard |
+//! | [`answers`] | whole all-hit answers by exact request body, voided by expiry or invalidation |
 //! | [`batcher`] | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
 //! | [`ratelimit`] | FIFO, deadline-bounded governor limiter per upstream API |
 //! | [`upstream`] | HTTP(S) calls to Tencent, signed with the gateway's own admin UserSig |
@@ -24,8 +25,9 @@
 //! # One request
 //!
 //! `server` accepts -> `routes` matches `POST /v4/profile/portrait_get`, `auth` checks the
-//! query, the body is read up to a limit -> `service` validates it (`wire`) and looks each
-//! (account, tag) up in `cache`. All hits: the answer is written from cached raw JSON, done.
+//! query, the body is read up to a limit -> `service` serves a still-valid answer kept for
+//! exactly this body (`answers`), or validates it (`wire`) and looks each (account, tag) up in
+//! `cache`. All hits: the answer is written from cached raw JSON and kept by body, done.
 //! Misses go to `batcher`, whose one worker joins them to fetches in flight or batches them,
 //! waits for a `ratelimit` permit and calls `upstream`; it caches what comes back and hands
 //! each caller its own accounts. `service` assembles the answer in `To_Account` and `TagList`
@@ -34,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod answers;
 pub mod auth;
 pub mod batcher;
 pub mod cache;
@@ -61,6 +64,7 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use error::Error;
 
+use answers::AnswerCache;
 use auth::Authenticator;
 use batcher::{BatchConfig, Batcher};
 use cache::ProfileCache;
@@ -142,6 +146,7 @@ pub fn build_service(
     );
     let set_limiter = UpstreamLimiter::new(limits.set_requests_per_second);
     let service = ProfileService::new(
+        AnswerCache::new(config.cache.answer_cache_bytes),
         cache,
         batcher,
         upstream,

@@ -127,6 +127,10 @@ pub struct Families {
     pub cache_misses: IntCounter,
     /// `cache_lookups_total{result=absent}`: a hit on a tag cached as unset.
     pub cache_absent: IntCounter,
+    /// `answer_cache_requests_total{result=hit}`: requests answered whole by body.
+    pub answer_cache_hits: IntCounter,
+    /// `answer_cache_requests_total{result=miss}`.
+    pub answer_cache_misses: IntCounter,
     /// Cached (account, tag) pairs, refreshed on scrape.
     pub cache_entries: IntGauge,
     /// Accounts dropped from the cache by `portrait_set`.
@@ -169,6 +173,11 @@ impl Metrics {
             "Cache lookups per (account, tag)",
             &["result"],
         );
+        let answer_cache = reg.counter_vec(
+            "answer_cache_requests_total",
+            "portrait_get requests looked up whole, by exact body, before the per-pair cache",
+            &["result"],
+        );
         let upstream_requests = reg.counter_vec(
             "upstream_requests_total",
             "Calls made to Tencent IM",
@@ -199,6 +208,8 @@ impl Metrics {
             cache_hits: cache_lookups.with_label_values(&["hit"]),
             cache_misses: cache_lookups.with_label_values(&["miss"]),
             cache_absent: cache_lookups.with_label_values(&["absent"]),
+            answer_cache_hits: answer_cache.with_label_values(&["hit"]),
+            answer_cache_misses: answer_cache.with_label_values(&["miss"]),
             cache_entries: reg.gauge("cache_entries", "Cached (account, tag) pairs"),
             cache_invalidations: reg.counter(
                 "cache_invalidations_total",
@@ -309,6 +320,7 @@ mod tests {
             "tim_gateway_requests_total{api=\"portrait_get\",outcome=\"ok\"} 1",
             "tim_gateway_request_duration_seconds_bucket",
             "tim_gateway_cache_lookups_total{result=\"hit\"} 1",
+            "tim_gateway_answer_cache_requests_total{result=\"hit\"} 0",
             "tim_gateway_cache_entries",
             "tim_gateway_cache_invalidations_total",
             "tim_gateway_coalesced_keys_total",

@@ -112,7 +112,7 @@ where
     state.auth.check(request.uri().query())?;
     let body = read_body(request, state.max_body_bytes).await?;
     match api {
-        Api::PortraitGet => state.service.portrait_get(&body).await.map(Bytes::from),
+        Api::PortraitGet => state.service.portrait_get(&body).await,
         Api::PortraitSet => state.service.portrait_set(body).await,
     }
 }

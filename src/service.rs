@@ -1,9 +1,10 @@
 //! ProfileService: the policy of each API, one small step per function, with no HTTP in sight.
 //!
-//! `portrait_get`: decode and validate -> answer known-missing tags locally -> look every
-//! (account, tag) up in the cache -> fetch the misses through the batcher -> assemble the
-//! answer in `To_Account` and `TagList` order. When every pair hits, no batcher, limiter or lock
-//! is touched: this is the benchmarked hot path.
+//! `portrait_get`: a body answered wholly from the cache before is served again as it was while
+//! still valid (answers.rs). Otherwise: decode and validate -> answer known-missing tags
+//! locally -> look every (account, tag) up in the cache -> fetch the misses through the
+//! batcher -> assemble the answer in `To_Account` and `TagList` order. When every pair hits, no
+//! batcher, limiter or lock is touched, and the answer is kept by body for the next caller.
 //!
 //! `portrait_set`: check the body -> wait for a permit of its own limiter -> forward the
 //! caller's body untouched -> drop the account's cached tags whatever the outcome (a failed
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::answers::{AnswerCache, CachedAnswer};
 use crate::batcher::{AccountFetch, AccountMiss, Batcher};
 use crate::cache::{CachedAccount, Lookup, ProfileCache};
 use crate::error::Error;
@@ -31,6 +33,7 @@ use crate::wire::{self, Account, PortraitGetRequest, ResponseWriter, Tag};
 pub struct ProfileService(Arc<Inner>);
 
 struct Inner {
+    answers: AnswerCache,
     cache: ProfileCache,
     batcher: Batcher,
     upstream: Arc<dyn UpstreamApi>,
@@ -55,6 +58,9 @@ struct Lookups<'a> {
     positions: Vec<usize>,
     /// The (account, tags) to fetch; `AccountView::fetched` indexes the answer.
     misses: Vec<AccountMiss>,
+    /// Distinct pairs found with a value, and cached as unset.
+    hits: u64,
+    absent: u64,
 }
 
 /// Finds repeated accounts in a request: a linear scan for short lists, a map for long ones.
@@ -93,8 +99,9 @@ impl<'a> DistinctAccounts<'a> {
 }
 
 impl ProfileService {
-    /// Wires the service to its cache, batcher and upstream.
+    /// Wires the service to its caches, batcher and upstream.
     pub fn new(
+        answers: AnswerCache,
         cache: ProfileCache,
         batcher: Batcher,
         upstream: Arc<dyn UpstreamApi>,
@@ -103,6 +110,7 @@ impl ProfileService {
         max_queue_wait: Duration,
     ) -> ProfileService {
         ProfileService(Arc::new(Inner {
+            answers,
             cache,
             batcher,
             upstream,
@@ -118,18 +126,68 @@ impl ProfileService {
     }
 
     /// Answers a `portrait_get` body exactly as Tencent would answer it alone.
-    pub async fn portrait_get(&self, body: &[u8]) -> Result<Vec<u8>, Error> {
+    pub async fn portrait_get(&self, body: &[u8]) -> Result<Bytes, Error> {
+        let now = Instant::now();
+        if let Some(answer) = self.cached_answer(body, now) {
+            return Ok(answer);
+        }
         let request = wire::decode_portrait_get(body)?;
         self.answer_known_missing_tags(&request)?;
-        let now = Instant::now();
         let mut found = self.lookup(&request, now);
+        if found.misses.is_empty() {
+            let answer = Bytes::from(self.assemble(&request, &found, &[], now));
+            self.keep_answer(body, &request, &found, &answer);
+            return Ok(answer);
+        }
         let misses = std::mem::take(&mut found.misses);
-        let fetched = if misses.is_empty() {
-            Vec::new()
-        } else {
-            self.0.batcher.fetch(misses).await?
+        let fetched = self.0.batcher.fetch(misses).await?;
+        Ok(Bytes::from(self.assemble(&request, &found, &fetched, now)))
+    }
+
+    /// A still-valid answer kept for exactly this body, counted as the pair lookups it saves.
+    fn cached_answer(&self, body: &[u8], now: Instant) -> Option<Bytes> {
+        if !self.0.answers.is_enabled() {
+            return None;
+        }
+        let metrics = &self.0.metrics;
+        let Some(answer) = self.0.answers.get(body, now) else {
+            metrics.answer_cache_misses.inc();
+            return None;
         };
-        Ok(self.assemble(&request, &found, &fetched, now))
+        metrics.answer_cache_hits.inc();
+        metrics.cache_hits.inc_by(answer.hits);
+        metrics.cache_absent.inc_by(answer.absent);
+        Some(answer.body.clone())
+    }
+
+    /// Keeps an all-hit answer by body, valid until its first slot goes stale and voided by an
+    /// invalidation of any of its accounts.
+    fn keep_answer(
+        &self,
+        body: &[u8],
+        request: &PortraitGetRequest<'_>,
+        found: &Lookups<'_>,
+        answer: &Bytes,
+    ) {
+        if !self.0.answers.is_enabled() {
+            return;
+        }
+        let accounts = found.views.iter().filter_map(|v| v.cached.as_deref());
+        let fresh_until = accounts
+            .clone()
+            .flat_map(|account| request.tags.iter().filter_map(|t| account.fresh_until(t)))
+            .min();
+        let Some(fresh_until) = fresh_until else {
+            return;
+        };
+        let kept = CachedAnswer {
+            body: answer.clone(),
+            fresh_until,
+            sources: accounts.map(|a| a.revocation().clone()).collect(),
+            hits: found.hits,
+            absent: found.absent,
+        };
+        self.0.answers.insert(body, kept);
     }
 
     /// A tag Tencent recently said does not exist fails the request locally, as it would
@@ -151,6 +209,8 @@ impl ProfileService {
             views: Vec::with_capacity(request.accounts.len()),
             positions: Vec::with_capacity(request.accounts.len()),
             misses: Vec::new(),
+            hits: 0,
+            absent: 0,
         };
         let mut seen = DistinctAccounts::new(request.accounts.len());
         let (mut hits, mut absent, mut missed) = (0u64, 0u64, 0u64);
@@ -188,6 +248,7 @@ impl ProfileService {
         self.0.metrics.cache_hits.inc_by(hits);
         self.0.metrics.cache_absent.inc_by(absent);
         self.0.metrics.cache_misses.inc_by(missed);
+        (found.hits, found.absent) = (hits, absent);
         found
     }
 

@@ -34,15 +34,6 @@ async fn four_accounts_four_tags_with_a_per_account_failure_equals_tencent_alone
 
 // --- helpers ---
 
-/// POSTs `body` to portrait_get with a valid admin query; returns the raw answer bytes.
-async fn post_get_bytes(gw: &TestGateway, body: &Value) -> Bytes {
-    let (status, bytes) = gw
-        .send("POST", &format!("{GET}?{}", auth_query()), body.to_string())
-        .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
-    bytes
-}
-
 /// Whether the sim fails every read of `user{n}` (40006).
 fn read_fails(n: u64) -> bool {
     n % 97 == 13
@@ -164,9 +155,9 @@ async fn duplicate_accounts_and_tags_are_answered_once_per_occurrence_in_order()
 async fn a_repeated_request_is_answered_from_the_cache_without_an_upstream_call() {
     let gw = TestGateway::start().await;
     let body = get_body(&["user1", "user2", "user3"], &[NICK, GENDER, CUSTOM]);
-    let first = post_get_bytes(&gw, &body).await;
+    let first = gw.portrait_get_bytes(&body).await;
     assert_eq!(gw.upstream_gets().len(), 1);
-    let second = post_get_bytes(&gw, &body).await;
+    let second = gw.portrait_get_bytes(&body).await;
     assert_eq!(gw.upstream_gets().len(), 1, "the repeat went upstream");
     assert_eq!(first, second, "cached answer differs from the first");
     gw.shutdown().await;
@@ -306,7 +297,7 @@ async fn non_ascii_and_escaped_account_ids_reach_tencent_and_come_back_intact() 
     let odd = ["用户😀", "quote\"back\\slash", "tab\tnewline\n", "é"];
     let accounts = ["user1", odd[0], odd[1], "user2", odd[2], odd[3]];
     let body = get_body(&accounts, &[NICK, GENDER]);
-    let bytes = post_get_bytes(&gw, &body).await;
+    let bytes = gw.portrait_get_bytes(&body).await;
     let alone = gw.sim.answer_portrait_get(body.to_string().as_bytes());
     assert_eq!(
         bytes,
@@ -349,14 +340,14 @@ async fn values_come_back_byte_for_byte_as_tencent_sent_them() {
         text.contains("昵称") && text.contains("\\n") && text.contains("\\\""),
         "fixture lacks the tricky values: {text}"
     );
-    let cold = post_get_bytes(&gw, &body).await;
+    let cold = gw.portrait_get_bytes(&body).await;
     assert_eq!(
         cold,
         expected,
         "cold answer differs:\n{}",
         String::from_utf8_lossy(&cold)
     );
-    let warm = post_get_bytes(&gw, &body).await;
+    let warm = gw.portrait_get_bytes(&body).await;
     assert_eq!(
         warm,
         expected,

@@ -1,7 +1,8 @@
 //! Property: any mix of concurrent callers (random accounts including nonexistent and failing
 //! ones, random standard, custom and unknown custom tags, duplicates) each gets exactly what
-//! Tencent answers to its body alone, cold and again from the cache, whichever way the sim
-//! fails nonexistent accounts.
+//! Tencent answers to its body alone, cold, again from the per-pair cache, and a third time
+//! (when bodies answered wholly from the cache come from the answer cache), whichever way the
+//! sim fails nonexistent accounts.
 
 mod support;
 
@@ -75,7 +76,7 @@ fn check_case(bodies: &[Value], missing_account: MissingAccount) -> Result<(), T
             .start()
             .await;
         let mut result = Ok(());
-        for round in ["cold", "again"] {
+        for round in ["cold", "again", "whole answers"] {
             let answers = send_together(&gw, bodies).await;
             for (body, answer) in bodies.iter().zip(&answers) {
                 if *answer != gw.alone(body) {

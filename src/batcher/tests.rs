@@ -61,6 +61,7 @@ fn start(
         ttl: Duration::from_secs(60),
         max_entries: 10_000,
         missing_tag_ttl: Duration::from_secs(60),
+        answer_cache_bytes: 0,
     };
     let cache = ProfileCache::new(&cache_config, Duration::from_secs(3));
     let config = BatchConfig {

@@ -27,6 +27,7 @@ fn shipped_config_file_equals_built_in_defaults() {
     );
     assert_eq!(config.limits.batch_window, Duration::from_millis(2));
     assert_eq!(config.cache.missing_tag_ttl, Duration::from_secs(60));
+    assert_eq!(config.cache.answer_cache_bytes, 64 * 1024 * 1024);
     assert_eq!(config.log.format, LogFormat::Text);
 }
 

@@ -174,6 +174,15 @@ impl TestGateway {
         self.post_raw(GET, body.to_string()).await
     }
 
+    /// A `portrait_get` through the gateway; the raw answer bytes (HTTP 200 checked).
+    pub async fn portrait_get_bytes(&self, body: &Value) -> Bytes {
+        let (status, bytes) = self
+            .send("POST", &format!("{GET}?{}", auth_query()), body.to_string())
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+        bytes
+    }
+
     /// What the sim answers to `body` alone.
     pub fn alone(&self, body: &Value) -> Value {
         serde_json::from_slice(&self.sim.answer_portrait_get(body.to_string().as_bytes()))

@@ -1,0 +1,166 @@
+//! AnswerCache: whole `portrait_get` answers, keyed on the exact request body, in front of the
+//! per-(account, tag) cache.
+//!
+//! Hot callers send the same bodies again and again. When every pair of a body was a cache hit,
+//! the assembled answer is kept here with what it was built from, so the next identical body
+//! costs one hash of the body and one lookup instead of decoding, a lookup per account and
+//! re-encoding (what nginx's `proxy_cache` does, but never staler than the per-pair cache):
+//!
+//! - an answer expires with the first of its (account, tag) slots (`fresh_until`);
+//! - it holds the [`Revocation`] flag of each account entry it read, so invalidating any of its
+//!   accounts voids it at once, with no lookup and no global flush.
+//!
+//! Only all-hit answers are kept: an answer with a per-account failure or freshly fetched
+//! values is kept the next time it is answered wholly from the cache. Memory is bounded in
+//! bytes (`cache.answer_cache_bytes`; 0 turns this layer off).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use moka::sync::Cache;
+
+use crate::cache::Revocation;
+
+/// A cached answer and what decides whether it may still be served.
+pub struct CachedAnswer {
+    /// The response body, shared with every caller it is served to.
+    pub body: Bytes,
+    /// When the first of the slots it was built from goes stale.
+    pub fresh_until: Instant,
+    /// One per distinct account it read.
+    pub sources: Box<[Revocation]>,
+    /// Distinct (account, tag) pairs it answered with a value, for the lookup metrics.
+    pub hits: u64,
+    /// Distinct (account, tag) pairs it answered as unset.
+    pub absent: u64,
+}
+
+/// Whole answers by request body; cheap to clone.
+#[derive(Clone)]
+pub struct AnswerCache(Option<Cache<Bytes, Arc<CachedAnswer>, foldhash::fast::RandomState>>);
+
+/// Bookkeeping bytes per entry beyond the request and answer bytes (moka's entry, the `Arc`s,
+/// the key and value headers), so that many small answers cannot exceed the budget unseen.
+const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+impl AnswerCache {
+    /// A cache holding at most about `max_bytes` of requests and answers; 0 disables it.
+    pub fn new(max_bytes: u64) -> AnswerCache {
+        AnswerCache((max_bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &Bytes, answer: &Arc<CachedAnswer>| {
+                    let bytes = ENTRY_OVERHEAD_BYTES
+                        + key.len()
+                        + answer.body.len()
+                        + answer.sources.len() * std::mem::size_of::<Revocation>();
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build_with_hasher(Default::default())
+        }))
+    }
+
+    /// The answer to `request_body`, if one is cached and still valid at `now`.
+    pub fn get(&self, request_body: &[u8], now: Instant) -> Option<Arc<CachedAnswer>> {
+        let cache = self.0.as_ref()?;
+        let answer = cache.get(request_body)?;
+        if now < answer.fresh_until && !answer.sources.iter().any(Revocation::is_revoked) {
+            return Some(answer);
+        }
+        cache.invalidate(request_body);
+        None
+    }
+
+    /// Keeps `answer` for `request_body` (a no-op when disabled).
+    pub fn insert(&self, request_body: &[u8], answer: CachedAnswer) {
+        if let Some(cache) = &self.0 {
+            cache.insert(Bytes::copy_from_slice(request_body), Arc::new(answer));
+        }
+    }
+
+    /// Whether this layer is on.
+    pub fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::ProfileCache;
+    use crate::config::CacheConfig;
+    use crate::wire::{Account, Tag};
+
+    fn answer(fresh_until: Instant, sources: Vec<Revocation>) -> CachedAnswer {
+        CachedAnswer {
+            body: Bytes::from_static(b"{\"ActionStatus\":\"OK\"}"),
+            fresh_until,
+            sources: sources.into_boxed_slice(),
+            hits: 1,
+            absent: 0,
+        }
+    }
+
+    /// A revocation flag handed out by a real profile cache entry, and that cache.
+    fn cached_account(name: &str) -> (ProfileCache, Revocation) {
+        let config = CacheConfig {
+            ttl: Duration::from_secs(60),
+            max_entries: 100,
+            missing_tag_ttl: Duration::from_secs(60),
+            answer_cache_bytes: 0,
+        };
+        let cache = ProfileCache::new(&config, Duration::from_secs(1));
+        let value = serde_json::value::RawValue::from_string("1".into()).expect("raw JSON");
+        let tag = Tag::standard(0).expect("standard tag");
+        cache.store(
+            &Account::from(name),
+            &[(tag, Some(Arc::from(value)))],
+            cache.epoch(),
+            Instant::now(),
+        );
+        let revocation = cache.get(name).expect("cached").revocation().clone();
+        (cache, revocation)
+    }
+
+    #[test]
+    fn serves_an_answer_until_its_first_slot_goes_stale() {
+        let answers = AnswerCache::new(1 << 20);
+        let now = Instant::now();
+        let until = now + Duration::from_secs(5);
+        answers.insert(b"body", answer(until, vec![]));
+        assert!(answers.get(b"body", now).is_some());
+        assert!(answers.get(b"other body", now).is_none());
+        assert!(
+            answers.get(b"body", until).is_none(),
+            "stale at fresh_until"
+        );
+        assert!(
+            answers.get(b"body", now).is_none(),
+            "a stale answer is dropped, not kept for later"
+        );
+    }
+
+    #[test]
+    fn invalidating_any_source_account_voids_the_answer() {
+        let (profiles, a) = cached_account("a");
+        let (_other, b) = cached_account("b");
+        let answers = AnswerCache::new(1 << 20);
+        let now = Instant::now();
+        answers.insert(b"body", answer(now + Duration::from_secs(60), vec![b, a]));
+        assert!(answers.get(b"body", now).is_some());
+        profiles.invalidate(&Account::from("a"));
+        assert!(answers.get(b"body", now).is_none());
+    }
+
+    #[test]
+    fn zero_bytes_turns_the_layer_off() {
+        let answers = AnswerCache::new(0);
+        let now = Instant::now();
+        answers.insert(b"body", answer(now + Duration::from_secs(60), vec![]));
+        assert!(!answers.is_enabled());
+        assert!(answers.get(b"body", now).is_none());
+    }
+}
