@@ -8,10 +8,12 @@
 //! (sdkappid, identifier, expiry against the clock) run on every request. `mode = "none"`
 //! trusts the network and checks nothing.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
+use percent_encoding::percent_decode_str;
 
 use crate::config::{AuthConfig, AuthMode, SecretKey};
 use crate::error::{codes, Error};
@@ -44,9 +46,9 @@ struct Inner {
 /// Tencent's query parameters, borrowed from the query string when no escapes were used.
 #[derive(Default)]
 struct Credentials<'a> {
-    sdkappid: Option<std::borrow::Cow<'a, str>>,
-    identifier: Option<std::borrow::Cow<'a, str>>,
-    usersig: Option<std::borrow::Cow<'a, str>>,
+    sdkappid: Option<Cow<'a, str>>,
+    identifier: Option<Cow<'a, str>>,
+    usersig: Option<Cow<'a, str>>,
 }
 
 impl Authenticator {
@@ -121,19 +123,32 @@ impl Authenticator {
 
 fn parse_query(query: &str) -> Credentials<'_> {
     let mut creds = Credentials::default();
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         // The first occurrence of a parameter wins, as in the sim.
-        let slot = match name.as_ref() {
+        let slot = match form_component(name).as_ref() {
             "sdkappid" => &mut creds.sdkappid,
             "identifier" => &mut creds.identifier,
             "usersig" => &mut creds.usersig,
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(value);
+            *slot = Some(form_component(value));
         }
     }
     creds
+}
+
+/// One name or value of an `application/x-www-form-urlencoded` query: `+` is a space and
+/// `%XX` a byte (invalid UTF-8 replaced), as `form_urlencoded::parse` decodes it. Borrowed, with
+/// no scan beyond finding neither, in the usual case: Tencent's UserSig alphabet needs no
+/// escapes, and this runs on every request.
+fn form_component(raw: &str) -> Cow<'_, str> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(raw);
+    }
+    let spaced = raw.replace('+', " ");
+    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
 }
 
 fn auth(code: i64, reason: &'static str) -> Error {
@@ -221,6 +236,39 @@ mod tests {
         assert_eq!(
             code(a.check_at(&query(APP, "administrator", &sig), NOW + 61)),
             70001
+        );
+    }
+
+    #[test]
+    fn query_components_decode_as_form_urlencoding_does() {
+        let queries = [
+            "sdkappid=1400000000&identifier=administrator&usersig=eJwt*-_x&random=1",
+            "identifier=admin%69strator&sdk%61ppid=14&usersig=a+b%2Bc%zz%",
+            "usersig=&usersig=second&identifier&=x&sdkappid=%F0%9F%98%80%ff",
+            "",
+            "&&identifier=caf%C3%A9",
+        ];
+        for query in queries {
+            let creds = parse_query(query);
+            let mut expected = Credentials::default();
+            for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+                let slot = match name.as_ref() {
+                    "sdkappid" => &mut expected.sdkappid,
+                    "identifier" => &mut expected.identifier,
+                    "usersig" => &mut expected.usersig,
+                    _ => continue,
+                };
+                slot.get_or_insert(value);
+            }
+            assert_eq!(creds.sdkappid, expected.sdkappid, "{query}");
+            assert_eq!(creds.identifier, expected.identifier, "{query}");
+            assert_eq!(creds.usersig, expected.usersig, "{query}");
+        }
+        assert_eq!(
+            parse_query("identifier=admin%69strator")
+                .identifier
+                .as_deref(),
+            Some("administrator")
         );
     }
 
