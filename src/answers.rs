@@ -79,6 +79,14 @@ impl AnswerCache {
         }
     }
 
+    /// Bytes held, approximately (moka applies writes lazily).
+    pub fn weighted_size(&self) -> u64 {
+        self.0.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.weighted_size()
+        })
+    }
+
     /// Whether this layer is on.
     pub fn is_enabled(&self) -> bool {
         self.0.is_some()

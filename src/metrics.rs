@@ -133,6 +133,8 @@ pub struct Families {
     pub answer_cache_misses: IntCounter,
     /// Cached (account, tag) pairs, refreshed on scrape.
     pub cache_entries: IntGauge,
+    /// Bytes held by the answer cache (requests, answers, bookkeeping), refreshed on scrape.
+    pub answer_cache_bytes: IntGauge,
     /// Accounts dropped from the cache by `portrait_set`.
     pub cache_invalidations: IntCounter,
     /// (account, tag) pairs that joined a fetch already in flight.
@@ -211,6 +213,10 @@ impl Metrics {
             answer_cache_hits: answer_cache.with_label_values(&["hit"]),
             answer_cache_misses: answer_cache.with_label_values(&["miss"]),
             cache_entries: reg.gauge("cache_entries", "Cached (account, tag) pairs"),
+            answer_cache_bytes: reg.gauge(
+                "answer_cache_bytes",
+                "Bytes held by whole cached answers (requests, answers, bookkeeping)",
+            ),
             cache_invalidations: reg.counter(
                 "cache_invalidations_total",
                 "Accounts dropped from the cache",
@@ -322,6 +328,7 @@ mod tests {
             "tim_gateway_cache_lookups_total{result=\"hit\"} 1",
             "tim_gateway_answer_cache_requests_total{result=\"hit\"} 0",
             "tim_gateway_cache_entries",
+            "tim_gateway_answer_cache_bytes",
             "tim_gateway_cache_invalidations_total",
             "tim_gateway_coalesced_keys_total",
             "tim_gateway_batch_accounts_bucket{le=\"100\"} 1",

@@ -155,11 +155,10 @@ fn log_error(api: Api, e: &Error) {
 }
 
 fn metrics(state: &AppState) -> Response<Full<Bytes>> {
-    let pairs = state.service.cache().weighted_size();
-    state
-        .metrics
-        .cache_entries
-        .set(i64::try_from(pairs).unwrap_or(i64::MAX));
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let (pairs, answer_bytes) = state.service.cache_sizes();
+    state.metrics.cache_entries.set(gauge(pairs));
+    state.metrics.answer_cache_bytes.set(gauge(answer_bytes));
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

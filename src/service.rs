@@ -120,9 +120,9 @@ impl ProfileService {
         }))
     }
 
-    /// The cache this service reads (the server refreshes its size gauge on scrape).
-    pub fn cache(&self) -> &ProfileCache {
-        &self.0.cache
+    /// Cached (account, tag) pairs and answer cache bytes, for the scrape-time gauges.
+    pub fn cache_sizes(&self) -> (u64, u64) {
+        (self.0.cache.weighted_size(), self.0.answers.weighted_size())
     }
 
     /// Answers a `portrait_get` body exactly as Tencent would answer it alone.

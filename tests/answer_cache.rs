@@ -45,6 +45,11 @@ async fn a_body_answered_from_the_cache_before_is_served_whole_with_tencents_byt
         "a whole answer still counts its 2 accounts x 3 distinct tags as pair hits"
     );
     assert_eq!(gw.upstream_gets().len(), 1);
+    let held = metric(&gw, "tim_gateway_answer_cache_bytes").await;
+    assert!(
+        held > whole.len() as f64,
+        "the size gauge counts the kept answer: {held}"
+    );
     gw.shutdown().await;
 }
 

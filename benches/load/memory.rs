@@ -44,7 +44,7 @@ pub fn run(table: &mut Table) {
     let started = Instant::now();
     rt.block_on(fill(&service));
     let fill_secs = started.elapsed().as_secs_f64();
-    let pairs = service.cache().weighted_size();
+    let (pairs, _) = service.cache_sizes();
     let after = rss_bytes();
     let values = value_bytes(&sim);
 
