@@ -48,7 +48,9 @@ struct Inner {
 struct Credentials<'a> {
     sdkappid: Option<Cow<'a, str>>,
     identifier: Option<Cow<'a, str>>,
-    usersig: Option<Cow<'a, str>>,
+    /// Still form-urlencoded: verdicts are cached by the text as sent, so a cached one costs no
+    /// decoding (the same raw text always decodes to the same UserSig).
+    usersig_raw: Option<&'a str>,
 }
 
 impl Authenticator {
@@ -100,23 +102,26 @@ impl Authenticator {
                 "identifier is not an App admin",
             ));
         }
-        let usersig = creds
-            .usersig
+        let usersig_raw = creds
+            .usersig_raw
             .filter(|s| !s.is_empty())
             .ok_or(auth(70002, "usersig is missing or empty"))?;
-        let verdict = self.verdict(&usersig);
+        let verdict = self.verdict(usersig_raw);
         verdict
             .and_then(|sig| sig.check_claims(sdkappid, &identifier, now_unix))
             .map_err(|e| auth(e.tencent_code(), usersig_reason(e)))
     }
 
-    /// The cached decode-and-signature verdict for a UserSig string.
-    fn verdict(&self, usersig: &str) -> Verdict {
-        if let Some(verdict) = self.0.verdicts.get(usersig) {
+    /// The cached decode-and-signature verdict for a UserSig, by its text as sent in the URL.
+    fn verdict(&self, usersig_raw: &str) -> Verdict {
+        if let Some(verdict) = self.0.verdicts.get(usersig_raw) {
             return verdict;
         }
-        let verdict = usersig::decode_and_check(usersig, self.0.key.expose()).map(Arc::new);
-        self.0.verdicts.insert(Arc::from(usersig), verdict.clone());
+        let usersig = form_component(usersig_raw);
+        let verdict = usersig::decode_and_check(&usersig, self.0.key.expose()).map(Arc::new);
+        self.0
+            .verdicts
+            .insert(Arc::from(usersig_raw), verdict.clone());
         verdict
     }
 }
@@ -126,14 +131,13 @@ fn parse_query(query: &str) -> Credentials<'_> {
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         // The first occurrence of a parameter wins, as in the sim.
-        let slot = match form_component(name).as_ref() {
-            "sdkappid" => &mut creds.sdkappid,
-            "identifier" => &mut creds.identifier,
-            "usersig" => &mut creds.usersig,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(form_component(value));
+        match form_component(name).as_ref() {
+            "sdkappid" if creds.sdkappid.is_none() => creds.sdkappid = Some(form_component(value)),
+            "identifier" if creds.identifier.is_none() => {
+                creds.identifier = Some(form_component(value));
+            }
+            "usersig" if creds.usersig_raw.is_none() => creds.usersig_raw = Some(value),
+            _ => {}
         }
     }
     creds
@@ -229,6 +233,25 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_usersig_verifies_as_its_decoded_text_and_is_cached_apart() {
+        let a = authenticator();
+        let sig = usersig::sign(APP, KEY, "administrator", NOW, 86400);
+        let escaped = format!("%{:02X}{}", sig.as_bytes()[0], &sig[1..]);
+        let mangled = format!("%{:02X}{}", sig.as_bytes()[0] ^ 1, &sig[1..]);
+        for _ in 0..2 {
+            assert_eq!(code(a.check_at(&query(APP, "administrator", &sig), NOW)), 0);
+            assert_eq!(
+                code(a.check_at(&query(APP, "administrator", &escaped), NOW)),
+                0
+            );
+            assert_ne!(
+                code(a.check_at(&query(APP, "administrator", &mangled), NOW)),
+                0
+            );
+        }
+    }
+
+    #[test]
     fn cached_verdict_still_checks_expiry_per_request() {
         let a = authenticator();
         let sig = usersig::sign(APP, KEY, "administrator", NOW, 60);
@@ -241,6 +264,12 @@ mod tests {
 
     #[test]
     fn query_components_decode_as_form_urlencoding_does() {
+        #[derive(Default)]
+        struct Expected<'a> {
+            sdkappid: Option<Cow<'a, str>>,
+            identifier: Option<Cow<'a, str>>,
+            usersig: Option<Cow<'a, str>>,
+        }
         let queries = [
             "sdkappid=1400000000&identifier=administrator&usersig=eJwt*-_x&random=1",
             "identifier=admin%69strator&sdk%61ppid=14&usersig=a+b%2Bc%zz%",
@@ -250,7 +279,7 @@ mod tests {
         ];
         for query in queries {
             let creds = parse_query(query);
-            let mut expected = Credentials::default();
+            let mut expected = Expected::default();
             for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
                 let slot = match name.as_ref() {
                     "sdkappid" => &mut expected.sdkappid,
@@ -262,7 +291,8 @@ mod tests {
             }
             assert_eq!(creds.sdkappid, expected.sdkappid, "{query}");
             assert_eq!(creds.identifier, expected.identifier, "{query}");
-            assert_eq!(creds.usersig, expected.usersig, "{query}");
+            let usersig = creds.usersig_raw.map(form_component);
+            assert_eq!(usersig, expected.usersig, "{query}");
         }
         assert_eq!(
             parse_query("identifier=admin%69strator")
