@@ -128,7 +128,7 @@ impl Authenticator {
 
 fn parse_query(query: &str) -> Credentials<'_> {
     let mut creds = Credentials::default();
-    for pair in query.split('&') {
+    for pair in query_pairs(query) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         // The first occurrence of a parameter wins, as in the sim.
         match form_component(name).as_ref() {
@@ -141,6 +141,20 @@ fn parse_query(query: &str) -> Credentials<'_> {
         }
     }
     creds
+}
+
+/// The `&`-separated pairs of a query, found with memchr's SIMD search: this walks the whole
+/// ~330-byte query of every request, and `str::split` showed at 1.4 % of CPU in perf.
+fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'&', query.as_bytes())
+        .chain(std::iter::once(query.len()))
+        .map(move |end| {
+            // `&` is ASCII, so both ends are character boundaries.
+            let pair = &query[start..end];
+            start = end + 1;
+            pair
+        })
 }
 
 /// One name or value of an `application/x-www-form-urlencoded` query: `+` is a space and
