@@ -7,8 +7,9 @@
 //! re-encoding (what nginx's `proxy_cache` does, but never staler than the per-pair cache):
 //!
 //! - an answer expires with the first of its (account, tag) slots (`fresh_until`);
-//! - it holds the [`Revocation`] flag of each account entry it read, so invalidating any of its
-//!   accounts voids it at once, with no lookup and no global flush.
+//! - it holds each of its accounts' invalidation [`Stamp`]s, taken before the account's entry
+//!   was read, so invalidating any of its accounts voids it at once: no lookup, no global
+//!   flush, and no dependence on whether moka still holds the entries it was built from.
 //!
 //! Only all-hit answers are kept: an answer with a per-account failure or freshly fetched
 //! values is kept the next time it is answered wholly from the cache. Memory is bounded in
@@ -20,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use moka::sync::Cache;
 
-use crate::cache::Revocation;
+use crate::cache::{ProfileCache, Stamp};
 
 /// A cached answer and what decides whether it may still be served.
 pub struct CachedAnswer {
@@ -29,7 +30,7 @@ pub struct CachedAnswer {
     /// When the first of the slots it was built from goes stale.
     pub fresh_until: Instant,
     /// One per distinct account it read.
-    pub sources: Box<[Revocation]>,
+    pub sources: Box<[Stamp]>,
     /// Distinct (account, tag) pairs it answered with a value, for the lookup metrics.
     pub hits: u64,
     /// Distinct (account, tag) pairs it answered as unset.
@@ -38,34 +39,41 @@ pub struct CachedAnswer {
 
 /// Whole answers by request body; cheap to clone.
 #[derive(Clone)]
-pub struct AnswerCache(Option<Cache<Bytes, Arc<CachedAnswer>, foldhash::fast::RandomState>>);
+pub struct AnswerCache {
+    answers: Option<Cache<Bytes, Arc<CachedAnswer>, foldhash::fast::RandomState>>,
+    /// Whose stamps the answers hold.
+    profiles: ProfileCache,
+}
 
 /// Bookkeeping bytes per entry beyond the request and answer bytes (moka's entry, the `Arc`s,
 /// the key and value headers), so that many small answers cannot exceed the budget unseen.
 const ENTRY_OVERHEAD_BYTES: usize = 160;
 
 impl AnswerCache {
-    /// A cache holding at most about `max_bytes` of requests and answers; 0 disables it.
-    pub fn new(max_bytes: u64) -> AnswerCache {
-        AnswerCache((max_bytes > 0).then(|| {
+    /// A cache holding at most about `max_bytes` of requests and answers built from `profiles`;
+    /// 0 disables it.
+    pub fn new(max_bytes: u64, profiles: ProfileCache) -> AnswerCache {
+        let answers = (max_bytes > 0).then(|| {
             Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|key: &Bytes, answer: &Arc<CachedAnswer>| {
                     let bytes = ENTRY_OVERHEAD_BYTES
                         + key.len()
                         + answer.body.len()
-                        + answer.sources.len() * std::mem::size_of::<Revocation>();
+                        + answer.sources.len() * std::mem::size_of::<Stamp>();
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .build_with_hasher(Default::default())
-        }))
+        });
+        AnswerCache { answers, profiles }
     }
 
     /// The answer to `request_body`, if one is cached and still valid at `now`.
     pub fn get(&self, request_body: &[u8], now: Instant) -> Option<Arc<CachedAnswer>> {
-        let cache = self.0.as_ref()?;
+        let cache = self.answers.as_ref()?;
         let answer = cache.get(request_body)?;
-        if now < answer.fresh_until && !answer.sources.iter().any(Revocation::is_revoked) {
+        let current = |stamp: &Stamp| self.profiles.is_current(*stamp);
+        if now < answer.fresh_until && answer.sources.iter().all(current) {
             return Some(answer);
         }
         cache.invalidate(request_body);
@@ -74,14 +82,14 @@ impl AnswerCache {
 
     /// Keeps `answer` for `request_body` (a no-op when disabled).
     pub fn insert(&self, request_body: &[u8], answer: CachedAnswer) {
-        if let Some(cache) = &self.0 {
+        if let Some(cache) = &self.answers {
             cache.insert(Bytes::copy_from_slice(request_body), Arc::new(answer));
         }
     }
 
     /// Bytes held, approximately (moka applies writes lazily).
     pub fn weighted_size(&self) -> u64 {
-        self.0.as_ref().map_or(0, |cache| {
+        self.answers.as_ref().map_or(0, |cache| {
             cache.run_pending_tasks();
             cache.weighted_size()
         })
@@ -89,7 +97,7 @@ impl AnswerCache {
 
     /// Whether this layer is on.
     pub fn is_enabled(&self) -> bool {
-        self.0.is_some()
+        self.answers.is_some()
     }
 }
 
@@ -98,11 +106,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cache::ProfileCache;
     use crate::config::CacheConfig;
-    use crate::wire::{Account, Tag};
+    use crate::wire::Account;
 
-    fn answer(fresh_until: Instant, sources: Vec<Revocation>) -> CachedAnswer {
+    fn answer(fresh_until: Instant, sources: Vec<Stamp>) -> CachedAnswer {
         CachedAnswer {
             body: Bytes::from_static(b"{\"ActionStatus\":\"OK\"}"),
             fresh_until,
@@ -112,30 +119,19 @@ mod tests {
         }
     }
 
-    /// A revocation flag handed out by a real profile cache entry, and that cache.
-    fn cached_account(name: &str) -> (ProfileCache, Revocation) {
+    fn profiles() -> ProfileCache {
         let config = CacheConfig {
             ttl: Duration::from_secs(60),
             max_entries: 100,
             missing_tag_ttl: Duration::from_secs(60),
             answer_cache_bytes: 0,
         };
-        let cache = ProfileCache::new(&config, Duration::from_secs(1));
-        let value = serde_json::value::RawValue::from_string("1".into()).expect("raw JSON");
-        let tag = Tag::standard(0).expect("standard tag");
-        cache.store(
-            &Account::from(name),
-            &[(tag, Some(Arc::from(value)))],
-            cache.epoch(),
-            Instant::now(),
-        );
-        let revocation = cache.get(name).expect("cached").revocation().clone();
-        (cache, revocation)
+        ProfileCache::new(&config, Duration::from_secs(1))
     }
 
     #[test]
     fn serves_an_answer_until_its_first_slot_goes_stale() {
-        let answers = AnswerCache::new(1 << 20);
+        let answers = AnswerCache::new(1 << 20, profiles());
         let now = Instant::now();
         let until = now + Duration::from_secs(5);
         answers.insert(b"body", answer(until, vec![]));
@@ -153,11 +149,11 @@ mod tests {
 
     #[test]
     fn invalidating_any_source_account_voids_the_answer() {
-        let (profiles, a) = cached_account("a");
-        let (_other, b) = cached_account("b");
-        let answers = AnswerCache::new(1 << 20);
+        let profiles = profiles();
+        let answers = AnswerCache::new(1 << 20, profiles.clone());
         let now = Instant::now();
-        answers.insert(b"body", answer(now + Duration::from_secs(60), vec![b, a]));
+        let sources = vec![profiles.stamp("b"), profiles.stamp("a")];
+        answers.insert(b"body", answer(now + Duration::from_secs(60), sources));
         assert!(answers.get(b"body", now).is_some());
         profiles.invalidate(&Account::from("a"));
         assert!(answers.get(b"body", now).is_none());
@@ -165,7 +161,7 @@ mod tests {
 
     #[test]
     fn zero_bytes_turns_the_layer_off() {
-        let answers = AnswerCache::new(0);
+        let answers = AnswerCache::new(0, profiles());
         let now = Instant::now();
         answers.insert(b"body", answer(now + Duration::from_secs(60), vec![]));
         assert!(!answers.is_enabled());

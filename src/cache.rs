@@ -9,17 +9,21 @@
 //! Writes come only from the batch worker (one task), so a read-modify-write of an account's
 //! slots never races another write. `portrait_set` invalidates: it bumps a global epoch and
 //! leaves a tombstone, and a fetch dispatched before the tombstone never writes its older
-//! values back ([`ProfileCache::store`]). Every version of an account's entry since its last
-//! invalidation shares one [`Revocation`] flag, which the invalidation sets: whatever was built
-//! from those entries (a whole cached answer, see answers.rs) knows it is void without a
-//! lookup. Tags Tencent says do not exist are remembered here too, so the next caller asking
-//! for one is answered locally.
+//! values back ([`ProfileCache::store`]). Each account also has an invalidation [`Stamp`]
+//! (a counter in one of a fixed set of stripes, independent of moka's entries and their
+//! eviction): whatever is built from cached values (a whole cached answer, see answers.rs)
+//! records the stamps of its accounts and knows it is void when one moved, without a lookup.
+//! The stripe's lock also serialises a store's read-modify-write of an entry with an
+//! invalidation's removal. Tags Tencent says do not exist are remembered here too, so the next
+//! caller asking for one is answered locally.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use crate::config::CacheConfig;
@@ -44,19 +48,37 @@ struct Inner {
     tombstones: Cache<Account, u64>,
     /// Custom tags the upstream said do not exist, with the error it gave.
     missing_tags: Cache<Tag, Error>,
+    /// Invalidation counters and write locks, an account's chosen by `stripe_hasher`.
+    stripes: Box<[Stripe]>,
+    stripe_hasher: Hasher,
+}
+
+/// How many stripes share out the accounts. An invalidation voids answers holding any account
+/// of its stripe: with 4096 stripes, a 20-account answer is voided by an unrelated account's
+/// invalidation once in about 200.
+const STRIPES: usize = 4096;
+
+#[derive(Default)]
+struct Stripe {
+    /// Held by a store's read-modify-write and by an invalidation's removal.
+    write: Mutex<()>,
+    /// Bumped by every invalidation of an account in this stripe, after the removal.
+    generation: AtomicU64,
+}
+
+/// An account's invalidation count when it was read: still current means nothing read after it
+/// was invalidated since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    stripe: u32,
+    generation: u64,
 }
 
 /// The cached tags of one account.
 #[derive(Debug)]
 pub struct CachedAccount {
     slots: Box<[Slot]>,
-    revocation: Revocation,
 }
-
-/// Set when an account is invalidated; shared by every entry version since the previous
-/// invalidation, so holding one is enough to learn that any of them went void.
-#[derive(Debug, Clone, Default)]
-pub struct Revocation(Arc<AtomicBool>);
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -104,7 +126,31 @@ impl ProfileCache {
             epoch: AtomicU64::new(0),
             tombstones,
             missing_tags,
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripe_hasher: Hasher::default(),
         }))
+    }
+
+    /// The invalidation stamp of `account`. Read it before the account's entry: the stamp is
+    /// then current only while nothing was invalidated after that read.
+    pub fn stamp(&self, account: &str) -> Stamp {
+        let stripe = self.stripe_index(account);
+        Stamp {
+            stripe: stripe as u32,
+            generation: self.0.stripes[stripe].generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether no account of the stamp's stripe was invalidated since it was taken.
+    pub fn is_current(&self, stamp: Stamp) -> bool {
+        self.0
+            .stripes
+            .get(stamp.stripe as usize)
+            .is_some_and(|s| s.generation.load(Ordering::Acquire) == stamp.generation)
+    }
+
+    fn stripe_index(&self, account: &str) -> usize {
+        (self.0.stripe_hasher.hash_one(account) as usize) % STRIPES
     }
 
     /// The cached tags of `account`, if any. Check each tag with [`CachedAccount::lookup`].
@@ -132,24 +178,25 @@ impl ProfileCache {
         dispatch_epoch: u64,
         now: Instant,
     ) {
-        if values.is_empty() || self.invalidated_since(account.as_str(), dispatch_epoch) {
+        if values.is_empty() {
             return;
         }
-        let old = self
-            .0
-            .profiles
-            .get(account.as_str())
-            .filter(|old| !old.revocation.is_revoked());
-        let (mut slots, revocation): (Vec<Slot>, Revocation) = match old {
-            Some(old) => (
-                old.slots
-                    .iter()
-                    .filter(|s| now < s.fresh_until && !values.iter().any(|(t, _)| *t == s.tag))
-                    .cloned()
-                    .collect(),
-                old.revocation.clone(),
-            ),
-            None => (Vec::with_capacity(values.len()), Revocation::default()),
+        // Under the stripe lock, an invalidation either comes first (its tombstone is seen
+        // here, or its removal already happened) or waits and removes what this inserts.
+        let _write = self.0.stripes[self.stripe_index(account.as_str())]
+            .write
+            .lock();
+        if self.invalidated_since(account.as_str(), dispatch_epoch) {
+            return;
+        }
+        let mut slots: Vec<Slot> = match self.0.profiles.get(account.as_str()) {
+            Some(old) => old
+                .slots
+                .iter()
+                .filter(|s| now < s.fresh_until && !values.iter().any(|(t, _)| *t == s.tag))
+                .cloned()
+                .collect(),
+            None => Vec::with_capacity(values.len()),
         };
         slots.extend(values.iter().map(|(tag, value)| Slot {
             tag: tag.clone(),
@@ -160,27 +207,19 @@ impl ProfileCache {
             account.clone(),
             Arc::new(CachedAccount {
                 slots: slots.into_boxed_slice(),
-                revocation: revocation.clone(),
             }),
         );
-        // An invalidation that ran between the checks above and the insert must still win:
-        // either it fenced this fetch, or it revoked the entry whose slots were just copied.
-        if self.invalidated_since(account.as_str(), dispatch_epoch) || revocation.is_revoked() {
-            self.remove_and_revoke(account.as_str());
-        }
     }
 
-    /// Drops everything cached for `account` and fences off fetches already dispatched.
+    /// Drops everything cached for `account`, fences off fetches already dispatched, and moves
+    /// the account's stamp.
     pub fn invalidate(&self, account: &Account) {
         let epoch = self.0.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.0.tombstones.insert(account.clone(), epoch);
-        self.remove_and_revoke(account.as_str());
-    }
-
-    fn remove_and_revoke(&self, account: &str) {
-        if let Some(old) = self.0.profiles.remove(account) {
-            old.revocation.revoke();
-        }
+        let stripe = &self.0.stripes[self.stripe_index(account.as_str())];
+        let _write = stripe.write.lock();
+        self.0.profiles.invalidate(account.as_str());
+        stripe.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Remembers that the upstream failed a call because `tag` does not exist.
@@ -224,26 +263,10 @@ impl CachedAccount {
             .map(|s| s.fresh_until)
     }
 
-    /// The flag an invalidation of this account sets.
-    pub fn revocation(&self) -> &Revocation {
-        &self.revocation
-    }
-
     fn fresh_slot(&self, tag: &Tag, now: Instant) -> Option<&Slot> {
         self.slots
             .iter()
             .find(|s| s.tag == *tag && now < s.fresh_until)
-    }
-}
-
-impl Revocation {
-    /// Whether the account was invalidated since this flag was handed out.
-    pub fn is_revoked(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn revoke(&self) {
-        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -364,25 +387,29 @@ mod tests {
     }
 
     #[test]
-    fn invalidation_revokes_every_entry_version_since_the_last_one() {
+    fn an_invalidation_moves_the_accounts_stamp_whatever_moka_holds() {
         let c = cache(Duration::from_secs(60));
         let a = Account::from("a");
         let now = Instant::now();
+        let before_store = c.stamp("a");
         c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), now);
-        let first = c.get("a").expect("cached").revocation().clone();
-        c.store(&a, &[(tag(1), Some(raw("2")))], c.epoch(), now);
-        let merged = c.get("a").expect("cached").revocation().clone();
-        assert!(!first.is_revoked() && !merged.is_revoked());
-        c.invalidate(&a);
-        assert!(first.is_revoked(), "the older version went void too");
-        assert!(merged.is_revoked());
-        c.store(&a, &[(tag(0), Some(raw("3")))], c.epoch(), now);
-        let after = c.get("a").expect("cached");
-        assert!(!after.revocation().is_revoked(), "a new lineage starts");
-        assert!(
-            matches!(after.lookup(&tag(1), now), Lookup::Miss),
-            "nothing from before the invalidation is carried over"
+        let stored = c.stamp("a");
+        assert_eq!(
+            before_store, stored,
+            "storing values is not an invalidation"
         );
+        assert!(c.is_current(stored));
+        c.invalidate(&a);
+        assert!(!c.is_current(stored));
+        let later = c.stamp("a");
+        assert!(c.is_current(later));
+        c.invalidate(&Account::from("never cached"));
+        assert!(
+            c.is_current(later) || c.stamp("a").stripe == c.stamp("never cached").stripe,
+            "another account's invalidation leaves this stamp alone unless they share a stripe"
+        );
+        c.invalidate(&a);
+        assert!(!c.is_current(later), "even with no entry in moka to remove");
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub fn build_service(
     );
     let set_limiter = UpstreamLimiter::new(limits.set_requests_per_second);
     let service = ProfileService::new(
-        AnswerCache::new(config.cache.answer_cache_bytes),
+        AnswerCache::new(config.cache.answer_cache_bytes, cache.clone()),
         cache,
         batcher,
         upstream,

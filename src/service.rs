@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::answers::{AnswerCache, CachedAnswer};
 use crate::batcher::{AccountFetch, AccountMiss, Batcher};
-use crate::cache::{CachedAccount, Lookup, ProfileCache};
+use crate::cache::{CachedAccount, Lookup, ProfileCache, Stamp};
 use crate::error::Error;
 use crate::metrics::{Api, Metrics, Outcome};
 use crate::ratelimit::UpstreamLimiter;
@@ -45,6 +45,8 @@ struct Inner {
 /// One distinct account of a request: what the cache had, and where its misses went.
 struct AccountView<'a> {
     name: &'a str,
+    /// Taken before `cached` was read (what a kept answer checks).
+    stamp: Stamp,
     cached: Option<Arc<CachedAccount>>,
     /// Index into the fetch answer when some of its tags missed.
     fetched: Option<usize>,
@@ -172,9 +174,10 @@ impl ProfileService {
         if !self.0.answers.is_enabled() {
             return;
         }
-        let accounts = found.views.iter().filter_map(|v| v.cached.as_deref());
-        let fresh_until = accounts
-            .clone()
+        let fresh_until = found
+            .views
+            .iter()
+            .filter_map(|v| v.cached.as_deref())
             .flat_map(|account| request.tags.iter().filter_map(|t| account.fresh_until(t)))
             .min();
         let Some(fresh_until) = fresh_until else {
@@ -183,7 +186,7 @@ impl ProfileService {
         let kept = CachedAnswer {
             body: answer.clone(),
             fresh_until,
-            sources: accounts.map(|a| a.revocation().clone()).collect(),
+            sources: found.views.iter().map(|v| v.stamp).collect(),
             hits: found.hits,
             absent: found.absent,
         };
@@ -219,6 +222,7 @@ impl ProfileService {
                 found.positions.push(view);
                 continue;
             }
+            let stamp = self.0.cache.stamp(name);
             let cached = self.0.cache.get(name);
             let mut missing = Vec::new();
             for tag in &tags {
@@ -241,6 +245,7 @@ impl ProfileService {
             found.positions.push(found.views.len());
             found.views.push(AccountView {
                 name,
+                stamp,
                 cached,
                 fetched,
             });
