@@ -18,8 +18,8 @@
 //! 5. re-sends each caller's share alone when a merged call failed with an error one caller's
 //!    input could cause, so the error reaches only its owner.
 //!
-//! Layout: `batch.rs` (one pending or dispatched upstream call), `worker.rs` (the loop),
-//! `tests.rs`.
+//! Layout: `batch.rs` (one pending or dispatched upstream call), `worker.rs` (state, loop,
+//! dispatch) with `worker/admission.rs` and `worker/delivery.rs`, `tests.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,23 +6,29 @@
 //! (`on_complete`). Upstream calls run as separate tasks in a `JoinSet`, so a slow Tencent
 //! never stalls admission. The worker exits when every [`Batcher`](super::Batcher) handle is
 //! gone and the queue and the calls in flight have drained.
+//!
+//! This file holds the state, the loop and dispatch; admission is in `worker/admission.rs` and
+//! completion (caching, splitting, isolation re-sends) in `worker/delivery.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{debug, Instrument};
 
 use super::batch::{split_answer, Batch, BatchId, Subscriber, WaiterId};
 use super::{AccountFetch, BatchConfig, FetchMessage};
 use crate::cache::ProfileCache;
-use crate::error::{codes, Error};
+use crate::error::Error;
 use crate::metrics::{Api, Metrics, Outcome};
 use crate::ratelimit::{CallPermit, UpstreamLimiter};
 use crate::upstream::UpstreamApi;
 use crate::wire::{Account, RawJson, Tag};
+
+mod admission;
+mod delivery;
 
 type FetchResult = Result<Vec<AccountFetch>, Error>;
 
@@ -160,119 +166,6 @@ impl BatchWorker {
         self.next_id
     }
 
-    // === admission ===
-
-    /// Registers a caller: joins keys already being fetched, queues the rest.
-    fn admit(&mut self, message: FetchMessage) {
-        let FetchMessage {
-            misses,
-            reply,
-            span,
-        } = message;
-        if misses.is_empty() {
-            let _ = reply.send(Ok(Vec::new()));
-            return;
-        }
-        let waiter = self.next_id();
-        let accounts = misses
-            .iter()
-            .map(|m| Partial::Collecting(Vec::with_capacity(m.tags.len())))
-            .collect();
-        let pending = misses.iter().map(|m| m.tags.len()).sum();
-        self.waiters.insert(
-            waiter,
-            Waiter {
-                reply,
-                accounts,
-                pending,
-            },
-        );
-        let mut joined = 0u64;
-        for (account_index, miss) in misses.iter().enumerate() {
-            let subscriber = Subscriber {
-                waiter,
-                account_index,
-            };
-            for tag in &miss.tags {
-                if self.place(&miss.account, tag, subscriber) == Placement::Joined {
-                    joined += 1;
-                }
-            }
-        }
-        self.metrics.coalesced_keys.inc_by(joined);
-        debug!(parent: &span, accounts = misses.len(), joined, "misses admitted");
-    }
-
-    /// Puts one (account, tag) where it will be fetched: into the batch that already holds
-    /// the account if it is still pending or already asks for the tag, parked behind it if it
-    /// was dispatched without the tag (or before the account was invalidated), else into the
-    /// open batch.
-    fn place(&mut self, account: &Account, tag: &Tag, subscriber: Subscriber) -> Placement {
-        let Some(id) = self.account_batch.get(account).copied() else {
-            // The caller looked the cache up before its message got here; a fetch may have
-            // filled it since. The worker is the cache's only writer, so this check is final.
-            let cached = self.cache.get(account.as_str());
-            if let Some(value) = cached.and_then(|c| c.fresh(tag, Instant::now())) {
-                self.deliver_key(subscriber, tag, KeyOutcome::Value(&value));
-                return Placement::Joined;
-            }
-            let id = self.open_batch();
-            self.batches
-                .get_mut(&id)
-                .expect("open batch exists")
-                .add(account, tag, subscriber);
-            self.account_batch.insert(account.clone(), id);
-            return Placement::Queued;
-        };
-        let batch = self
-            .batches
-            .get_mut(&id)
-            .expect("an account's batch exists");
-        let asks_for_tag = batch.tags.contains(tag);
-        match batch.dispatch_epoch {
-            None => {
-                batch.add(account, tag, subscriber);
-                if asks_for_tag {
-                    Placement::Joined
-                } else {
-                    Placement::Queued
-                }
-            }
-            Some(epoch)
-                if asks_for_tag && !self.cache.invalidated_since(account.as_str(), epoch) =>
-            {
-                batch.subscribe(account, tag, subscriber);
-                Placement::Joined
-            }
-            Some(_) => {
-                let key = ParkedKey {
-                    account: account.clone(),
-                    tag: tag.clone(),
-                    subscriber,
-                };
-                self.parked.entry(id).or_default().push(key);
-                Placement::Parked
-            }
-        }
-    }
-
-    /// The batch at the back of the queue if it takes another account, else a new one.
-    fn open_batch(&mut self) -> BatchId {
-        let max = self.config.max_accounts;
-        if let Some(&id) = self
-            .queue
-            .back()
-            .filter(|id| self.batches[*id].accepts(max))
-        {
-            return id;
-        }
-        let id = self.next_id();
-        self.batches
-            .insert(id, Batch::new(id, Instant::now(), None));
-        self.queue.push_back(id);
-        id
-    }
-
     // === dispatch ===
 
     /// When the front batch may be sent: at once if full, a solo re-send, or draining;
@@ -339,152 +232,6 @@ impl BatchWorker {
                 &batch,
                 &Error::QueueWaitExceeded(self.config.max_queue_wait),
             );
-        }
-    }
-
-    // === completion ===
-
-    fn on_complete(&mut self, joined: Result<(tokio::task::Id, FetchResult), JoinError>) {
-        let (task, result) = match joined {
-            Ok((task, result)) => (task, result),
-            Err(e) => (
-                e.id(),
-                Err(Error::Internal(Arc::from("upstream call task failed"))),
-            ),
-        };
-        let Some(batch) = self
-            .running_batches
-            .remove(&task)
-            .and_then(|id| self.batches.remove(&id))
-        else {
-            return;
-        };
-        self.release(&batch);
-        match result {
-            Ok(fetches) => self.deliver(&batch, &fetches),
-            Err(e)
-                if e.is_caller_attributable()
-                    && batch.solo_owner.is_none()
-                    && batch.waiters().len() > 1 =>
-            {
-                self.isolate(&batch);
-            }
-            Err(e) => {
-                if e.code() == codes::TAG_NOT_FOUND {
-                    if let Some(tag) = batch.sole_custom_tag() {
-                        self.cache.remember_missing_tag(tag.clone(), e.clone());
-                    }
-                }
-                self.fail_waiters(&batch, &e);
-            }
-        }
-    }
-
-    /// Caches the answer and hands each subscriber its (account, tag).
-    fn deliver(&mut self, batch: &Batch, fetches: &[AccountFetch]) {
-        let now = Instant::now();
-        let epoch = batch.dispatch_epoch.unwrap_or(0);
-        let mut index = HashMap::with_capacity(batch.accounts.len());
-        for (account, fetch) in batch.accounts.iter().zip(fetches) {
-            if let AccountFetch::Values(values) = fetch {
-                self.cache.store(account, values, epoch, now);
-            }
-            index.insert(account.as_str(), fetch);
-        }
-        for ((account, tag), subscribers) in &batch.subscribers {
-            let outcome = match index.get(account.as_str()) {
-                Some(AccountFetch::Values(values)) => match values.iter().find(|(t, _)| t == tag) {
-                    Some((_, value)) => KeyOutcome::Value(value),
-                    None => KeyOutcome::Value(&None),
-                },
-                Some(AccountFetch::Failed { code, info }) => KeyOutcome::Failed(*code, info),
-                None => continue,
-            };
-            for subscriber in subscribers {
-                self.deliver_key(*subscriber, tag, outcome);
-            }
-        }
-    }
-
-    fn deliver_key(&mut self, subscriber: Subscriber, tag: &Tag, outcome: KeyOutcome<'_>) {
-        let Some(waiter) = self.waiters.get_mut(&subscriber.waiter) else {
-            return;
-        };
-        if let Some(partial) = waiter.accounts.get_mut(subscriber.account_index) {
-            match (partial, outcome) {
-                (Partial::Collecting(values), KeyOutcome::Value(value)) => {
-                    values.push((tag.clone(), value.clone()))
-                }
-                (partial, KeyOutcome::Failed(code, info)) => {
-                    *partial = Partial::Failed {
-                        code,
-                        info: info.clone(),
-                    }
-                }
-                (Partial::Failed { .. }, KeyOutcome::Value(_)) => {}
-            }
-        }
-        waiter.pending = waiter.pending.saturating_sub(1);
-        if waiter.pending == 0 {
-            let waiter = self
-                .waiters
-                .remove(&subscriber.waiter)
-                .expect("waiter present");
-            let fetches = waiter
-                .accounts
-                .into_iter()
-                .map(|p| match p {
-                    Partial::Collecting(values) => AccountFetch::Values(values),
-                    Partial::Failed { code, info } => AccountFetch::Failed { code, info },
-                })
-                .collect();
-            let _ = waiter.reply.send(Ok(fetches));
-        }
-    }
-
-    /// Re-sends each caller's share of a failed merged call on its own, ahead of the queue and
-    /// keeping the original age, so the error reaches only the caller whose input caused it.
-    fn isolate(&mut self, batch: &Batch) {
-        self.metrics.isolation_resends.inc();
-        let waiters: Vec<WaiterId> = batch
-            .waiters()
-            .into_iter()
-            .filter(|w| self.waiters.contains_key(w))
-            .rev()
-            .collect();
-        debug!(
-            batch_id = batch.id,
-            callers = waiters.len(),
-            "re-sending each caller's share alone"
-        );
-        for waiter in waiters {
-            let id = self.next_id();
-            let share = batch.share_of(waiter, id, batch.opened_at);
-            self.batches.insert(id, share);
-            self.queue.push_front(id);
-        }
-    }
-
-    fn fail_waiters(&mut self, batch: &Batch, error: &Error) {
-        for id in batch.waiters() {
-            if let Some(waiter) = self.waiters.remove(&id) {
-                let _ = waiter.reply.send(Err(error.clone()));
-            }
-        }
-    }
-
-    /// Frees the batch's accounts for other batches, then places the keys that were parked
-    /// behind it (for callers still waiting).
-    fn release(&mut self, batch: &Batch) {
-        for account in &batch.accounts {
-            if self.account_batch.get(account) == Some(&batch.id) {
-                self.account_batch.remove(account);
-            }
-        }
-        for key in self.parked.remove(&batch.id).unwrap_or_default() {
-            if self.waiters.contains_key(&key.subscriber.waiter) {
-                self.place(&key.account, &key.tag, key.subscriber);
-            }
         }
     }
 }

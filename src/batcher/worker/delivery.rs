@@ -1,0 +1,169 @@
+//! Completion: an upstream call's answer is cached, split back to every caller waiting on its
+//! keys, or re-sent per caller when one caller's input failed it; parked keys are placed again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinError;
+use tracing::debug;
+
+use super::{BatchWorker, FetchResult, KeyOutcome, Partial};
+use crate::batcher::batch::{Batch, Subscriber, WaiterId};
+use crate::batcher::AccountFetch;
+use crate::error::{codes, Error};
+use crate::wire::Tag;
+
+impl BatchWorker {
+    pub(super) fn on_complete(
+        &mut self,
+        joined: Result<(tokio::task::Id, FetchResult), JoinError>,
+    ) {
+        let (task, result) = match joined {
+            Ok((task, result)) => (task, result),
+            Err(e) => (
+                e.id(),
+                Err(Error::Internal(Arc::from("upstream call task failed"))),
+            ),
+        };
+        let Some(batch) = self
+            .running_batches
+            .remove(&task)
+            .and_then(|id| self.batches.remove(&id))
+        else {
+            return;
+        };
+        self.release(&batch);
+        match result {
+            Ok(fetches) => self.deliver(&batch, &fetches),
+            Err(e)
+                if e.is_caller_attributable()
+                    && batch.solo_owner.is_none()
+                    && batch.waiters().len() > 1 =>
+            {
+                self.isolate(&batch);
+            }
+            Err(e) => {
+                if e.code() == codes::TAG_NOT_FOUND {
+                    if let Some(tag) = batch.sole_custom_tag() {
+                        self.cache.remember_missing_tag(tag.clone(), e.clone());
+                    }
+                }
+                self.fail_waiters(&batch, &e);
+            }
+        }
+    }
+
+    /// Caches the answer and hands each subscriber its (account, tag).
+    fn deliver(&mut self, batch: &Batch, fetches: &[AccountFetch]) {
+        let now = Instant::now();
+        let epoch = batch.dispatch_epoch.unwrap_or(0);
+        let mut index = HashMap::with_capacity(batch.accounts.len());
+        for (account, fetch) in batch.accounts.iter().zip(fetches) {
+            if let AccountFetch::Values(values) = fetch {
+                self.cache.store(account, values, epoch, now);
+            }
+            index.insert(account.as_str(), fetch);
+        }
+        for ((account, tag), subscribers) in &batch.subscribers {
+            let outcome = match index.get(account.as_str()) {
+                Some(AccountFetch::Values(values)) => match values.iter().find(|(t, _)| t == tag) {
+                    Some((_, value)) => KeyOutcome::Value(value),
+                    None => KeyOutcome::Value(&None),
+                },
+                Some(AccountFetch::Failed { code, info }) => KeyOutcome::Failed(*code, info),
+                None => continue,
+            };
+            for subscriber in subscribers {
+                self.deliver_key(*subscriber, tag, outcome);
+            }
+        }
+    }
+
+    pub(super) fn deliver_key(
+        &mut self,
+        subscriber: Subscriber,
+        tag: &Tag,
+        outcome: KeyOutcome<'_>,
+    ) {
+        let Some(waiter) = self.waiters.get_mut(&subscriber.waiter) else {
+            return;
+        };
+        if let Some(partial) = waiter.accounts.get_mut(subscriber.account_index) {
+            match (partial, outcome) {
+                (Partial::Collecting(values), KeyOutcome::Value(value)) => {
+                    values.push((tag.clone(), value.clone()))
+                }
+                (partial, KeyOutcome::Failed(code, info)) => {
+                    *partial = Partial::Failed {
+                        code,
+                        info: info.clone(),
+                    }
+                }
+                (Partial::Failed { .. }, KeyOutcome::Value(_)) => {}
+            }
+        }
+        waiter.pending = waiter.pending.saturating_sub(1);
+        if waiter.pending == 0 {
+            let waiter = self
+                .waiters
+                .remove(&subscriber.waiter)
+                .expect("waiter present");
+            let fetches = waiter
+                .accounts
+                .into_iter()
+                .map(|p| match p {
+                    Partial::Collecting(values) => AccountFetch::Values(values),
+                    Partial::Failed { code, info } => AccountFetch::Failed { code, info },
+                })
+                .collect();
+            let _ = waiter.reply.send(Ok(fetches));
+        }
+    }
+
+    /// Re-sends each caller's share of a failed merged call on its own, ahead of the queue and
+    /// keeping the original age, so the error reaches only the caller whose input caused it.
+    fn isolate(&mut self, batch: &Batch) {
+        self.metrics.isolation_resends.inc();
+        let waiters: Vec<WaiterId> = batch
+            .waiters()
+            .into_iter()
+            .filter(|w| self.waiters.contains_key(w))
+            .rev()
+            .collect();
+        debug!(
+            batch_id = batch.id,
+            callers = waiters.len(),
+            "re-sending each caller's share alone"
+        );
+        for waiter in waiters {
+            let id = self.next_id();
+            let share = batch.share_of(waiter, id, batch.opened_at);
+            self.batches.insert(id, share);
+            self.queue.push_front(id);
+        }
+    }
+
+    pub(super) fn fail_waiters(&mut self, batch: &Batch, error: &Error) {
+        for id in batch.waiters() {
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let _ = waiter.reply.send(Err(error.clone()));
+            }
+        }
+    }
+
+    /// Frees the batch's accounts for other batches, then places the keys that were parked
+    /// behind it (for callers still waiting).
+    pub(super) fn release(&mut self, batch: &Batch) {
+        for account in &batch.accounts {
+            if self.account_batch.get(account) == Some(&batch.id) {
+                self.account_batch.remove(account);
+            }
+        }
+        for key in self.parked.remove(&batch.id).unwrap_or_default() {
+            if self.waiters.contains_key(&key.subscriber.waiter) {
+                self.place(&key.account, &key.tag, key.subscriber);
+            }
+        }
+    }
+}
