@@ -129,11 +129,12 @@ fn report(
     before: &HashMap<String, f64>,
     after: &HashMap<String, f64>,
 ) {
-    let delta = |result: &str| {
-        let key = format!("tim_gateway_cache_lookups_total{{result=\"{result}\"}}");
+    let delta = |family: &str, result: &str| {
+        let key = format!("tim_gateway_{family}{{result=\"{result}\"}}");
         after.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
     };
-    let (hit, absent, miss) = (delta("hit"), delta("absent"), delta("miss"));
+    let lookups = |result| delta("cache_lookups_total", result);
+    let (hit, absent, miss) = (lookups("hit"), lookups("absent"), lookups("miss"));
     let lookups = (hit + absent + miss).max(1.0);
     let secs = timing.measure.as_secs_f64();
     let requests = result.ok.len().max(1);
@@ -151,6 +152,14 @@ fn report(
     table.info(NAME, "hit ratio, (account, tag) lookups", ratio);
     let share = 100.0 * result.hits.len() as f64 / requests as f64;
     table.info(NAME, "all-hit requests", format!("{share:.1} %"));
+    let whole = |result| delta("answer_cache_requests_total", result);
+    let (whole_hits, whole_misses) = (whole("hit"), whole("miss"));
+    let whole_share = 100.0 * whole_hits / (whole_hits + whole_misses).max(1.0);
+    table.info(
+        NAME,
+        "requests served whole (answer cache)",
+        format!("{whole_share:.1} %"),
+    );
     table.info(
         NAME,
         "upstream calls/s",
