@@ -126,7 +126,7 @@ mod tests {
             missing_tag_ttl: Duration::from_secs(60),
             answer_cache_bytes: 0,
         };
-        ProfileCache::new(&config, Duration::from_secs(1))
+        ProfileCache::new(&config)
     }
 
     #[test]

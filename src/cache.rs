@@ -7,15 +7,15 @@
 //! upstream answered the account but not this tag). Per-account failures are never stored.
 //!
 //! Writes come only from the batch worker (one task), so a read-modify-write of an account's
-//! slots never races another write. `portrait_set` invalidates: it bumps a global epoch and
-//! leaves a tombstone, and a fetch dispatched before the tombstone never writes its older
-//! values back ([`ProfileCache::store`]). Each account also has an invalidation [`Stamp`]
-//! (a counter in one of a fixed set of stripes, independent of moka's entries and their
-//! eviction): whatever is built from cached values (a whole cached answer, see answers.rs)
-//! records the stamps of its accounts and knows it is void when one moved, without a lookup.
-//! The stripe's lock also serialises a store's read-modify-write of an entry with an
-//! invalidation's removal. Tags Tencent says do not exist are remembered here too, so the next
-//! caller asking for one is answered locally.
+//! slots never races another write. `portrait_set` invalidates. Each account has an
+//! invalidation [`Stamp`]: a counter in one of a fixed set of stripes, independent of moka's
+//! entries and their eviction, bumped by every invalidation of an account of that stripe.
+//! Whatever was read or sent before an invalidation carries an older stamp and knows it is
+//! void without a lookup: a fetch dispatched before it never writes its older values back
+//! ([`ProfileCache::store`]) and is not joined by later callers (the batcher), and a whole
+//! cached answer built before it is not served (answers.rs). The stripe's lock serialises a
+//! store's read-modify-write of an entry with an invalidation's removal. Tags Tencent says do
+//! not exist are remembered here too, so the next caller asking for one is answered locally.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,11 +41,6 @@ type Hasher = foldhash::fast::RandomState;
 struct Inner {
     profiles: Cache<Account, Arc<CachedAccount>, Hasher>,
     ttl: Duration,
-    /// Bumped by every invalidation; fetches remember the value at dispatch.
-    epoch: AtomicU64,
-    /// Account -> epoch of its latest invalidation. Lives longer than any fetch can take, which
-    /// is all the race guard needs.
-    tombstones: Cache<Account, u64>,
     /// Custom tags the upstream said do not exist, with the error it gave.
     missing_tags: Cache<Tag, Error>,
     /// Invalidation counters and write locks, an account's chosen by `stripe_hasher`.
@@ -53,9 +48,10 @@ struct Inner {
     stripe_hasher: Hasher,
 }
 
-/// How many stripes share out the accounts. An invalidation voids answers holding any account
+/// How many stripes share out the accounts. An invalidation voids what was read for any account
 /// of its stripe: with 4096 stripes, a 20-account answer is voided by an unrelated account's
-/// invalidation once in about 200.
+/// invalidation once in about 200, and a 100-account fetch keeps one of its accounts' values
+/// out of the cache once in about 40.
 const STRIPES: usize = 4096;
 
 #[derive(Default)]
@@ -101,9 +97,8 @@ pub enum Lookup<'a> {
 }
 
 impl ProfileCache {
-    /// Builds the caches. `max_fetch` bounds how long an upstream fetch can take (the tombstone
-    /// lifetime of the invalidation race guard).
-    pub fn new(config: &CacheConfig, max_fetch: Duration) -> ProfileCache {
+    /// Builds the caches.
+    pub fn new(config: &CacheConfig) -> ProfileCache {
         let profiles = Cache::builder()
             .max_capacity(config.max_entries)
             .weigher(|_: &Account, v: &Arc<CachedAccount>| {
@@ -112,10 +107,6 @@ impl ProfileCache {
             // No moka TTL: freshness is checked per slot, and a TTL would make every `get`
             // read the clock. Stale accounts stay until re-fetched or evicted by size.
             .build_with_hasher(Hasher::default());
-        let tombstones = Cache::builder()
-            .max_capacity(1_000_000)
-            .time_to_live(max_fetch + Duration::from_secs(5))
-            .build();
         let missing_tags = Cache::builder()
             .max_capacity(10_000)
             .time_to_live(config.missing_tag_ttl)
@@ -123,8 +114,6 @@ impl ProfileCache {
         ProfileCache(Arc::new(Inner {
             profiles,
             ttl: config.ttl,
-            epoch: AtomicU64::new(0),
-            tombstones,
             missing_tags,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             stripe_hasher: Hasher::default(),
@@ -158,35 +147,23 @@ impl ProfileCache {
         self.0.profiles.get(account)
     }
 
-    /// The current invalidation epoch; a fetch records it when it is dispatched.
-    pub fn epoch(&self) -> u64 {
-        self.0.epoch.load(Ordering::Acquire)
-    }
-
-    /// Whether `account` was invalidated after `epoch` (a fetch dispatched then is stale).
-    pub fn invalidated_since(&self, account: &str, epoch: u64) -> bool {
-        self.0.tombstones.get(account).is_some_and(|e| e > epoch)
-    }
-
     /// Merges freshly fetched values for `account` into its entry, unless the account was
-    /// invalidated after the fetch was dispatched at `dispatch_epoch`. Called by the batch
-    /// worker only.
+    /// invalidated after the fetch was dispatched (`dispatched`: its stamp then). Called by the
+    /// batch worker only.
     pub fn store(
         &self,
         account: &Account,
         values: &[(Tag, Option<RawJson>)],
-        dispatch_epoch: u64,
+        dispatched: Stamp,
         now: Instant,
     ) {
         if values.is_empty() {
             return;
         }
-        // Under the stripe lock, an invalidation either comes first (its tombstone is seen
-        // here, or its removal already happened) or waits and removes what this inserts.
-        let _write = self.0.stripes[self.stripe_index(account.as_str())]
-            .write
-            .lock();
-        if self.invalidated_since(account.as_str(), dispatch_epoch) {
+        // Under the stripe lock, an invalidation either came first (the stamp moved) or waits
+        // and removes what this inserts.
+        let _write = self.0.stripes[dispatched.stripe as usize].write.lock();
+        if !self.is_current(dispatched) {
             return;
         }
         let mut slots: Vec<Slot> = match self.0.profiles.get(account.as_str()) {
@@ -211,11 +188,9 @@ impl ProfileCache {
         );
     }
 
-    /// Drops everything cached for `account`, fences off fetches already dispatched, and moves
-    /// the account's stamp.
+    /// Drops everything cached for `account` and moves its stamp, which fences off fetches
+    /// already dispatched and answers already built.
     pub fn invalidate(&self, account: &Account) {
-        let epoch = self.0.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        self.0.tombstones.insert(account.clone(), epoch);
         let stripe = &self.0.stripes[self.stripe_index(account.as_str())];
         let _write = stripe.write.lock();
         self.0.profiles.invalidate(account.as_str());
@@ -281,7 +256,7 @@ mod tests {
             missing_tag_ttl: Duration::from_secs(60),
             answer_cache_bytes: 0,
         };
-        ProfileCache::new(&config, Duration::from_secs(3))
+        ProfileCache::new(&config)
     }
 
     fn raw(text: &str) -> RawJson {
@@ -300,7 +275,7 @@ mod tests {
         c.store(
             &a,
             &[(tag(0), Some(raw("\"nick\""))), (tag(1), None)],
-            c.epoch(),
+            c.stamp("a"),
             now,
         );
         let entry = c.get("a").expect("cached");
@@ -314,11 +289,11 @@ mod tests {
         let c = cache(Duration::from_secs(60));
         let a = Account::from("a");
         let now = Instant::now();
-        c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), now);
+        c.store(&a, &[(tag(0), Some(raw("1")))], c.stamp("a"), now);
         c.store(
             &a,
             &[(tag(1), Some(raw("2"))), (tag(0), Some(raw("3")))],
-            c.epoch(),
+            c.stamp("a"),
             now,
         );
         let entry = c.get("a").expect("cached");
@@ -332,7 +307,7 @@ mod tests {
         let c = cache(ttl);
         let a = Account::from("a");
         let t0 = Instant::now();
-        c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), t0);
+        c.store(&a, &[(tag(0), Some(raw("1")))], c.stamp("a"), t0);
         let entry = c.get("a").expect("cached");
         assert!(matches!(
             entry.lookup(&tag(0), t0 + Duration::from_secs(9)),
@@ -345,7 +320,7 @@ mod tests {
     fn fetch_dispatched_before_an_invalidation_does_not_write_back() {
         let c = cache(Duration::from_secs(60));
         let a = Account::from("a");
-        let dispatched_at = c.epoch();
+        let dispatched_at = c.stamp("a");
         c.invalidate(&a);
         c.store(
             &a,
@@ -360,7 +335,7 @@ mod tests {
         c.store(
             &a,
             &[(tag(0), Some(raw("\"new\"")))],
-            c.epoch(),
+            c.stamp("a"),
             Instant::now(),
         );
         assert!(
@@ -377,7 +352,7 @@ mod tests {
             c.store(
                 &Account::from(name),
                 &[(tag(0), Some(raw("1")))],
-                c.epoch(),
+                c.stamp(name),
                 now,
             );
         }
@@ -392,7 +367,7 @@ mod tests {
         let a = Account::from("a");
         let now = Instant::now();
         let before_store = c.stamp("a");
-        c.store(&a, &[(tag(0), Some(raw("1")))], c.epoch(), now);
+        c.store(&a, &[(tag(0), Some(raw("1")))], c.stamp("a"), now);
         let stored = c.stamp("a");
         assert_eq!(
             before_store, stored,
@@ -421,7 +396,7 @@ mod tests {
         c.store(
             &a,
             &[(tag(0), Some(raw("1"))), (tag(1), None)],
-            c.epoch(),
+            c.stamp("a"),
             t0,
         );
         let entry = c.get("a").expect("cached");

@@ -129,7 +129,7 @@ pub fn build_service(
     metrics: Metrics,
 ) -> (ProfileService, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
-    let cache = ProfileCache::new(&config.cache, config.upstream.timeout);
+    let cache = ProfileCache::new(&config.cache);
     let batch_config = BatchConfig {
         max_accounts: limits.max_accounts_per_batch,
         window: limits.batch_window,

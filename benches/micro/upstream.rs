@@ -56,7 +56,7 @@ pub fn bench(c: &mut Criterion) {
         batch_config,
         upstream.clone(),
         UpstreamLimiter::new(NonZeroU32::new(inmem::UNLIMITED_RPS).expect("non-zero")),
-        ProfileCache::new(&config.cache, config.upstream.timeout),
+        ProfileCache::new(&config.cache),
         Metrics::new(),
     );
     let misses: Vec<AccountMiss> = inmem::readable(0, ACCOUNTS)

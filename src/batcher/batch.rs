@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use super::AccountFetch;
+use crate::cache::Stamp;
 use crate::error::Error;
 use crate::wire::{self, Account, RawJson, Tag};
 
@@ -41,8 +42,9 @@ pub struct Batch {
     pub opened_at: Instant,
     /// Set for a caller's share re-sent alone: no one else joins it.
     pub solo_owner: Option<WaiterId>,
-    /// The cache epoch when the call was sent; `None` while pending.
-    pub dispatch_epoch: Option<u64>,
+    /// Each account's invalidation stamp when the call was sent (`accounts` order); `None`
+    /// while pending.
+    pub dispatch_stamps: Option<Vec<Stamp>>,
 }
 
 impl Batch {
@@ -54,14 +56,14 @@ impl Batch {
             subscribers: HashMap::new(),
             opened_at,
             solo_owner,
-            dispatch_epoch: None,
+            dispatch_stamps: None,
         }
     }
 
     /// Whether another account can be added: the batch is shared, not yet sent, not full.
     pub fn accepts(&self, max_accounts: usize) -> bool {
         self.solo_owner.is_none()
-            && self.dispatch_epoch.is_none()
+            && self.dispatch_stamps.is_none()
             && self.accounts.len() < max_accounts
     }
 

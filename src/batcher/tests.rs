@@ -63,7 +63,7 @@ fn start(
         missing_tag_ttl: Duration::from_secs(60),
         answer_cache_bytes: 0,
     };
-    let cache = ProfileCache::new(&cache_config, Duration::from_secs(3));
+    let cache = ProfileCache::new(&cache_config);
     let config = BatchConfig {
         max_accounts: 100,
         window: Duration::from_millis(20),

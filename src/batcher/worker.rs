@@ -187,7 +187,8 @@ impl BatchWorker {
             return;
         };
         let batch = self.batches.get_mut(&id).expect("queued batch exists");
-        batch.dispatch_epoch = Some(self.cache.epoch());
+        let stamps = batch.accounts.iter().map(|a| self.cache.stamp(a.as_str()));
+        batch.dispatch_stamps = Some(stamps.collect());
         let now = Instant::now();
         self.metrics
             .ratelimit_wait

@@ -83,7 +83,11 @@ impl BatchWorker {
             .get_mut(&id)
             .expect("an account's batch exists");
         let asks_for_tag = batch.tags.contains(tag);
-        match batch.dispatch_epoch {
+        let dispatched = batch.dispatch_stamps.as_deref().map(|stamps| {
+            let i = batch.accounts.iter().position(|a| a == account);
+            i.and_then(|i| stamps.get(i).copied())
+        });
+        match dispatched {
             None => {
                 batch.add(account, tag, subscriber);
                 if asks_for_tag {
@@ -92,9 +96,7 @@ impl BatchWorker {
                     Placement::Queued
                 }
             }
-            Some(epoch)
-                if asks_for_tag && !self.cache.invalidated_since(account.as_str(), epoch) =>
-            {
+            Some(Some(stamp)) if asks_for_tag && self.cache.is_current(stamp) => {
                 batch.subscribe(account, tag, subscriber);
                 Placement::Joined
             }

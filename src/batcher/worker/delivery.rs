@@ -57,11 +57,11 @@ impl BatchWorker {
     /// Caches the answer and hands each subscriber its (account, tag).
     fn deliver(&mut self, batch: &Batch, fetches: &[AccountFetch]) {
         let now = Instant::now();
-        let epoch = batch.dispatch_epoch.unwrap_or(0);
+        let stamps = batch.dispatch_stamps.as_deref().unwrap_or_default();
         let mut index = HashMap::with_capacity(batch.accounts.len());
-        for (account, fetch) in batch.accounts.iter().zip(fetches) {
-            if let AccountFetch::Values(values) = fetch {
-                self.cache.store(account, values, epoch, now);
+        for (i, (account, fetch)) in batch.accounts.iter().zip(fetches).enumerate() {
+            if let (AccountFetch::Values(values), Some(stamp)) = (fetch, stamps.get(i)) {
+                self.cache.store(account, values, *stamp, now);
             }
             index.insert(account.as_str(), fetch);
         }
