@@ -223,19 +223,18 @@ impl CachedAccount {
 
     /// What is cached for `tag`, honouring the per-slot TTL.
     pub fn lookup(&self, tag: &Tag, now: Instant) -> Lookup<'_> {
-        match self.fresh_slot(tag, now).map(|s| &s.value) {
-            Some(Some(v)) => Lookup::Value(v),
-            Some(None) => Lookup::Absent,
-            None => Lookup::Miss,
-        }
+        self.lookup_until(tag, now).0
     }
 
-    /// Until when the cached `tag` stays fresh (`None`: not cached).
-    pub fn fresh_until(&self, tag: &Tag) -> Option<Instant> {
-        self.slots
-            .iter()
-            .find(|s| s.tag == *tag)
-            .map(|s| s.fresh_until)
+    /// What is cached for `tag`, and until when it stays fresh (`None` for a miss).
+    pub fn lookup_until(&self, tag: &Tag, now: Instant) -> (Lookup<'_>, Option<Instant>) {
+        match self.fresh_slot(tag, now) {
+            Some(slot) => match &slot.value {
+                Some(v) => (Lookup::Value(v), Some(slot.fresh_until)),
+                None => (Lookup::Absent, Some(slot.fresh_until)),
+            },
+            None => (Lookup::Miss, None),
+        }
     }
 
     fn fresh_slot(&self, tag: &Tag, now: Instant) -> Option<&Slot> {
@@ -400,9 +399,10 @@ mod tests {
             t0,
         );
         let entry = c.get("a").expect("cached");
-        assert_eq!(entry.fresh_until(&tag(0)), Some(t0 + ttl));
-        assert_eq!(entry.fresh_until(&tag(1)), Some(t0 + ttl));
-        assert_eq!(entry.fresh_until(&tag(2)), None);
+        let until = |t: usize| entry.lookup_until(&tag(t), t0).1;
+        assert_eq!(until(0), Some(t0 + ttl));
+        assert_eq!(until(1), Some(t0 + ttl));
+        assert_eq!(until(2), None);
     }
 
     #[test]

@@ -63,6 +63,8 @@ struct Lookups<'a> {
     /// Distinct pairs found with a value, and cached as unset.
     hits: u64,
     absent: u64,
+    /// When the first of the pairs found goes stale.
+    fresh_until: Option<Instant>,
 }
 
 /// Finds repeated accounts in a request: a linear scan for short lists, a map for long ones.
@@ -138,7 +140,7 @@ impl ProfileService {
         let mut found = self.lookup(&request, now);
         if found.misses.is_empty() {
             let answer = Bytes::from(self.assemble(&request, &found, &[], now));
-            self.keep_answer(body, &request, &found, &answer);
+            self.keep_answer(body, &found, &answer);
             return Ok(answer);
         }
         let misses = std::mem::take(&mut found.misses);
@@ -164,23 +166,8 @@ impl ProfileService {
 
     /// Keeps an all-hit answer by body, valid until its first slot goes stale and voided by an
     /// invalidation of any of its accounts.
-    fn keep_answer(
-        &self,
-        body: &[u8],
-        request: &PortraitGetRequest<'_>,
-        found: &Lookups<'_>,
-        answer: &Bytes,
-    ) {
-        if !self.0.answers.is_enabled() {
-            return;
-        }
-        let fresh_until = found
-            .views
-            .iter()
-            .filter_map(|v| v.cached.as_deref())
-            .flat_map(|account| request.tags.iter().filter_map(|t| account.fresh_until(t)))
-            .min();
-        let Some(fresh_until) = fresh_until else {
+    fn keep_answer(&self, body: &[u8], found: &Lookups<'_>, answer: &Bytes) {
+        let Some(fresh_until) = found.fresh_until.filter(|_| self.0.answers.is_enabled()) else {
             return;
         };
         let kept = CachedAnswer {
@@ -214,9 +201,10 @@ impl ProfileService {
             misses: Vec::new(),
             hits: 0,
             absent: 0,
+            fresh_until: None,
         };
         let mut seen = DistinctAccounts::new(request.accounts.len());
-        let (mut hits, mut absent, mut missed) = (0u64, 0u64, 0u64);
+        let mut missed = 0u64;
         for name in request.accounts.iter().map(Cow::as_ref) {
             if let Some(view) = seen.get(name, &found.views) {
                 found.positions.push(view);
@@ -226,17 +214,22 @@ impl ProfileService {
             let cached = self.0.cache.get(name);
             let mut missing = Vec::new();
             for tag in &tags {
-                match cached.as_ref().map_or(Lookup::Miss, |c| c.lookup(tag, now)) {
-                    Lookup::Value(_) => hits += 1,
-                    Lookup::Absent => absent += 1,
+                let (lookup, until) = cached
+                    .as_ref()
+                    .map_or((Lookup::Miss, None), |c| c.lookup_until(tag, now));
+                match lookup {
+                    Lookup::Value(_) => found.hits += 1,
+                    Lookup::Absent => found.absent += 1,
                     Lookup::Miss => missing.push((*tag).clone()),
+                }
+                if let Some(until) = until {
+                    found.fresh_until = Some(found.fresh_until.map_or(until, |f| f.min(until)));
                 }
             }
             missed += missing.len() as u64;
             let fetched = (!missing.is_empty()).then(|| {
-                let account = Account::from(name);
                 found.misses.push(AccountMiss {
-                    account,
+                    account: Account::from(name),
                     tags: missing,
                 });
                 found.misses.len() - 1
@@ -250,10 +243,9 @@ impl ProfileService {
                 fetched,
             });
         }
-        self.0.metrics.cache_hits.inc_by(hits);
-        self.0.metrics.cache_absent.inc_by(absent);
+        self.0.metrics.cache_hits.inc_by(found.hits);
+        self.0.metrics.cache_absent.inc_by(found.absent);
         self.0.metrics.cache_misses.inc_by(missed);
-        (found.hits, found.absent) = (hits, absent);
         found
     }
 
