@@ -108,6 +108,14 @@ impl UpstreamApi for FixedUpstream {
 
 // === wiring ===
 
+/// A single-threaded tokio runtime with I/O and timers, for a bench driving one thing at a time.
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A running service: the handle, its metrics and the batch worker's task.
 pub struct Wired {
     pub service: ProfileService,

@@ -42,6 +42,19 @@ pub struct Plan {
     pub until: Instant,
 }
 
+impl Plan {
+    /// `conns` connections warming up from now for `timing.warmup`, then measured for
+    /// `timing.measure`.
+    pub fn starting_now(conns: usize, timing: crate::Timing) -> Plan {
+        let measure_from = Instant::now() + timing.warmup;
+        Plan {
+            conns,
+            measure_from,
+            until: measure_from + timing.measure,
+        }
+    }
+}
+
 /// What the measured requests did.
 #[derive(Default)]
 pub struct LoadResult {
@@ -63,10 +76,7 @@ pub fn start<W: Workload>(
     plan: Plan,
 ) -> std::thread::JoinHandle<LoadResult> {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("client runtime");
+        let rt = crate::inmem::current_thread_runtime();
         rt.block_on(async move {
             let tasks: Vec<_> = (0..plan.conns)
                 .map(|conn| tokio::spawn(connection(addr, workload.clone(), conn, plan)))

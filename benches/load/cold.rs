@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tim_gateway::sim::SimConfig;
 
@@ -52,13 +51,12 @@ pub fn run(table: &mut Table, timing: Timing) {
     let workload = Arc::new(Cold {
         next: AtomicU64::new(1),
     });
-    let measure_from = Instant::now() + timing.warmup;
-    let until = measure_from + timing.measure;
-    let plan = Plan {
-        conns: CONNS,
+    let plan = Plan::starting_now(CONNS, timing);
+    let Plan {
         measure_from,
         until,
-    };
+        ..
+    } = plan;
     let result = client::start(stack.addr, workload, plan)
         .join()
         .expect("client");

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tim_gateway::sim::SimConfig;
 
@@ -63,13 +62,12 @@ impl Hits {
             requests,
             next: (0..self.conns).map(|c| AtomicUsize::new(c * 7)).collect(),
         });
-        let measure_from = Instant::now() + timing.warmup;
-        let until = measure_from + timing.measure;
-        let plan = Plan {
-            conns: self.conns,
+        let plan = Plan::starting_now(self.conns, timing);
+        let Plan {
             measure_from,
             until,
-        };
+            ..
+        } = plan;
         let result = client::start(stack.addr, workload, plan)
             .join()
             .expect("client");

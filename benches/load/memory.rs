@@ -29,10 +29,7 @@ const TARGET_BYTES_PER_PAIR: f64 = 250.0;
 
 pub fn run(table: &mut Table) {
     eprintln!("{NAME}: RSS for {ACCOUNTS} accounts x {TAGS} tags");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::inmem::current_thread_runtime();
     let _enter = rt.enter();
     let sim = rt.block_on(inmem::bench_sim());
     let upstream = inmem::SimUpstream::new(sim.clone(), Duration::ZERO);

@@ -103,13 +103,12 @@ pub fn run(table: &mut Table, timing: Timing) {
         zipf: Zipf::new(POPULATION, ZIPF_S),
         known: (0..POPULATION).map(|_| AtomicU8::new(0)).collect(),
     });
-    let measure_from = Instant::now() + timing.warmup;
-    let until = measure_from + timing.measure;
-    let plan = Plan {
-        conns: CONNS,
+    let plan = Plan::starting_now(CONNS, timing);
+    let Plan {
         measure_from,
         until,
-    };
+        ..
+    } = plan;
     let client = client::start(stack.addr, workload, plan);
     std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
     let before = stack.metrics();

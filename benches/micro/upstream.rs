@@ -23,10 +23,7 @@ use crate::inmem;
 const ACCOUNTS: usize = 100;
 
 pub fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::inmem::current_thread_runtime();
     let _enter = rt.enter();
     let sim = rt.block_on(inmem::bench_sim());
 
