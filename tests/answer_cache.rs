@@ -71,10 +71,8 @@ async fn a_set_voids_every_kept_answer_holding_its_account_and_no_other() {
     );
 
     let set = r#"{"From_Account":"user5","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"renamed"}]}"#;
-    let (status, _) = gw
-        .send("POST", &format!("{SET}?{}", auth_query()), set)
-        .await;
-    assert_eq!(status, 200);
+    let answer = gw.post_raw(SET, set).await;
+    assert_eq!(answer["ActionStatus"], "OK", "{answer}");
 
     for body in [&both, &reversed] {
         let answer = gw.portrait_get(body).await;

@@ -23,11 +23,7 @@ fn set_body(account: &str, tag: &str, value: &str) -> String {
 
 /// POSTs a portrait_set body; returns the gateway's answer bytes (HTTP 200 checked).
 async fn set_raw(gw: &TestGateway, body: impl Into<Bytes>) -> Bytes {
-    let (status, answer) = gw
-        .send("POST", &format!("{SET}?{}", auth_query()), body)
-        .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-    answer
+    gw.post_bytes(SET, body).await
 }
 
 /// The value of `tag` in the first account of a portrait_get answer.

@@ -156,6 +156,13 @@ impl TestGateway {
 
     /// POSTs raw bytes to `path` with a valid admin query; expects HTTP 200 and JSON.
     pub async fn post_raw(&self, path: &str, body: impl Into<Bytes>) -> Value {
+        let body = self.post_bytes(path, body).await;
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
+    }
+
+    /// POSTs raw bytes to `path` with a valid admin query; expects HTTP 200, returns the body.
+    pub async fn post_bytes(&self, path: &str, body: impl Into<Bytes>) -> Bytes {
         let (status, body) = self
             .send("POST", &format!("{path}?{}", auth_query()), body)
             .await;
@@ -165,8 +172,7 @@ impl TestGateway {
             "API paths always answer 200: {}",
             String::from_utf8_lossy(&body)
         );
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)))
+        body
     }
 
     /// A `portrait_get` through the gateway.
@@ -174,13 +180,9 @@ impl TestGateway {
         self.post_raw(GET, body.to_string()).await
     }
 
-    /// A `portrait_get` through the gateway; the raw answer bytes (HTTP 200 checked).
+    /// A `portrait_get` through the gateway; the raw answer bytes.
     pub async fn portrait_get_bytes(&self, body: &Value) -> Bytes {
-        let (status, bytes) = self
-            .send("POST", &format!("{GET}?{}", auth_query()), body.to_string())
-            .await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
-        bytes
+        self.post_bytes(GET, body.to_string()).await
     }
 
     /// What the sim answers to `body` alone.
