@@ -7,7 +7,7 @@
 //! Tencent; the admin-auth path calls [`decode_and_check`] (cacheable per usersig string) and then
 //! [`VerifiedSig::check_claims`] per request, or [`verify`] for both at once.
 //!
-//! Format (shared/reference/tencent-im-rest.md section 6): the string to sign is the lines
+//! Format (Tencent's UserSig v2; vectors in tests/data/usersig-vectors.json): the string to sign is the lines
 //! `TLS.identifier:{id}`, `TLS.sdkappid:{n}`, `TLS.time:{n}`, `TLS.expire:{n}` and, with a userbuf,
 //! `TLS.userbuf:{base64}`, each ending in `\n`. `TLS.sig` is the standard base64 of its HMAC-SHA256
 //! under the key's UTF-8 bytes. Different generators emit different bytes for the same inputs, so

@@ -1,4 +1,5 @@
-//! UserSig against shared/reference/usersig-vectors.json, plus malformed, tampered and hostile input.
+//! UserSig against tests/data/usersig-vectors.json (Tencent generator output, copied into the
+//! repo so a fresh clone tests itself), plus malformed, tampered and hostile input.
 
 use super::*;
 use proptest::prelude::*;
@@ -7,7 +8,7 @@ use std::io::Write as _;
 
 const VECTORS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/reference/usersig-vectors.json"
+    "/tests/data/usersig-vectors.json"
 );
 
 fn vectors_file() -> Value {
