@@ -30,6 +30,7 @@ use tracing::Span;
 
 use crate::cache::ProfileCache;
 use crate::error::Error;
+use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::UpstreamApi;
@@ -52,6 +53,9 @@ pub struct AccountMiss {
     pub account: Account,
     /// Its missing tags; unique.
     pub tags: Vec<Tag>,
+    /// In a fleet, the account's version read from the shared tier before this miss was
+    /// queued: the fence that keeps an older fetch from writing back. `None`: not read.
+    pub version: Option<u64>,
 }
 
 /// What the upstream said about one missed account.
@@ -110,11 +114,12 @@ impl Batcher {
         upstream: Arc<dyn UpstreamApi>,
         limiter: UpstreamLimiter,
         cache: ProfileCache,
+        tier: CacheTier,
         metrics: Metrics,
     ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let caller_deadline = config.caller_deadline();
-        let worker = BatchWorker::new(config, rx, upstream, limiter, cache, metrics);
+        let worker = BatchWorker::new(config, rx, upstream, limiter, cache, tier, metrics);
         (
             Batcher {
                 tx,

@@ -157,6 +157,19 @@ impl ProfileCache {
         dispatched: Stamp,
         now: Instant,
     ) {
+        self.store_until(account, values, dispatched, now, now + self.0.ttl);
+    }
+
+    /// [`ProfileCache::store`] with values fresh until `fresh_until` (values read from the
+    /// fleet's shared tier keep the expiry they have there).
+    pub fn store_until(
+        &self,
+        account: &Account,
+        values: &[(Tag, Option<RawJson>)],
+        dispatched: Stamp,
+        now: Instant,
+        fresh_until: Instant,
+    ) {
         if values.is_empty() {
             return;
         }
@@ -178,7 +191,7 @@ impl ProfileCache {
         slots.extend(values.iter().map(|(tag, value)| Slot {
             tag: tag.clone(),
             value: value.clone(),
-            fresh_until: now + self.0.ttl,
+            fresh_until,
         }));
         self.0.profiles.insert(
             account.clone(),
@@ -195,6 +208,19 @@ impl ProfileCache {
         let _write = stripe.write.lock();
         self.0.profiles.invalidate(account.as_str());
         stripe.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops every cached account and moves every stamp: for a gateway that may have missed
+    /// invalidations (its fleet channel was lost). Each stripe is emptied under its lock.
+    pub fn invalidate_all(&self) {
+        for stripe in self.0.stripes.iter() {
+            let _write = stripe.write.lock();
+            stripe.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        // Bumped first, cleared second: a racing store either fails its stamp check or
+        // inserted before the clear.
+        self.0.profiles.invalidate_all();
+        self.0.profiles.run_pending_tasks();
     }
 
     /// Remembers that the upstream failed a call because `tag` does not exist.

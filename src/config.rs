@@ -50,6 +50,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[log]`: log output format.
     pub log: LogConfig,
+    /// `[fleet]`: the Redis shared by a fleet of gateways (none: standalone).
+    pub fleet: FleetConfig,
 }
 
 /// `[server]` settings.
@@ -134,6 +136,24 @@ pub struct CacheConfig {
     /// Memory for whole answers keyed on the exact request body (zero disables that layer).
     pub answer_cache_bytes: u64,
 }
+
+/// `[fleet]` settings: every gateway with the same Redis, key prefix and sdkappid shares one
+/// upstream budget, one cache tier and one invalidation channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The shared Redis; `None` runs the gateway standalone.
+    pub redis_url: Option<RedisUrl>,
+    /// Namespace of every Redis key and channel the gateway uses.
+    pub key_prefix: String,
+    /// Per Redis command; a slower Redis counts as down.
+    pub redis_timeout: Duration,
+    /// While Redis is down, each gateway allows itself `1 / fallback_instances` of each budget.
+    pub fallback_instances: NonZeroU32,
+}
+
+/// A `redis://` or `rediss://` URL. `Debug` hides any password in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Url);
 
 /// Log output format (`log.format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -230,6 +250,7 @@ raw_section!(
         limits: RawLimits = RawLimits::default(),
         cache: RawCache = RawCache::default(),
         log: RawLog = RawLog::default(),
+        fleet: RawFleet = RawFleet::default(),
     }
 );
 raw_section!(
@@ -276,6 +297,15 @@ raw_section!(
     }
 );
 raw_section!(
+    /// `[fleet]` as written.
+    RawFleet {
+        redis_url: String = String::new(),
+        key_prefix: String = "tim-gateway".to_owned(),
+        redis_timeout_ms: u64 = 50,
+        fallback_instances: u32 = 4,
+    }
+);
+raw_section!(
     /// `[log]` as written.
     RawLog { format: LogFormat = LogFormat::Text, }
 );
@@ -319,6 +349,7 @@ impl Config {
             log: LogConfig {
                 format: raw.log.format,
             },
+            fleet: raw.fleet.validate()?,
             upstream,
         })
     }
@@ -455,6 +486,36 @@ impl RawCache {
             max_entries: at_least("cache.max_entries", self.max_entries, 1)?,
             missing_tag_ttl: Duration::from_secs(self.missing_tag_ttl_seconds),
             answer_cache_bytes: self.answer_cache_bytes,
+        })
+    }
+}
+
+impl RawFleet {
+    fn validate(self) -> Result<FleetConfig, ConfigError> {
+        let redis_url = match self.redis_url.trim() {
+            "" => None,
+            text => Some(RedisUrl::parse(text)?),
+        };
+        let prefix_ok = !self.key_prefix.is_empty()
+            && self.key_prefix.len() <= 64
+            && self.key_prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !prefix_ok {
+            let value = format!("{:?}", self.key_prefix);
+            let reason = "must be 1 to 64 visible ASCII characters";
+            return Err(invalid("fleet.key_prefix", value, reason));
+        }
+        let timeout = between("fleet.redis_timeout_ms", self.redis_timeout_ms, 1, 10_000)?;
+        let instances = between(
+            "fleet.fallback_instances",
+            self.fallback_instances,
+            1,
+            10_000,
+        )?;
+        Ok(FleetConfig {
+            redis_url,
+            key_prefix: self.key_prefix,
+            redis_timeout: Duration::from_millis(timeout),
+            fallback_instances: NonZeroU32::new(instances).unwrap_or(NonZeroU32::MIN),
         })
     }
 }
@@ -637,6 +698,43 @@ impl EnvSource for HashMap<String, String> {
 
     fn vars(&self) -> Vec<(String, String)> {
         self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+// === impl RedisUrl ===
+
+impl RedisUrl {
+    fn parse(text: &str) -> Result<RedisUrl, ConfigError> {
+        // Never echo the URL: it may carry a password.
+        let bad = |reason: &str| invalid("fleet.redis_url", "<redacted>", reason);
+        let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(bad("scheme must be redis or rediss"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("must have a host"));
+        }
+        Ok(RedisUrl(url))
+    }
+
+    /// The URL itself, for connecting. Never log it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// `host:port`, for logs.
+    pub fn host_port(&self) -> String {
+        let host = self.0.host_str().unwrap_or("");
+        match self.0.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({}://{})", self.0.scheme(), self.host_port())
     }
 }
 

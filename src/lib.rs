@@ -43,6 +43,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
@@ -68,7 +69,9 @@ use answers::AnswerCache;
 use auth::Authenticator;
 use batcher::{BatchConfig, Batcher};
 use cache::ProfileCache;
-use metrics::Metrics;
+use fleet::metrics::FleetMetrics;
+use fleet::{CacheTier, Fleet};
+use metrics::{Api, Metrics};
 use ratelimit::UpstreamLimiter;
 use routes::AppState;
 use service::ProfileService;
@@ -122,7 +125,8 @@ pub async fn run_with_upstream(
 }
 
 /// Builds the cache, limiters, batch worker and service from `config`, without HTTP (benches
-/// drive the service directly). The worker exits once the service and its clones are dropped.
+/// drive the service directly), joining the fleet when `fleet.redis_url` is set. The worker
+/// exits once the service and its clones are dropped; so does the fleet's channel task.
 pub fn build_service(
     config: &Config,
     upstream: Arc<dyn UpstreamApi>,
@@ -130,29 +134,36 @@ pub fn build_service(
 ) -> (ProfileService, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
     let cache = ProfileCache::new(&config.cache);
+    let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics));
+    let limiter_for = |api: Api, rate| match &fleet {
+        Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate)),
+        None => UpstreamLimiter::new(rate),
+    };
+    let tier = fleet.as_ref().map_or(CacheTier::Local, Fleet::tier);
     let batch_config = BatchConfig {
         max_accounts: limits.max_accounts_per_batch,
         window: limits.batch_window,
         max_queue_wait: limits.max_queue_wait,
         upstream_timeout: config.upstream.timeout,
     };
-    let limiter = UpstreamLimiter::new(limits.requests_per_second);
     let (batcher, worker) = Batcher::spawn(
         batch_config,
         upstream.clone(),
-        limiter,
+        limiter_for(Api::PortraitGet, limits.requests_per_second),
         cache.clone(),
+        tier.clone(),
         metrics.clone(),
     );
-    let set_limiter = UpstreamLimiter::new(limits.set_requests_per_second);
     let service = ProfileService::new(
         AnswerCache::new(config.cache.answer_cache_bytes, cache.clone()),
         cache,
+        tier,
         batcher,
         upstream,
-        set_limiter,
+        limiter_for(Api::PortraitSet, limits.set_requests_per_second),
         metrics,
         limits.max_queue_wait,
+        fleet,
     );
     (service, worker)
 }

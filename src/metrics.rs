@@ -258,6 +258,11 @@ impl Metrics {
         self.0.upstream_requests.record(api, outcome, seconds);
     }
 
+    /// The registry, for components that register families of their own (the fleet).
+    pub fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);

@@ -14,6 +14,9 @@
 //!
 //! Waiters are served first come, first served (a fair tokio mutex in front of both), and a
 //! waiter whose deadline passes gets [`Error::QueueWaitExceeded`] instead of a permit.
+//!
+//! That is the local engine. In a fleet the same reasoning runs in Redis for every gateway of
+//! the app ([`FleetLimiter`]); callers of [`UpstreamLimiter`] do not know which engine runs.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
+use crate::fleet::{FleetLimiter, FleetPermit};
 
 /// The window Tencent counts calls in.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -32,10 +36,21 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 pub struct UpstreamLimiter(Arc<Inner>);
 
 struct Inner {
+    engine: Engine,
+    /// Makes waiting first come, first served across every step of the engine.
+    queue: tokio::sync::Mutex<()>,
+}
+
+/// Who keeps the count: this gateway alone, or the fleet in Redis.
+enum Engine {
+    Local(LocalWindow),
+    Fleet(FleetLimiter),
+}
+
+/// The standalone engine: spacing plus window slots in this process.
+struct LocalWindow {
     spacing: DefaultDirectRateLimiter,
     slots: Arc<Semaphore>,
-    /// Makes waiting first come, first served across both steps.
-    queue: tokio::sync::Mutex<()>,
 }
 
 /// The right to send one upstream call. Drop it when the call has ended (answered, failed or
@@ -43,6 +58,8 @@ struct Inner {
 #[must_use = "dropping the permit ends the call's hold on its window slot"]
 pub struct CallPermit {
     slot: Option<OwnedSemaphorePermit>,
+    /// A fleet hold, released through Redis when dropped.
+    _fleet: Option<FleetPermit>,
 }
 
 impl UpstreamLimiter {
@@ -52,9 +69,20 @@ impl UpstreamLimiter {
             .expect("interval is non-zero")
             .allow_burst(NonZeroU32::MIN);
         let slots = usize::try_from(requests_per_second.get()).unwrap_or(usize::MAX);
-        UpstreamLimiter(Arc::new(Inner {
+        Self::with_engine(Engine::Local(LocalWindow {
             spacing: RateLimiter::direct(quota),
             slots: Arc::new(Semaphore::new(slots)),
+        }))
+    }
+
+    /// A limiter whose count is kept by the fleet in Redis.
+    pub fn fleet(limiter: FleetLimiter) -> UpstreamLimiter {
+        Self::with_engine(Engine::Fleet(limiter))
+    }
+
+    fn with_engine(engine: Engine) -> UpstreamLimiter {
+        UpstreamLimiter(Arc::new(Inner {
+            engine,
             queue: tokio::sync::Mutex::new(()),
         }))
     }
@@ -88,20 +116,37 @@ impl UpstreamLimiter {
     /// worker), which keeps its own first-come-first-served order. Cancel-safe: dropping the
     /// future before it resolves takes nothing.
     pub async fn until_ready(&self) -> CallPermit {
-        let slot = self
-            .0
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the slot semaphore is never closed");
-        self.0.spacing.until_ready().await;
-        CallPermit { slot: Some(slot) }
+        match &self.0.engine {
+            Engine::Local(local) => {
+                let slot = local
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the slot semaphore is never closed");
+                local.spacing.until_ready().await;
+                CallPermit {
+                    slot: Some(slot),
+                    _fleet: None,
+                }
+            }
+            Engine::Fleet(fleet) => CallPermit {
+                slot: None,
+                _fleet: Some(fleet.until_ready().await),
+            },
+        }
     }
 
-    /// Window slots free right now (for tests and metrics).
+    /// Window slots free right now (for tests and metrics); in a fleet, this gateway's room in
+    /// its fallback budget.
     pub fn free_slots(&self) -> usize {
-        self.0.slots.available_permits()
+        match &self.0.engine {
+            Engine::Local(local) => local.slots.available_permits(),
+            Engine::Fleet(fleet) => {
+                let (live, limit) = fleet.local_holds();
+                limit.saturating_sub(live)
+            }
+        }
     }
 }
 

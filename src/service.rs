@@ -2,13 +2,14 @@
 //!
 //! `portrait_get`: a body answered wholly from the cache before is served again as it was while
 //! still valid (answers.rs). Otherwise: decode and validate -> answer known-missing tags
-//! locally -> look every (account, tag) up in the cache -> fetch the misses through the
-//! batcher -> assemble the answer in `To_Account` and `TagList` order. When every pair hits, no
+//! locally -> look every (account, tag) up in the cache -> fetch the misses from the fleet's
+//! shared tier (in a fleet) and the rest through the batcher -> assemble the answer in
+//! `To_Account` and `TagList` order. When every pair hits, no
 //! batcher, limiter or lock is touched, and the answer is kept by body for the next caller.
 //!
 //! `portrait_set`: check the body -> wait for a permit of its own limiter -> forward the
 //! caller's body untouched -> drop the account's cached tags whatever the outcome (a failed
-//! set may have partly applied) -> return the upstream's answer as is.
+//! set may have partly applied), in a fleet on every gateway -> return the upstream's answer.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,10 +24,11 @@ use crate::answers::{AnswerCache, CachedAnswer};
 use crate::batcher::{AccountFetch, AccountMiss, Batcher};
 use crate::cache::{CachedAccount, Lookup, ProfileCache, Stamp};
 use crate::error::Error;
+use crate::fleet::{CacheTier, Fleet};
 use crate::metrics::{Api, Metrics, Outcome};
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::UpstreamApi;
-use crate::wire::{self, Account, PortraitGetRequest, ResponseWriter, Tag};
+use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
 
 /// The gateway's API logic; cheap to clone.
 #[derive(Clone)]
@@ -35,11 +37,15 @@ pub struct ProfileService(Arc<Inner>);
 struct Inner {
     answers: AnswerCache,
     cache: ProfileCache,
+    /// What stands behind `cache`: nothing, or the fleet's shared tier.
+    tier: CacheTier,
     batcher: Batcher,
     upstream: Arc<dyn UpstreamApi>,
     set_limiter: UpstreamLimiter,
     metrics: Metrics,
     max_queue_wait: Duration,
+    /// The fleet membership, if any: kept alive (and its channel task running) by the service.
+    _fleet: Option<Fleet>,
 }
 
 /// One distinct account of a request: what the cache had, and where its misses went.
@@ -104,23 +110,28 @@ impl<'a> DistinctAccounts<'a> {
 
 impl ProfileService {
     /// Wires the service to its caches, batcher and upstream.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         answers: AnswerCache,
         cache: ProfileCache,
+        tier: CacheTier,
         batcher: Batcher,
         upstream: Arc<dyn UpstreamApi>,
         set_limiter: UpstreamLimiter,
         metrics: Metrics,
         max_queue_wait: Duration,
+        fleet: Option<Fleet>,
     ) -> ProfileService {
         ProfileService(Arc::new(Inner {
             answers,
             cache,
+            tier,
             batcher,
             upstream,
             set_limiter,
             metrics,
             max_queue_wait,
+            _fleet: fleet,
         }))
     }
 
@@ -144,8 +155,61 @@ impl ProfileService {
             return Ok(answer);
         }
         let misses = std::mem::take(&mut found.misses);
-        let fetched = self.0.batcher.fetch(misses).await?;
+        let fetched = self.fetch(&found, misses).await?;
         Ok(Bytes::from(self.assemble(&request, &found, &fetched, now)))
+    }
+
+    /// Fetches what L1 missed: from the fleet's shared tier first (one round trip for all of
+    /// them; what it has goes into L1), the rest through the batcher. Aligned with `misses`.
+    async fn fetch(
+        &self,
+        found: &Lookups<'_>,
+        misses: Vec<AccountMiss>,
+    ) -> Result<Vec<AccountFetch>, Error> {
+        let Some(answers) = self.0.tier.lookup(&misses).await else {
+            return self.0.batcher.fetch(misses).await;
+        };
+        let mut stamps = vec![None; misses.len()];
+        for view in &found.views {
+            if let Some(i) = view.fetched {
+                stamps[i] = Some(view.stamp);
+            }
+        }
+        let now = Instant::now();
+        let mut merged: Vec<Vec<(Tag, Option<RawJson>)>> = Vec::with_capacity(misses.len());
+        let (mut remaining, mut remaining_at) = (Vec::new(), Vec::new());
+        for (i, (miss, answer)) in misses.into_iter().zip(answers).enumerate() {
+            if let (false, Some(stamp)) = (answer.found.is_empty(), stamps[i]) {
+                let until = now + answer.fresh_for;
+                let account = &miss.account;
+                self.0
+                    .cache
+                    .store_until(account, &answer.found, stamp, now, until);
+            }
+            let has = |tag: &Tag| answer.found.iter().any(|(t, _)| t == tag);
+            let left: Vec<Tag> = miss.tags.iter().filter(|t| !has(t)).cloned().collect();
+            if !left.is_empty() {
+                remaining_at.push(i);
+                remaining.push(AccountMiss {
+                    account: miss.account,
+                    tags: left,
+                    version: Some(answer.version),
+                });
+            }
+            merged.push(answer.found);
+        }
+        let mut fetched: Vec<AccountFetch> = merged.into_iter().map(AccountFetch::Values).collect();
+        if remaining.is_empty() {
+            return Ok(fetched);
+        }
+        let upstream = self.0.batcher.fetch(remaining).await?;
+        for (i, fetch) in remaining_at.into_iter().zip(upstream) {
+            match (&mut fetched[i], fetch) {
+                (AccountFetch::Values(have), AccountFetch::Values(more)) => have.extend(more),
+                (slot, failed) => *slot = failed,
+            }
+        }
+        Ok(fetched)
     }
 
     /// A still-valid answer kept for exactly this body, counted as the pair lookups it saves.
@@ -231,6 +295,7 @@ impl ProfileService {
                 found.misses.push(AccountMiss {
                     account: Account::from(name),
                     tags: missing,
+                    version: None,
                 });
                 found.misses.len() - 1
             });
@@ -293,6 +358,7 @@ impl ProfileService {
         let result = self.0.upstream.call(Api::PortraitSet, body).await;
         drop(permit);
         self.0.cache.invalidate(&account);
+        self.0.tier.invalidate(&account).await;
         self.0.metrics.cache_invalidations.inc();
         let outcome = match &result {
             Ok(answer) if wire::decode_envelope(answer).is_ok_and(|env| env.error_code == 0) => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use criterion::{black_box, Criterion, Throughput};
 use tim_gateway::batcher::{AccountMiss, BatchConfig, Batcher};
 use tim_gateway::cache::ProfileCache;
+use tim_gateway::fleet::CacheTier;
 use tim_gateway::metrics::Metrics;
 use tim_gateway::ratelimit::UpstreamLimiter;
 use tim_gateway::wire::{self, Account, Tag};
@@ -54,6 +55,7 @@ pub fn bench(c: &mut Criterion) {
         upstream.clone(),
         UpstreamLimiter::new(NonZeroU32::new(inmem::UNLIMITED_RPS).expect("non-zero")),
         ProfileCache::new(&config.cache),
+        CacheTier::Local,
         Metrics::new(),
     );
     let misses: Vec<AccountMiss> = inmem::readable(0, ACCOUNTS)
@@ -64,6 +66,7 @@ pub fn bench(c: &mut Criterion) {
                 .iter()
                 .map(|i| Tag::standard(*i).expect("standard tag"))
                 .collect(),
+            version: None,
         })
         .collect();
     group.bench_function(format!("batcher_round_trip/x{tags}"), |b| {

@@ -45,6 +45,9 @@ pub struct Batch {
     /// Each account's invalidation stamp when the call was sent (`accounts` order); `None`
     /// while pending.
     pub dispatch_stamps: Option<Vec<Stamp>>,
+    /// In a fleet, each account's shared-tier version read before the call was sent
+    /// (`accounts` order; empty outside a fleet, `None` where no caller read one).
+    pub fleet_versions: Vec<Option<u64>>,
 }
 
 impl Batch {
@@ -57,6 +60,7 @@ impl Batch {
             opened_at,
             solo_owner,
             dispatch_stamps: None,
+            fleet_versions: Vec::new(),
         }
     }
 

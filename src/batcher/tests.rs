@@ -71,8 +71,14 @@ fn start(
         upstream_timeout: Duration::from_secs(3),
     };
     let limiter = UpstreamLimiter::new(NonZeroU32::new(rps).expect("non-zero"));
-    let (batcher, _worker) =
-        Batcher::spawn(config, upstream, limiter, cache.clone(), Metrics::new());
+    let (batcher, _worker) = Batcher::spawn(
+        config,
+        upstream,
+        limiter,
+        cache.clone(),
+        CacheTier::Local,
+        Metrics::new(),
+    );
     (batcher, cache)
 }
 
@@ -83,6 +89,7 @@ fn miss(account: &str, tags: &[usize]) -> AccountMiss {
             .iter()
             .map(|i| Tag::standard(*i).expect("tag"))
             .collect(),
+        version: None,
     }
 }
 

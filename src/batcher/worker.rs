@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, Instrument};
@@ -22,6 +23,7 @@ use super::batch::{split_answer, Batch, BatchId, Subscriber, WaiterId};
 use super::{AccountFetch, BatchConfig, FetchMessage};
 use crate::cache::ProfileCache;
 use crate::error::Error;
+use crate::fleet::CacheTier;
 use crate::metrics::{Api, Metrics, Outcome};
 use crate::ratelimit::{CallPermit, UpstreamLimiter};
 use crate::upstream::UpstreamApi;
@@ -40,7 +42,12 @@ pub struct BatchWorker {
     closed: bool,
     upstream: Arc<dyn UpstreamApi>,
     limiter: UpstreamLimiter,
+    /// A permit being acquired for the front batch. Kept across loop turns: a fleet limiter's
+    /// wait is a Redis reservation, which a select! that rebuilt it every turn would waste.
+    acquiring: Option<BoxFuture<'static, CallPermit>>,
     cache: ProfileCache,
+    /// The fleet's shared tier, written (version-checked) with what each call brings back.
+    tier: CacheTier,
     metrics: Metrics,
     /// Batches waiting to be sent, oldest first; only the back one may still be filling.
     queue: VecDeque<BatchId>,
@@ -68,6 +75,8 @@ struct Waiter {
     accounts: Vec<Partial>,
     /// (account, tag) answers still outstanding.
     pending: usize,
+    /// Each missed account's fleet version (aligned with `accounts`).
+    versions: Vec<Option<u64>>,
 }
 
 /// What has arrived so far for one missed account of a caller.
@@ -108,6 +117,7 @@ impl BatchWorker {
         upstream: Arc<dyn UpstreamApi>,
         limiter: UpstreamLimiter,
         cache: ProfileCache,
+        tier: CacheTier,
         metrics: Metrics,
     ) -> BatchWorker {
         BatchWorker {
@@ -116,7 +126,9 @@ impl BatchWorker {
             closed: false,
             upstream,
             limiter,
+            acquiring: None,
             cache,
+            tier,
             metrics,
             queue: VecDeque::new(),
             batches: HashMap::new(),
@@ -136,23 +148,35 @@ impl BatchWorker {
                 break;
             }
             let ready_at = self.front_ready_at();
+            let now = Instant::now();
+            let waiting_for_window = ready_at.filter(|at| *at > now && self.acquiring.is_none());
+            if ready_at.is_some_and(|at| at <= now) && self.acquiring.is_none() {
+                let limiter = self.limiter.clone();
+                self.acquiring = Some(Box::pin(async move { limiter.until_ready().await }));
+            }
             let expires_at = self
                 .queue
                 .front()
                 .map(|id| self.batches[id].opened_at + self.config.max_queue_wait);
-            let limiter = self.limiter.clone();
+            let acquiring = &mut self.acquiring;
             tokio::select! {
                 Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                     self.on_complete(joined);
                 }
-                permit = permit_after(ready_at, limiter), if ready_at.is_some() => {
-                    self.dispatch_front(ready_at.unwrap_or_else(Instant::now), permit);
+                permit = poll_acquisition(acquiring) => {
+                    self.acquiring = None;
+                    self.dispatch_front(ready_at.unwrap_or(now), permit);
                 }
+                () = sleep_until(waiting_for_window), if waiting_for_window.is_some() => {}
                 () = sleep_until(expires_at), if expires_at.is_some() => self.expire_overdue(Instant::now()),
                 message = self.rx.recv(), if !self.closed => match message {
                     Some(message) => self.admit(message),
                     None => self.closed = true,
                 },
+            }
+            if self.queue.is_empty() {
+                // Nothing left to send (expired): an acquisition in progress is given up.
+                self.acquiring = None;
             }
             self.metrics
                 .queue_batches
@@ -186,9 +210,11 @@ impl BatchWorker {
         let Some(id) = self.queue.pop_front() else {
             return;
         };
+        let versions = self.fleet_versions(id);
         let batch = self.batches.get_mut(&id).expect("queued batch exists");
         let stamps = batch.accounts.iter().map(|a| self.cache.stamp(a.as_str()));
         batch.dispatch_stamps = Some(stamps.collect());
+        batch.fleet_versions = versions;
         let now = Instant::now();
         self.metrics
             .ratelimit_wait
@@ -220,6 +246,31 @@ impl BatchWorker {
         self.running_batches.insert(handle.id(), id);
     }
 
+    /// For each account of batch `id`, the newest fleet version its callers read before it was
+    /// sent (any read before the send fences it); empty outside a fleet.
+    fn fleet_versions(&self, id: BatchId) -> Vec<Option<u64>> {
+        let batch = &self.batches[&id];
+        if self.tier.shared().is_none() {
+            return Vec::new();
+        }
+        let mut versions: HashMap<&Account, u64> = HashMap::new();
+        for ((account, _), subscribers) in &batch.subscribers {
+            for s in subscribers {
+                let waiter = self.waiters.get(&s.waiter);
+                let read = waiter.and_then(|w| w.versions.get(s.account_index).copied().flatten());
+                if let Some(v) = read {
+                    let newest = versions.entry(account).or_insert(v);
+                    *newest = (*newest).max(v);
+                }
+            }
+        }
+        batch
+            .accounts
+            .iter()
+            .map(|a| versions.get(a).copied())
+            .collect()
+    }
+
     /// Fails every queued batch that has waited past `max_queue_wait` (the front is oldest).
     fn expire_overdue(&mut self, now: Instant) {
         while let Some(&id) = self.queue.front() {
@@ -237,10 +288,12 @@ impl BatchWorker {
     }
 }
 
-/// Resolves once `at` has passed and the limiter grants a permit.
-async fn permit_after(at: Option<Instant>, limiter: UpstreamLimiter) -> CallPermit {
-    sleep_until(at).await;
-    limiter.until_ready().await
+/// The permit being acquired, if any; never resolves when none is.
+async fn poll_acquisition(acquiring: &mut Option<BoxFuture<'static, CallPermit>>) -> CallPermit {
+    match acquiring {
+        Some(acquisition) => acquisition.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `at`; returns at once when it has passed (a tokio sleep with a past deadline

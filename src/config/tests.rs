@@ -298,3 +298,52 @@ fn env_vars_differing_only_in_case_are_rejected() {
     let err = Config::from_toml_str("", &vars).unwrap_err();
     assert!(matches!(err, ConfigError::Env { .. }), "{err}");
 }
+
+#[test]
+fn fleet_is_off_by_default_and_set_from_the_environment() {
+    let config = Config::default();
+    assert_eq!(config.fleet.redis_url, None);
+    assert_eq!(config.fleet.key_prefix, "tim-gateway");
+    assert_eq!(config.fleet.redis_timeout, Duration::from_millis(50));
+    assert_eq!(config.fleet.fallback_instances.get(), 4);
+    let vars = env(&[
+        (
+            "TIM_GATEWAY__FLEET__REDIS_URL",
+            "redis://:hunter2@127.0.0.1:6390/0",
+        ),
+        ("TIM_GATEWAY__FLEET__FALLBACK_INSTANCES", "3"),
+    ]);
+    let config = Config::from_toml_str("", &vars).unwrap();
+    let url = config.fleet.redis_url.as_ref().expect("fleet mode");
+    assert_eq!(url.expose(), "redis://:hunter2@127.0.0.1:6390/0");
+    assert_eq!(config.fleet.fallback_instances.get(), 3);
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("hunter2"),
+        "Debug leaks the Redis password: {shown}"
+    );
+    assert!(shown.contains("127.0.0.1:6390"), "{shown}");
+}
+
+#[test]
+fn bad_fleet_settings_are_rejected_without_echoing_the_url() {
+    for (toml, key) in [
+        (
+            "[fleet]\nredis_url = \"http://:pw@host\"\n",
+            "fleet.redis_url",
+        ),
+        ("[fleet]\nredis_url = \"redis://\"\n", "fleet.redis_url"),
+        ("[fleet]\nkey_prefix = \"\"\n", "fleet.key_prefix"),
+        ("[fleet]\nkey_prefix = \"a b\"\n", "fleet.key_prefix"),
+        ("[fleet]\nredis_timeout_ms = 0\n", "fleet.redis_timeout_ms"),
+        (
+            "[fleet]\nfallback_instances = 0\n",
+            "fleet.fallback_instances",
+        ),
+    ] {
+        let err = Config::from_toml_str(toml, &no_env()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(key), "{toml}: {text}");
+        assert!(!text.contains("pw@"), "{toml}: {text}");
+    }
+}

@@ -28,12 +28,14 @@ impl BatchWorker {
             .map(|m| Partial::Collecting(Vec::with_capacity(m.tags.len())))
             .collect();
         let pending = misses.iter().map(|m| m.tags.len()).sum();
+        let versions = misses.iter().map(|m| m.version).collect();
         self.waiters.insert(
             waiter,
             Waiter {
                 reply,
                 accounts,
                 pending,
+                versions,
             },
         );
         let mut joined = 0u64;

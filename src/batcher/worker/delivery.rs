@@ -11,7 +11,9 @@ use tracing::debug;
 use super::{BatchWorker, FetchResult, KeyOutcome, Partial};
 use crate::batcher::batch::{Batch, Subscriber, WaiterId};
 use crate::batcher::AccountFetch;
+use crate::cache::Stamp;
 use crate::error::{codes, Error};
+use crate::fleet::TierWrite;
 use crate::wire::Tag;
 
 impl BatchWorker {
@@ -59,12 +61,24 @@ impl BatchWorker {
         let now = Instant::now();
         let stamps = batch.dispatch_stamps.as_deref().unwrap_or_default();
         let mut index = HashMap::with_capacity(batch.accounts.len());
+        let mut fleet_writes = Vec::new();
         for (i, (account, fetch)) in batch.accounts.iter().zip(fetches).enumerate() {
             if let (AccountFetch::Values(values), Some(stamp)) = (fetch, stamps.get(i)) {
-                self.cache.store(account, values, *stamp, now);
+                match batch.fleet_versions.get(i).copied().flatten() {
+                    Some(version) => fleet_writes.push((
+                        TierWrite {
+                            account: account.clone(),
+                            version,
+                            values: values.clone(),
+                        },
+                        *stamp,
+                    )),
+                    None => self.cache.store(account, values, *stamp, now),
+                }
             }
             index.insert(account.as_str(), fetch);
         }
+        self.write_through_fleet(fleet_writes);
         for ((account, tag), subscribers) in &batch.subscribers {
             let outcome = match index.get(account.as_str()) {
                 Some(AccountFetch::Values(values)) => match values.iter().find(|(t, _)| t == tag) {
@@ -78,6 +92,26 @@ impl BatchWorker {
                 self.deliver_key(*subscriber, tag, outcome);
             }
         }
+    }
+
+    /// Writes values to the fleet's tier, then to L1 those whose version still held there:
+    /// values an invalidation anywhere in the fleet overtook are cached nowhere. When Redis
+    /// does not answer, L1 alone takes them, as on a standalone gateway.
+    fn write_through_fleet(&self, writes: Vec<(TierWrite, Stamp)>) {
+        let Some(tier) = self.tier.shared().filter(|_| !writes.is_empty()).cloned() else {
+            return;
+        };
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            let (writes, stamps): (Vec<TierWrite>, Vec<Stamp>) = writes.into_iter().unzip();
+            let written = tier.put(&writes).await;
+            let now = Instant::now();
+            for (i, (write, stamp)) in writes.iter().zip(stamps).enumerate() {
+                if written.as_ref().is_none_or(|w| w.get(i) == Some(&true)) {
+                    cache.store(&write.account, &write.values, stamp, now);
+                }
+            }
+        });
     }
 
     pub(super) fn deliver_key(

@@ -1,0 +1,155 @@
+//! Link: the gateway's one connection to the fleet's Redis, every command bounded by
+//! `fleet.redis_timeout_ms`, and the fleet/fallback mode that command outcomes decide.
+//!
+//! Any failed or slow command switches the gateway to fallback at once, so no later caller
+//! pays the timeout again; only the invalidation channel's health probe (channel.rs) switches
+//! it back. In fallback no hot-path code sends anything to Redis.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, ScriptInvocation};
+use tracing::{info, warn};
+
+use super::metrics::{Command, FleetMetrics, Mode};
+use crate::config::FleetConfig;
+
+/// Why a Redis command did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The gateway is in fallback: nothing was sent.
+    #[error("redis is down (fallback mode)")]
+    Down,
+    /// No answer within `fleet.redis_timeout_ms`.
+    #[error("redis did not answer in time")]
+    Timeout,
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Handle to the fleet's Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Link(Arc<Inner>);
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    timeout: Duration,
+    /// `key_prefix:sdkappid:`, the namespace shared by one app's gateways.
+    namespace: String,
+    /// Redis answers: fleet mode. Set by the channel's probe, cleared by any failure.
+    up: AtomicBool,
+    metrics: FleetMetrics,
+}
+
+impl Link {
+    /// Prepares the connection; connects lazily, so a Redis that is down at start-up only
+    /// means starting in fallback.
+    pub fn new(
+        config: &FleetConfig,
+        sdkappid: u64,
+        metrics: FleetMetrics,
+    ) -> Result<Link, redis::RedisError> {
+        let url = config
+            .redis_url
+            .as_ref()
+            .map(|u| u.expose().to_owned())
+            .unwrap_or_default();
+        let client = redis::Client::open(url)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.redis_timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(config.redis_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        metrics.set_mode(Mode::Fallback);
+        Ok(Link(Arc::new(Inner {
+            client,
+            conn,
+            timeout: config.redis_timeout,
+            namespace: format!("{}:{sdkappid}:", config.key_prefix),
+            up: AtomicBool::new(false),
+            metrics,
+        })))
+    }
+
+    /// The fleet metrics.
+    pub fn metrics(&self) -> &FleetMetrics {
+        &self.0.metrics
+    }
+
+    /// A key in this app's namespace.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.0.namespace.clone();
+        key.push_str(&parts.join(":"));
+        key
+    }
+
+    /// The per-command timeout.
+    pub fn timeout(&self) -> Duration {
+        self.0.timeout
+    }
+
+    /// For the channel task, which needs connections of its own.
+    pub fn client(&self) -> &redis::Client {
+        &self.0.client
+    }
+
+    /// Whether the gateway is in fleet mode.
+    pub fn is_up(&self) -> bool {
+        self.0.up.load(Ordering::Acquire)
+    }
+
+    /// Switches to fleet mode (the channel is live and Redis answers).
+    pub fn mark_up(&self) {
+        if !self.0.up.swap(true, Ordering::AcqRel) {
+            info!("redis answers: fleet mode");
+            self.0.metrics.set_mode(Mode::Fleet);
+        }
+    }
+
+    /// Switches to fallback mode.
+    pub fn mark_down(&self, why: &LinkError) {
+        if self.0.up.swap(false, Ordering::AcqRel) {
+            warn!(error = %why, "redis unavailable: fallback mode");
+            self.0.metrics.set_mode(Mode::Fallback);
+        }
+    }
+
+    /// Runs a script within the timeout, when in fleet mode; a failure switches to fallback.
+    pub async fn run<T: FromRedisValue>(
+        &self,
+        command: Command,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, LinkError> {
+        if !self.is_up() {
+            return Err(LinkError::Down);
+        }
+        self.run_anyway(command, invocation).await
+    }
+
+    /// [`Link::run`] even in fallback mode (for the probe and for resending invalidations).
+    pub async fn run_anyway<T: FromRedisValue>(
+        &self,
+        command: Command,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, LinkError> {
+        let started = Instant::now();
+        let mut conn = self.0.conn.clone();
+        let result =
+            match tokio::time::timeout(self.0.timeout, invocation.invoke_async(&mut conn)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(LinkError::Redis(e)),
+                Err(_) => Err(LinkError::Timeout),
+            };
+        let seconds = started.elapsed().as_secs_f64();
+        self.0.metrics.record(command, seconds, result.is_ok());
+        if let Err(e) = &result {
+            self.mark_down(e);
+        }
+        result
+    }
+}

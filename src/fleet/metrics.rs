@@ -1,0 +1,225 @@
+//! The fleet's own metric families, registered on the gateway's registry when `[fleet]` is set
+//! (a standalone gateway exposes only `fleet_mode{mode="standalone"}`).
+//!
+//! Label values are fixed sets: `mode` (standalone, fleet, fallback), `command` (one per
+//! Redis script or command the gateway sends), `result`, `direction`.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{Opts, Registry};
+
+use crate::metrics::Metrics;
+
+/// Which mode a gateway is in (the `mode` label of `fleet_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No Redis configured.
+    Standalone,
+    /// Redis answers: one budget, one cache tier, one truth.
+    Fleet,
+    /// Redis is configured but down or slow: local fallback budget, L1 only.
+    Fallback,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Standalone, Mode::Fleet, Mode::Fallback];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Standalone => "standalone",
+            Mode::Fleet => "fleet",
+            Mode::Fallback => "fallback",
+        }
+    }
+}
+
+/// A Redis command or script the gateway sends (the `command` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// The budget script: take a hold in the fleet's sliding window.
+    Acquire,
+    /// Shorten a hold to one window after its call's answer.
+    Release,
+    /// Read (account, tag) values from the shared tier.
+    CacheGet,
+    /// Write fetched values to the shared tier, version-checked.
+    CachePut,
+    /// Bump an account's version, drop its values, tell every gateway.
+    Invalidate,
+    /// The health probe while in fallback.
+    Ping,
+    /// The invalidation channel's subscription.
+    Subscribe,
+}
+
+impl Command {
+    const ALL: [Command; 7] = [
+        Command::Acquire,
+        Command::Release,
+        Command::CacheGet,
+        Command::CachePut,
+        Command::Invalidate,
+        Command::Ping,
+        Command::Subscribe,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Command::Acquire => "acquire",
+            Command::Release => "release",
+            Command::CacheGet => "cache_get",
+            Command::CachePut => "cache_put",
+            Command::Invalidate => "invalidate",
+            Command::Ping => "ping",
+            Command::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// The fleet families; cheap to clone.
+#[derive(Clone)]
+pub struct FleetMetrics {
+    mode: IntGaugeVec,
+    duration: HistogramVec,
+    errors: IntCounterVec,
+    /// `shared_cache_lookups_total{result=hit}`: pairs answered by the shared tier.
+    pub l2_hits: IntCounter,
+    /// `shared_cache_lookups_total{result=absent}`: pairs the shared tier holds as unset.
+    pub l2_absent: IntCounter,
+    /// `shared_cache_lookups_total{result=miss}`: pairs the shared tier did not have.
+    pub l2_misses: IntCounter,
+    /// `shared_cache_lookups_total{result=skipped}`: pairs not looked up (Redis down).
+    pub l2_skipped: IntCounter,
+    /// `fleet_invalidations_total{direction=sent}`.
+    pub invalidations_sent: IntCounter,
+    /// `fleet_invalidations_total{direction=received}`.
+    pub invalidations_received: IntCounter,
+    /// Whole-L1 flushes after the invalidation channel was lost.
+    pub l1_flushes: IntCounter,
+    /// Time from asking Redis for a hold to being allowed to send.
+    pub budget_wait: Histogram,
+}
+
+const REDIS_BUCKETS_SECONDS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+const WAIT_BUCKETS_SECONDS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+impl FleetMetrics {
+    /// Registers the fleet families on the gateway's registry.
+    pub fn register(metrics: &Metrics) -> FleetMetrics {
+        let registry = metrics.registry();
+        let mode = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new("fleet_mode", "1 for the mode this gateway is in"),
+                &["mode"],
+            ),
+        );
+        let duration = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "redis_command_duration_seconds",
+                    "Duration of Redis commands, including those that failed",
+                )
+                .buckets(REDIS_BUCKETS_SECONDS.to_vec()),
+                &["command"],
+            ),
+        );
+        let errors = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "redis_errors_total",
+                    "Redis commands that failed or passed fleet.redis_timeout_ms",
+                ),
+                &["command"],
+            ),
+        );
+        let lookups = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "shared_cache_lookups_total",
+                    "(account, tag) pairs looked up in the shared tier after an L1 miss",
+                ),
+                &["result"],
+            ),
+        );
+        let invalidations = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "fleet_invalidations_total",
+                    "Account invalidations sent to and received from the fleet",
+                ),
+                &["direction"],
+            ),
+        );
+        for command in Command::ALL {
+            errors.with_label_values(&[command.label()]);
+        }
+        let fleet = FleetMetrics {
+            l2_hits: lookups.with_label_values(&["hit"]),
+            l2_absent: lookups.with_label_values(&["absent"]),
+            l2_misses: lookups.with_label_values(&["miss"]),
+            l2_skipped: lookups.with_label_values(&["skipped"]),
+            invalidations_sent: invalidations.with_label_values(&["sent"]),
+            invalidations_received: invalidations.with_label_values(&["received"]),
+            l1_flushes: register(
+                registry,
+                IntCounter::new(
+                    "fleet_l1_flushes_total",
+                    "Whole local caches dropped because invalidations may have been missed",
+                ),
+            ),
+            budget_wait: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "fleet_budget_wait_seconds",
+                        "Wait for a hold in the fleet's upstream budget",
+                    )
+                    .buckets(WAIT_BUCKETS_SECONDS.to_vec()),
+                ),
+            ),
+            mode,
+            duration,
+            errors,
+        };
+        fleet.set_mode(Mode::Standalone);
+        fleet
+    }
+
+    /// Shows `mode` as the current one.
+    pub fn set_mode(&self, mode: Mode) {
+        for m in Mode::ALL {
+            self.mode
+                .with_label_values(&[m.label()])
+                .set(i64::from(m == mode));
+        }
+    }
+
+    /// Records one Redis command.
+    pub fn record(&self, command: Command, seconds: f64, ok: bool) {
+        self.duration
+            .with_label_values(&[command.label()])
+            .observe(seconds);
+        if !ok {
+            self.errors.with_label_values(&[command.label()]).inc();
+        }
+    }
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("fleet metrics are registered once per registry");
+    metric
+}

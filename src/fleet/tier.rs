@@ -1,0 +1,332 @@
+//! SharedTier: (account, tag) values and absences in Redis, behind every gateway's L1, and the
+//! fleet-wide invalidation of an account.
+//!
+//! Layout per account: a hash `…:p:<account>` with one field per tag (`expiry ms|=raw JSON`, or
+//! `expiry ms|-` for a tag the upstream left unset; the expiry is on Redis's clock, so the TTL
+//! means the same on every gateway) and a version key `…:v:<account>`. A lookup returns the
+//! version with the values (one round trip for all of a caller's missed accounts); a write of
+//! fetched values names the version read before the fetch was sent and is refused once an
+//! invalidation has bumped it. Invalidating bumps the version, drops the values and publishes
+//! the account on the fleet's channel (channel.rs), all in one script. An invalidation Redis
+//! could not take is kept (bounded) and sent again when Redis answers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+
+use super::link::Link;
+use super::metrics::Command;
+use super::scripts;
+use crate::batcher::AccountMiss;
+use crate::wire::{Account, RawJson, Tag};
+
+/// Invalidations kept while Redis is down; past this the fleet is told to flush every L1.
+const MAX_PENDING_INVALIDATIONS: usize = 10_000;
+/// The channel message that makes every gateway drop its whole L1 (no account is empty).
+pub const FLUSH_ALL: &str = "";
+
+/// Handle to the shared tier; cheap to clone.
+#[derive(Clone)]
+pub struct SharedTier(Arc<Inner>);
+
+struct Inner {
+    link: Link,
+    ttl: Duration,
+    /// How long a version outlives its last bump: far longer than any fetch takes.
+    version_ttl: Duration,
+    channel: String,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    accounts: HashSet<Account>,
+    overflowed: bool,
+}
+
+/// What the shared tier had for one missed account.
+#[derive(Debug, Default)]
+pub struct TierAnswer {
+    /// The account's version when read: the fence for writing what a fetch brings back.
+    pub version: u64,
+    /// Fresh (tag, value) pairs found; `None` = cached as unset.
+    pub found: Vec<(Tag, Option<RawJson>)>,
+    /// How long the shortest-lived of `found` stays fresh.
+    pub fresh_for: Duration,
+}
+
+/// Fetched values of one account to write, fenced by the version read before the fetch.
+pub struct TierWrite {
+    /// The account.
+    pub account: Account,
+    /// Its version when the fetch was sent.
+    pub version: u64,
+    /// What the upstream answered, `None` = unset.
+    pub values: Vec<(Tag, Option<RawJson>)>,
+}
+
+impl SharedTier {
+    /// The tier in `link`'s namespace, with the L1 TTL.
+    pub fn new(link: Link, ttl: Duration) -> SharedTier {
+        SharedTier(Arc::new(Inner {
+            channel: link.key(&["invalidate"]),
+            version_ttl: ttl * 2 + Duration::from_secs(600),
+            ttl,
+            link,
+            pending: Mutex::new(Pending::default()),
+        }))
+    }
+
+    /// The invalidation channel's name.
+    pub fn channel(&self) -> &str {
+        &self.0.channel
+    }
+
+    /// The link to Redis.
+    pub fn link(&self) -> &Link {
+        &self.0.link
+    }
+
+    /// Looks every miss up in one round trip; `None` when Redis is down or slow (the caller
+    /// goes to the upstream as a standalone gateway would).
+    pub async fn lookup(&self, misses: &[AccountMiss]) -> Option<Vec<TierAnswer>> {
+        let metrics = self.0.link.metrics();
+        let pairs: usize = misses.iter().map(|m| m.tags.len()).sum();
+        if !self.0.link.is_up() {
+            metrics.l2_skipped.inc_by(pairs as u64);
+            return None;
+        }
+        let mut invocation = scripts::CACHE_GET.prepare_invoke();
+        for miss in misses {
+            invocation
+                .key(self.values_key(&miss.account))
+                .key(self.version_key(&miss.account));
+            invocation.arg(miss.tags.len());
+            for tag in &miss.tags {
+                invocation.arg(tag.as_str());
+            }
+        }
+        let answer = self
+            .0
+            .link
+            .run::<Vec<Vec<String>>>(Command::CacheGet, &invocation);
+        let rows = match answer.await {
+            Ok(rows) if rows.len() == misses.len() => rows,
+            _ => {
+                metrics.l2_skipped.inc_by(pairs as u64);
+                return None;
+            }
+        };
+        let answers: Vec<TierAnswer> = misses
+            .iter()
+            .zip(&rows)
+            .map(|(miss, row)| decode_row(miss, row))
+            .collect();
+        let (mut hits, mut absent) = (0u64, 0u64);
+        for found in answers.iter().flat_map(|a| &a.found) {
+            match found.1 {
+                Some(_) => hits += 1,
+                None => absent += 1,
+            }
+        }
+        metrics.l2_hits.inc_by(hits);
+        metrics.l2_absent.inc_by(absent);
+        metrics.l2_misses.inc_by(pairs as u64 - hits - absent);
+        Some(answers)
+    }
+
+    /// Writes fetched values, each account only while its version is unchanged. Returns which
+    /// were written (aligned with `writes`), or `None` when Redis did not answer.
+    pub async fn put(&self, writes: &[TierWrite]) -> Option<Vec<bool>> {
+        if writes.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut invocation = scripts::CACHE_PUT.prepare_invoke();
+        invocation.arg(millis(self.0.ttl));
+        for write in writes {
+            invocation
+                .key(self.values_key(&write.account))
+                .key(self.version_key(&write.account));
+            invocation
+                .arg(write.version.to_string())
+                .arg(write.values.len());
+            for (tag, value) in &write.values {
+                invocation
+                    .arg(tag.as_str())
+                    .arg(encode_value(value.as_deref()));
+            }
+        }
+        let written: Vec<i64> = self.0.link.run(Command::CachePut, &invocation).await.ok()?;
+        Some(written.iter().map(|w| *w == 1).collect())
+    }
+
+    /// Invalidates `account` fleet-wide; kept for later when Redis does not take it.
+    pub async fn invalidate(&self, account: &Account) {
+        if self.0.link.is_up() && self.send_invalidation(account, false).await {
+            return;
+        }
+        let mut pending = self.0.pending.lock();
+        if pending.accounts.len() < MAX_PENDING_INVALIDATIONS {
+            pending.accounts.insert(account.clone());
+        } else {
+            pending.overflowed = true;
+        }
+    }
+
+    /// Sends the invalidations Redis missed; true when none is left. Used by the channel task
+    /// before it returns the gateway to fleet mode.
+    pub async fn resend_pending(&self) -> bool {
+        let (accounts, overflowed) = {
+            let mut pending = self.0.pending.lock();
+            let overflowed = std::mem::take(&mut pending.overflowed);
+            (std::mem::take(&mut pending.accounts), overflowed)
+        };
+        let mut unsent: Vec<Account> = Vec::new();
+        for account in accounts {
+            if unsent.is_empty() && self.send_invalidation(&account, true).await {
+                continue;
+            }
+            unsent.push(account);
+        }
+        let flush_unsent = overflowed && !(unsent.is_empty() && self.publish_flush_all().await);
+        let all_sent = unsent.is_empty() && !flush_unsent;
+        let mut pending = self.0.pending.lock();
+        pending.accounts.extend(unsent);
+        pending.overflowed |= flush_unsent;
+        all_sent
+    }
+
+    async fn send_invalidation(&self, account: &Account, anyway: bool) -> bool {
+        let mut invocation = scripts::INVALIDATE.prepare_invoke();
+        invocation
+            .key(self.values_key(account))
+            .key(self.version_key(account))
+            .arg(&self.0.channel)
+            .arg(account.as_str())
+            .arg(millis(self.0.version_ttl));
+        let link = &self.0.link;
+        let result: Result<i64, _> = if anyway {
+            link.run_anyway(Command::Invalidate, &invocation).await
+        } else {
+            link.run(Command::Invalidate, &invocation).await
+        };
+        let sent = result.is_ok();
+        if sent {
+            link.metrics().invalidations_sent.inc();
+        }
+        sent
+    }
+
+    async fn publish_flush_all(&self) -> bool {
+        let mut invocation = scripts::PUBLISH.prepare_invoke();
+        invocation.arg(&self.0.channel).arg(FLUSH_ALL);
+        let result: Result<i64, _> = self
+            .0
+            .link
+            .run_anyway(Command::Invalidate, &invocation)
+            .await;
+        result.is_ok()
+    }
+
+    fn values_key(&self, account: &Account) -> String {
+        self.0.link.key(&["p", account.as_str()])
+    }
+
+    fn version_key(&self, account: &Account) -> String {
+        self.0.link.key(&["v", account.as_str()])
+    }
+}
+
+/// One account's row from `CACHE_GET`: version, then (field, ms left, value) triples.
+fn decode_row(miss: &AccountMiss, row: &[String]) -> TierAnswer {
+    let mut answer = TierAnswer {
+        version: row.first().and_then(|v| v.parse().ok()).unwrap_or(0),
+        ..TierAnswer::default()
+    };
+    let mut fresh_for: Option<u64> = None;
+    for triple in row.get(1..).unwrap_or_default().chunks_exact(3) {
+        let Some(tag) = miss.tags.iter().find(|t| t.as_str() == triple[0]) else {
+            continue;
+        };
+        let (Ok(ms), Some(value)) = (triple[1].parse::<u64>(), decode_value(&triple[2])) else {
+            continue; // not ours, or damaged: treated as a miss
+        };
+        fresh_for = Some(fresh_for.map_or(ms, |f| f.min(ms)));
+        answer.found.push((tag.clone(), value));
+    }
+    answer.fresh_for = Duration::from_millis(fresh_for.unwrap_or(0));
+    answer
+}
+
+fn encode_value(value: Option<&RawValue>) -> String {
+    match value {
+        Some(v) => format!("={}", v.get()),
+        None => "-".to_owned(),
+    }
+}
+
+/// `Some(None)`: cached as unset; `None`: not a value this gateway wrote (never trusted).
+fn decode_value(text: &str) -> Option<Option<RawJson>> {
+    match text.split_at_checked(1)? {
+        ("-", "") => Some(None),
+        ("=", json) => RawValue::from_string(json.to_owned())
+            .ok()
+            .map(|raw| Some(Arc::from(raw))),
+        _ => None,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_damage_is_a_miss() {
+        let raw: RawJson = Arc::from(RawValue::from_string("\"nick\"".into()).unwrap());
+        let encoded = encode_value(Some(&raw));
+        assert_eq!(encoded, "=\"nick\"");
+        let decoded = decode_value(&encoded).expect("ours").expect("a value");
+        assert_eq!(decoded.get(), "\"nick\"");
+        assert!(matches!(decode_value("-"), Some(None)));
+        assert!(decode_value("=not json").is_none());
+        assert!(decode_value("").is_none());
+        assert!(decode_value("x1").is_none());
+    }
+
+    #[test]
+    fn a_row_keeps_only_requested_tags_and_the_shortest_freshness() {
+        let nick = Tag::standard(0).unwrap();
+        let gender = Tag::standard(1).unwrap();
+        let miss = AccountMiss {
+            account: Account::from("a"),
+            tags: vec![nick.clone(), gender.clone()],
+            version: None,
+        };
+        let row: Vec<String> = [
+            "7",
+            nick.as_str(),
+            "5000",
+            "=\"n\"",
+            gender.as_str(),
+            "1200",
+            "-",
+            "Tag_Profile_IM_Other",
+            "9",
+            "=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let answer = decode_row(&miss, &row);
+        assert_eq!(answer.version, 7);
+        assert_eq!(answer.found.len(), 2);
+        assert_eq!(answer.fresh_for, Duration::from_millis(1200));
+    }
+}
