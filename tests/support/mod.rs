@@ -275,3 +275,4 @@ pub const CUSTOM: &str = "Tag_Profile_Custom_Test";
 
 /// An account the sim fails per account with 40006 (N % 97 == 13).
 pub const FAILING_ACCOUNT: &str = "user13";
+pub mod fleet;

@@ -1,0 +1,342 @@
+//! A fleet of gateways sharing one real Redis in front of one sim behaves like one gateway:
+//! one upstream budget in any sliding second, one cache tier, one truth after a write, and
+//! no caller stuck or misled while Redis is killed, restarted or frozen.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::fleet::{max_in_any_second, Caller, TestFleet};
+use support::{get_body, FAILING_ACCOUNT, GENDER, NICK, SET};
+use tim_gateway::sim::Api;
+
+/// The sim's app limit in the budget tests, and every gateway's configured budget.
+const APP_LIMIT: u32 = 30;
+const OVER_LIMIT: i64 = 60007;
+
+/// What the callers saw: (request, answer) pairs, and the longest wait.
+#[derive(Default)]
+struct Seen {
+    exchanges: Vec<(Value, Value)>,
+    slowest: Duration,
+}
+
+/// `callers` callers spread over the gateways, each asking for a new cold account (plus a hot
+/// one) until `until`. A caller that waits 10 s fails the test.
+async fn load(gateways: Vec<Caller>, callers: usize, until: Instant) -> Seen {
+    let next = Arc::new(AtomicUsize::new(1_000));
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let caller = gateways[c % gateways.len()].clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Seen::default();
+            while Instant::now() < until {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let body = get_body(&[&format!("user{n}"), "user7"], &[NICK, GENDER]);
+                let started = Instant::now();
+                let answer = tokio::time::timeout(Duration::from_secs(10), caller.get(&body))
+                    .await
+                    .expect("no caller waits 10 s");
+                seen.slowest = seen.slowest.max(started.elapsed());
+                seen.exchanges.push((body, answer));
+            }
+            seen
+        }));
+    }
+    let mut all = Seen::default();
+    for task in tasks {
+        let seen = task.await.expect("caller task");
+        all.exchanges.extend(seen.exchanges);
+        all.slowest = all.slowest.max(seen.slowest);
+    }
+    all
+}
+
+/// (answered as the sim alone would, answered with an error); panics on any other answer.
+fn judge(fleet: &TestFleet, seen: &Seen) -> (usize, usize) {
+    let (mut correct, mut errors) = (0, 0);
+    for (body, answer) in &seen.exchanges {
+        let alone: Value =
+            serde_json::from_slice(&fleet.sim.answer_portrait_get(body.to_string().as_bytes()))
+                .expect("sim answers JSON");
+        if *answer == alone {
+            correct += 1;
+        } else if answer["ActionStatus"] == "FAIL" && answer["ErrorCode"].as_i64() != Some(0) {
+            errors += 1;
+        } else {
+            panic!("wrong answer to {body}: {answer}\nthe sim alone: {alone}");
+        }
+    }
+    (correct, errors)
+}
+
+fn callers_of(fleet: &TestFleet) -> Vec<Caller> {
+    fleet.gateways.iter().map(|g| Caller::clone(g)).collect()
+}
+
+fn upstream_gets(fleet: &TestFleet) -> Vec<tim_gateway::sim::SimCall> {
+    let calls = fleet.sim.calls().into_iter();
+    calls.filter(|c| c.api == Api::PortraitGet).collect()
+}
+
+async fn fleet_with_app_limit(fallback_instances: u32) -> TestFleet {
+    TestFleet::start(
+        3,
+        |sim| sim.requests_per_second = APP_LIMIT,
+        |config| {
+            config.limits.requests_per_second = APP_LIMIT.try_into().expect("non-zero");
+            config.fleet.fallback_instances = fallback_instances.try_into().expect("non-zero");
+            config.limits.max_queue_wait = Duration::from_secs(5);
+        },
+    )
+    .await
+}
+
+/// The load tests run one at a time: on a 2-core CI machine, two of them at once would starve
+/// Redis's answers past the test timeout and measure the machine instead of the fleet.
+static ONE_LOAD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_one_budget_in_any_sliding_second() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let fleet = fleet_with_app_limit(3).await;
+    let started = Instant::now();
+    let seen = load(callers_of(&fleet), 180, started + Duration::from_secs(3)).await;
+    let calls = upstream_gets(&fleet);
+    let (correct, errors) = judge(&fleet, &seen);
+    let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
+    let over = calls.iter().filter(|c| c.error_code == OVER_LIMIT).count();
+    let span = calls
+        .last()
+        .map_or(0.0, |c| (c.at - calls[0].at).as_secs_f64());
+    let used = calls.len() as f64 / (span.max(1.0) * f64::from(APP_LIMIT));
+    eprintln!(
+        "{} calls over {span:.2} s, max {max} in any second, budget used {:.0} %, \
+         {correct} correct, {errors} errors, slowest caller {:?}",
+        calls.len(),
+        used * 100.0,
+        seen.slowest
+    );
+    assert!(
+        max <= APP_LIMIT as usize,
+        "{max} upstream calls in one second"
+    );
+    assert_eq!(over, 0, "the sim answered 60007");
+    assert_eq!(errors, 0, "no caller needs an error under this load");
+    assert!(used >= 0.8, "only {:.0} % of the budget used", used * 100.0);
+    let mut shares = Vec::new();
+    for gateway in &fleet.gateways {
+        let sample = r#"tim_gateway_upstream_requests_total{api="portrait_get",outcome="ok"}"#;
+        shares.push(gateway.metric(sample).await.unwrap_or(0.0));
+    }
+    let fair = calls.len() as f64 / 3.0;
+    for share in &shares {
+        assert!(
+            (fair / 2.0..=fair * 2.0).contains(share),
+            "a gateway starved or hogged: {shares:?}"
+        );
+    }
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_fetched_through_one_gateway_is_answered_by_another_without_upstream() {
+    let fleet = TestFleet::start(3, |_| {}, |_| {}).await;
+    let body = get_body(&["user1", "user2", FAILING_ACCOUNT], &[NICK, GENDER]);
+    let [a, b, c] = &fleet.gateways[..] else {
+        unreachable!()
+    };
+    let first = a.get(&body).await;
+    assert_eq!(upstream_gets(&fleet).len(), 1);
+    // The shared tier is written right after the answer; give that write a moment.
+    let settled = support::eventually(Duration::from_secs(2), || async {
+        let hits = r#"tim_gateway_shared_cache_lookups_total{result="hit"}"#;
+        let before = b.metric(hits).await.unwrap_or(0.0);
+        let second = b.get(&body).await;
+        assert_eq!(second, first, "the fleet answers like one gateway");
+        b.metric(hits).await.unwrap_or(0.0) > before
+    })
+    .await;
+    assert!(
+        settled,
+        "gateway B never found A's values in the shared tier"
+    );
+    assert_eq!(c.get(&body).await, first);
+    let calls = upstream_gets(&fleet);
+    assert!(
+        calls
+            .iter()
+            .skip(1)
+            .all(|call| call.accounts == [FAILING_ACCOUNT]),
+        "only the account Tencent failed (never cached) is asked again: {calls:?}"
+    );
+    fleet.shutdown().await;
+}
+
+fn set_nick(account: &str, nick: &str) -> Value {
+    json!({"From_Account": account, "ProfileItem": [{"Tag": NICK, "Value": nick}]})
+}
+
+fn nick_of(answer: &Value) -> Value {
+    answer["UserProfileItem"][0]["ProfileItem"][0]["Value"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_through_one_gateway_is_seen_through_every_other_within_100_ms() {
+    let fleet = TestFleet::start(3, |_| {}, |_| {}).await;
+    let body = get_body(&["user5"], &[NICK]);
+    for gateway in &fleet.gateways {
+        assert_eq!(nick_of(&gateway.get(&body).await), json!("nick-5"));
+    }
+    let set = fleet.gateways[0]
+        .post(SET, &set_nick("user5", "renamed"))
+        .await;
+    assert_eq!(set["ErrorCode"], 0, "{set}");
+    let answered = Instant::now();
+    for gateway in &fleet.gateways[1..] {
+        let fresh = support::eventually(Duration::from_millis(100), || async {
+            nick_of(&gateway.get(&body).await) == json!("renamed")
+        })
+        .await;
+        assert!(fresh, "not visible within 100 ms of the set's answer");
+    }
+    eprintln!(
+        "visible everywhere {:?} after the set's answer",
+        answered.elapsed()
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_sent_before_a_set_and_answered_after_it_writes_nothing_back() {
+    let fleet = TestFleet::start(3, |_| {}, |_| {}).await;
+    let body = get_body(&["user6"], &[NICK]);
+    let slow = Caller::clone(&fleet.gateways[1]);
+    // The fetch reaches the sim (and reads the old nick) before the set, and is answered
+    // 600 ms later, long after the set's answer and the fleet's invalidation.
+    fleet.sim.set_latency(Duration::from_millis(600));
+    let in_flight = tokio::spawn({
+        let body = body.clone();
+        async move { slow.get(&body).await }
+    });
+    assert!(
+        support::eventually(Duration::from_secs(2), || async {
+            !upstream_gets(&fleet).is_empty()
+        })
+        .await
+    );
+    fleet.sim.set_latency(Duration::ZERO);
+    let set = fleet.gateways[0]
+        .post(SET, &set_nick("user6", "after"))
+        .await;
+    assert_eq!(set["ErrorCode"], 0, "{set}");
+    let old = in_flight.await.expect("caller task");
+    assert_eq!(
+        nick_of(&old),
+        json!("nick-6"),
+        "the concurrent caller got the old value"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // any write-back would have landed
+    for gateway in &fleet.gateways {
+        assert_eq!(
+            nick_of(&gateway.get(&body).await),
+            json!("after"),
+            "an old fetch wrote its value back"
+        );
+    }
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_load_then_restarted_keeps_callers_served_and_the_budget_held() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let mut fleet = fleet_with_app_limit(3).await;
+    let started = Instant::now();
+    let load_ends = started + Duration::from_secs(6);
+    let seen = {
+        let load = load(callers_of(&fleet), 90, load_ends);
+        tokio::pin!(load);
+        let disturb = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            fleet.redis.kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fleet.redis.restart();
+        };
+        let (seen, ()) = tokio::join!(load, disturb);
+        seen
+    };
+    let calls = upstream_gets(&fleet);
+    let (correct, errors) = judge(&fleet, &seen);
+    let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
+    let over = calls.iter().filter(|c| c.error_code == OVER_LIMIT).count();
+    eprintln!(
+        "{} calls, max {max} in any second, {correct} correct, {errors} errors, slowest {:?}",
+        calls.len(),
+        seen.slowest
+    );
+    assert!(
+        max <= APP_LIMIT as usize,
+        "{max} upstream calls in one second"
+    );
+    assert_eq!(over, 0, "the sim answered 60007");
+    assert!(correct > 0);
+    assert!(
+        fleet.all_in_mode("fleet", Duration::from_secs(10)).await,
+        "the fleet did not return to fleet mode after Redis came back"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_callers_at_most_its_timeout_per_step() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let fleet = TestFleet::start(
+        2,
+        |_| {},
+        |config| {
+            config.fleet.redis_timeout = gateway_timeout();
+        },
+    )
+    .await;
+    let gateway = &fleet.gateways[0];
+    let timed = |body: Value| async move {
+        let started = Instant::now();
+        let answer = gateway.get(&body).await;
+        (started.elapsed(), answer)
+    };
+    let (normal_cold, _) = timed(get_body(&["user20"], &[NICK])).await;
+    fleet.redis.pause();
+    let (frozen_cold, answer) = timed(get_body(&["user22"], &[NICK])).await;
+    assert_eq!(nick_of(&answer), json!("nick-22"));
+    let (frozen_hot, _) = timed(get_body(&["user20"], &[NICK])).await;
+    let (frozen_cold_again, _) = timed(get_body(&["user23"], &[NICK])).await;
+    eprintln!(
+        "normal cold {normal_cold:?}; frozen: cold {frozen_cold:?}, hot {frozen_hot:?}, \
+         cold again {frozen_cold_again:?}"
+    );
+    // The first cold request pays one Redis timeout (50 ms) before it goes on without it;
+    // after that the gateway is in fallback and sends nothing to Redis. Slack for CI noise.
+    let step = gateway_timeout();
+    assert!(frozen_cold < normal_cold + step + Duration::from_millis(250));
+    assert!(
+        frozen_hot < Duration::from_millis(250),
+        "a hit never waits on Redis"
+    );
+    assert!(frozen_cold_again < normal_cold + step + Duration::from_millis(250));
+    assert!(fleet.all_in_mode("fallback", Duration::from_secs(2)).await);
+    fleet.redis.resume();
+    assert!(
+        fleet.all_in_mode("fleet", Duration::from_secs(5)).await,
+        "back to fleet mode once Redis answers"
+    );
+    fleet.shutdown().await;
+}
+
+/// The shipped `fleet.redis_timeout_ms`.
+fn gateway_timeout() -> Duration {
+    tim_gateway::Config::default().fleet.redis_timeout
+}

@@ -1,0 +1,326 @@
+//! Fleet test support: a real `redis-server` on a free loopback port (started, stopped,
+//! paused and restarted by PID), and N gateways in process sharing it in front of one sim.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tim_gateway::config::{Config, RawConfig};
+use tim_gateway::sim::{Sim, SimConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{auth_query, metric_value, test_config};
+
+/// A `redis-server` child process on 127.0.0.1, killed when dropped.
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a fresh, empty Redis with no persistence on a free port.
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("tim-gateway-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir for redis");
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): the fleet tests need Debian's redis-server \
+                     package (`apt-get install -y redis-server`; .ci/run installs it)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis is running").id()
+    }
+
+    /// Kills the server (SIGKILL): its state is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGSTOP: connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "-CONT");
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// One sim, one Redis and N gateways sharing it.
+pub struct TestFleet {
+    pub sim: Sim,
+    pub redis: RedisServer,
+    pub gateways: Vec<FleetMember>,
+}
+
+/// One gateway of a [`TestFleet`]; derefs to a [`Caller`] of it.
+pub struct FleetMember {
+    caller: Caller,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: JoinHandle<()>,
+}
+
+/// An HTTP client of one gateway; cheap to clone into caller tasks.
+#[derive(Clone)]
+pub struct Caller {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::ops::Deref for FleetMember {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl TestFleet {
+    /// Starts Redis, the sim and `n` gateways whose config `tweak` adjusts (fleet settings
+    /// point at the Redis already), then waits until every gateway is in fleet mode.
+    pub async fn start(
+        n: usize,
+        sim: impl FnOnce(&mut SimConfig),
+        tweak: impl Fn(&mut Config),
+    ) -> TestFleet {
+        let redis = RedisServer::start();
+        let mut sim_config = SimConfig::default();
+        sim(&mut sim_config);
+        let sim = Sim::start(sim_config).await.expect("sim starts");
+        let mut gateways = Vec::new();
+        for _ in 0..n {
+            let mut config = fleet_config(&redis);
+            config.upstream.base_url = sim.base_url().parse().expect("sim url");
+            tweak(&mut config);
+            gateways.push(FleetMember::start(config).await);
+        }
+        let fleet = TestFleet {
+            sim,
+            redis,
+            gateways,
+        };
+        assert!(
+            fleet.all_in_mode("fleet", Duration::from_secs(10)).await,
+            "gateways did not reach fleet mode"
+        );
+        fleet
+    }
+
+    /// Waits until every gateway reports `mode`.
+    pub async fn all_in_mode(&self, mode: &str, within: Duration) -> bool {
+        let sample = format!("tim_gateway_fleet_mode{{mode=\"{mode}\"}}");
+        super::eventually(within, || async {
+            for gateway in &self.gateways {
+                if gateway.metric(&sample).await != Some(1.0) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+    }
+
+    /// Stops every gateway, then the sim.
+    pub async fn shutdown(self) {
+        for gateway in self.gateways {
+            gateway.shutdown().await;
+        }
+        self.sim.shutdown().await;
+    }
+}
+
+/// The test config of a fleet member: sim credentials, no caller auth, this Redis. Its
+/// Redis timeout is 250 ms, not the shipped 50 ms: a debug build on a busy 2-core CI machine
+/// can take longer than 50 ms to schedule a healthy Redis's answer, and these tests are about
+/// the fleet with a healthy Redis (the frozen-Redis test sets the shipped value).
+pub fn fleet_config(redis: &RedisServer) -> Config {
+    let mut config = test_config();
+    config.auth.mode = tim_gateway::config::AuthMode::None;
+    let mut raw = RawConfig::default();
+    raw.fleet.redis_url = redis.url();
+    raw.fleet.redis_timeout_ms = 250;
+    let fleet = Config::from_raw(raw).expect("valid fleet config").fleet;
+    config.fleet = fleet;
+    config
+}
+
+impl FleetMember {
+    pub async fn start(config: Config) -> FleetMember {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(async move {
+            tim_gateway::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        FleetMember {
+            caller: Caller::new(addr),
+            shutdown: Some(tx),
+            join,
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(15), &mut self.join).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("gateway task failed: {e}"),
+            Err(_) => panic!("gateway did not stop within 15 s"),
+        }
+    }
+}
+
+impl Caller {
+    pub fn new(addr: SocketAddr) -> Caller {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build_http();
+        Caller { addr, client }
+    }
+
+    /// Sends a request; status and body. Panics if the gateway does not answer.
+    pub async fn send(&self, method: &str, path_and_query: &str, body: Bytes) -> (u16, Bytes) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path_and_query}", self.addr))
+            .body(Full::new(body))
+            .expect("request");
+        let response = self.client.request(request).await.expect("gateway answers");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+
+    /// POSTs `body` to an API path; the parsed JSON answer (HTTP 200 expected).
+    pub async fn post(&self, path: &str, body: &Value) -> Value {
+        let query = format!("{path}?{}", auth_query());
+        let (status, answer) = self
+            .send("POST", &query, Bytes::from(body.to_string()))
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        serde_json::from_slice(&answer).expect("JSON answer")
+    }
+
+    /// One metric sample's value.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.send("GET", "/metrics", Bytes::new()).await;
+        metric_value(&String::from_utf8_lossy(&body), sample)
+    }
+
+    /// A `portrait_get`; the parsed answer.
+    pub async fn get(&self, body: &Value) -> Value {
+        self.post(super::GET, body).await
+    }
+}
+
+/// The most calls in any sliding one-second window of `instants` (sorted or not).
+pub fn max_in_any_second(instants: &[Instant]) -> usize {
+    let mut sorted = instants.to_vec();
+    sorted.sort();
+    (0..sorted.len())
+        .map(|i| {
+            sorted[i..]
+                .iter()
+                .take_while(|t| **t < sorted[i] + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
