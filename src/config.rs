@@ -714,6 +714,12 @@ impl RedisUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("must have a host"));
         }
+        // What the Redis client will parse at start-up must parse now (a bad db number, say).
+        if redis::Client::open(text).is_err() {
+            return Err(bad(
+                "the Redis client does not accept it (redis://host:port/db)",
+            ));
+        }
         Ok(RedisUrl(url))
     }
 

@@ -333,6 +333,10 @@ fn bad_fleet_settings_are_rejected_without_echoing_the_url() {
             "fleet.redis_url",
         ),
         ("[fleet]\nredis_url = \"redis://\"\n", "fleet.redis_url"),
+        (
+            "[fleet]\nredis_url = \"redis://:pw@h/db-x\"\n",
+            "fleet.redis_url",
+        ),
         ("[fleet]\nkey_prefix = \"\"\n", "fleet.key_prefix"),
         ("[fleet]\nkey_prefix = \"a b\"\n", "fleet.key_prefix"),
         ("[fleet]\nredis_timeout_ms = 0\n", "fleet.redis_timeout_ms"),
