@@ -5,27 +5,38 @@
 //! (UserSig v2, see usersig.rs). Failures carry Tencent's codes, so callers' existing handling
 //! applies. Decoding a UserSig (base64, inflate, HMAC) is the expensive part and depends only on
 //! the string and the key, so its verdict is cached per UserSig string; the cheap claim checks
-//! (sdkappid, identifier, expiry against the clock) run on every request. `mode = "none"`
-//! trusts the network and checks nothing.
+//! (sdkappid, identifier, expiry against the clock) run on every request. The cache is weighed
+//! in bytes (`auth.verdict_cache_bytes`) so that no stream of strings can grow it: a UserSig
+//! longer than any real one is refused before decoding, a malformed one is never cached (it
+//! costs one decode), and a well-formed one with a bad signature is remembered for seconds only.
+//! `mode = "none"` trusts the network and checks nothing.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
+use moka::Expiry;
 use percent_encoding::percent_decode_str;
 
 use crate::config::{AuthConfig, AuthMode, SecretKey};
 use crate::error::{codes, Error};
 use crate::usersig::{self, UserSigError, VerifiedSig};
 
-/// How many distinct UserSig strings keep their verdict cached. Clients that sign per request
-/// (Tencent's Java SDK) churn this; the LRU bound keeps memory flat.
-const VERDICT_CACHE_ENTRIES: u64 = 100_000;
-
-/// How long a verdict stays cached. Expiry is re-checked on every request, so this only
+/// How long a valid verdict stays cached. Expiry is re-checked on every request, so this only
 /// bounds memory and how long a rotated key keeps accepting old sigs.
 const VERDICT_TTL: Duration = Duration::from_secs(600);
+
+/// How long a well-formed UserSig that failed its signature check stays cached: long enough
+/// to spare a retrying client's CPU, short enough that failures cannot pile up.
+const FAILED_VERDICT_TTL: Duration = Duration::from_secs(5);
+
+/// Longest UserSig text (as sent, escapes included) that is decoded at all. Real ones are a
+/// few hundred bytes (an admin sig with no userbuf is ~200); anything longer answers 70003.
+pub const MAX_USERSIG_BYTES: usize = 2048;
+
+/// What one cached verdict costs besides its key text: moka's entry, the `Arc`s, the claims.
+const VERDICT_OVERHEAD_BYTES: usize = 192;
 
 /// A decoded UserSig's claims, or why it failed to decode or verify.
 type Verdict = Result<Arc<VerifiedSig>, UserSigError>;
@@ -57,8 +68,9 @@ impl Authenticator {
     /// Builds the checker for `sdkappid` with the app's secret key.
     pub fn new(config: &AuthConfig, sdkappid: u64, key: SecretKey) -> Authenticator {
         let verdicts = Cache::builder()
-            .max_capacity(VERDICT_CACHE_ENTRIES)
-            .time_to_live(VERDICT_TTL)
+            .max_capacity(config.verdict_cache_bytes)
+            .weigher(verdict_weight)
+            .expire_after(VerdictExpiry)
             .build_with_hasher(Default::default());
         Authenticator(Arc::new(Inner {
             mode: config.mode,
@@ -113,16 +125,61 @@ impl Authenticator {
     }
 
     /// The cached decode-and-signature verdict for a UserSig, by its text as sent in the URL.
+    /// Only verdicts on well-formed UserSigs are cached (see [`worth_caching`]).
     fn verdict(&self, usersig_raw: &str) -> Verdict {
+        if usersig_raw.len() > MAX_USERSIG_BYTES {
+            return Err(UserSigError::Decode);
+        }
         if let Some(verdict) = self.0.verdicts.get(usersig_raw) {
             return verdict;
         }
         let usersig = form_component(usersig_raw);
         let verdict = usersig::decode_and_check(&usersig, self.0.key.expose()).map(Arc::new);
-        self.0
-            .verdicts
-            .insert(Arc::from(usersig_raw), verdict.clone());
+        if worth_caching(&verdict) {
+            self.0
+                .verdicts
+                .insert(Arc::from(usersig_raw), verdict.clone());
+        }
         verdict
+    }
+
+    /// Cached verdicts and their weight in bytes (after pending evictions are applied).
+    #[cfg(test)]
+    fn cached(&self) -> (u64, u64) {
+        self.0.verdicts.run_pending_tasks();
+        (
+            self.0.verdicts.entry_count(),
+            self.0.verdicts.weighted_size(),
+        )
+    }
+}
+
+/// A valid verdict, or a signature that did not match a well-formed document; a UserSig that
+/// does not even decode is answered without remembering it.
+fn worth_caching(verdict: &Verdict) -> bool {
+    !matches!(verdict, Err(UserSigError::Decode | UserSigError::Empty))
+}
+
+/// A verdict's cost in bytes: its key text, the identifier it carries, and fixed overhead.
+fn verdict_weight(usersig_raw: &Arc<str>, verdict: &Verdict) -> u32 {
+    let claims = verdict.as_ref().map_or(0, |sig| sig.identifier.len());
+    u32::try_from(usersig_raw.len() + claims + VERDICT_OVERHEAD_BYTES).unwrap_or(u32::MAX)
+}
+
+/// Valid verdicts live [`VERDICT_TTL`], failed ones [`FAILED_VERDICT_TTL`].
+struct VerdictExpiry;
+
+impl Expiry<Arc<str>, Verdict> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _usersig_raw: &Arc<str>,
+        verdict: &Verdict,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match verdict {
+            Ok(_) => VERDICT_TTL,
+            Err(_) => FAILED_VERDICT_TTL,
+        })
     }
 }
 
@@ -196,6 +253,7 @@ mod tests {
         let config = AuthConfig {
             mode: AuthMode::UserSig,
             admins: vec!["administrator".into()],
+            verdict_cache_bytes: 64 * 1024,
         };
         Authenticator::new(&config, APP, SecretKey::new(KEY.into()))
     }
@@ -317,10 +375,67 @@ mod tests {
     }
 
     #[test]
+    fn bogus_usersigs_cost_bounded_memory() {
+        let a = authenticator();
+        // Undecodable and overlong strings are answered without being cached.
+        for i in 0..1000 {
+            let garbage = format!("garbage{i}");
+            assert_eq!(
+                code(a.check_at(&query(APP, "administrator", &garbage), NOW)),
+                70003
+            );
+        }
+        let long = "A".repeat(MAX_USERSIG_BYTES + 1);
+        assert_eq!(
+            code(a.check_at(&query(APP, "administrator", &long), NOW)),
+            70003
+        );
+        assert_eq!(a.cached().0, 0, "nothing malformed is cached");
+        // Well-formed sigs under the wrong key are cached, but within the byte budget.
+        for i in 0..2000 {
+            let forged = usersig::sign(APP, "attacker", "administrator", NOW + i, 86400);
+            assert_eq!(
+                code(a.check_at(&query(APP, "administrator", &forged), NOW)),
+                70009
+            );
+        }
+        let (entries, bytes) = a.cached();
+        assert!(entries > 0, "well-formed failures are remembered briefly");
+        assert!(
+            bytes <= 64 * 1024,
+            "{bytes} bytes cached over a 64 KiB budget"
+        );
+        // A valid sig still verifies with the cache full of failures.
+        let good = usersig::sign(APP, KEY, "administrator", NOW, 86400);
+        assert_eq!(
+            code(a.check_at(&query(APP, "administrator", &good), NOW)),
+            0
+        );
+    }
+
+    #[test]
+    fn failed_verdicts_expire_within_seconds_and_valid_ones_last() {
+        let ok: Verdict = Err(UserSigError::BadSignature);
+        let key: Arc<str> = Arc::from("x");
+        let now = std::time::Instant::now();
+        assert_eq!(
+            VerdictExpiry.expire_after_create(&key, &ok, now),
+            Some(FAILED_VERDICT_TTL)
+        );
+        let sig = usersig::decode_and_check(&usersig::sign(APP, KEY, "a", NOW, 60), KEY).unwrap();
+        let ok: Verdict = Ok(Arc::new(sig));
+        assert_eq!(
+            VerdictExpiry.expire_after_create(&key, &ok, now),
+            Some(VERDICT_TTL)
+        );
+    }
+
+    #[test]
     fn mode_none_checks_nothing() {
         let config = AuthConfig {
             mode: AuthMode::None,
             admins: vec![],
+            verdict_cache_bytes: 64 * 1024,
         };
         let a = Authenticator::new(&config, APP, SecretKey::new(String::new()));
         assert!(a.check(None).is_ok());
