@@ -226,6 +226,18 @@ impl TestGateway {
         self.sim.shutdown().await;
     }
 
+    /// Sends the shutdown signal and waits for the gateway alone to stop (the sim keeps
+    /// running, so its call log can be read as it was when the gateway stopped).
+    pub async fn stop_gateway(&mut self) {
+        self.trigger_shutdown();
+        match tokio::time::timeout(Duration::from_secs(15), &mut self.join).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("gateway task failed: {e}"),
+            Err(_) => panic!("gateway did not stop within 15 s"),
+        }
+    }
+
     /// Sends the shutdown signal without waiting.
     pub fn trigger_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
