@@ -240,7 +240,7 @@ impl BareGateway {
 /// Reads until the peer closes (or errors); `Some(elapsed)` if that happened within `limit`.
 /// What was read is appended to `seen`.
 pub async fn closed_within(
-    stream: &mut TcpStream,
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
     limit: Duration,
     seen: &mut Vec<u8>,
 ) -> Option<Duration> {
@@ -317,4 +317,48 @@ impl TestClient {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     }
+}
+
+/// Reads `count` HTTP/1.1 responses with Content-Length bodies off `stream`, in order; the
+/// bodies, or what was read before the stream ended or `limit` passed.
+pub async fn read_responses(
+    stream: &mut TcpStream,
+    count: usize,
+    limit: Duration,
+) -> Result<Vec<(u16, Vec<u8>)>, String> {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut responses = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while responses.len() < count {
+        if let Some((status, body, used)) = parse_response(&buf) {
+            responses.push((status, body));
+            buf.drain(..used);
+            continue;
+        }
+        match tokio::time::timeout_at(deadline.into(), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => {
+                return Err(format!(
+                    "{} responses, then: {}",
+                    responses.len(),
+                    String::from_utf8_lossy(&buf)
+                ))
+            }
+        }
+    }
+    Ok(responses)
+}
+
+/// One complete response at the start of `buf`: status, body, bytes used.
+fn parse_response(buf: &[u8]) -> Option<(u16, Vec<u8>, usize)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let body = buf.get(head_end..head_end + length)?.to_vec();
+    Some((status, body, head_end + length))
 }
