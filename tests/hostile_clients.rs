@@ -371,3 +371,47 @@ async fn a_flood_of_bogus_usersigs_keeps_memory_bounded() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_callers_are_served_and_their_idle_connections_closed() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let gw = start().await;
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    // Requests spread over more than the header timeout: a busy HTTP/2 connection stays.
+    for i in 0..4 {
+        let body = get_body(&[&format!("user{}", 20 + i)], &[NICK]);
+        let request = http::Request::post(gw.url(&format!("{GET}?{}", auth_query())))
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("request");
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("answered over HTTP/2");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(answer, gw.alone(&body));
+        tokio::time::sleep(HEADER_TIMEOUT / 2).await;
+    }
+    let idle_since = Instant::now();
+    // Closed by the gateway: cleanly (GOAWAY) or not, the connection task ends.
+    let _ended = tokio::time::timeout(IDLE_TIMEOUT + SLACK, connection)
+        .await
+        .expect("the idle HTTP/2 connection is closed")
+        .expect("connection task");
+    eprintln!(
+        "idle HTTP/2 connection closed {:?} after its last request",
+        idle_since.elapsed()
+    );
+    gw.shutdown().await;
+}
