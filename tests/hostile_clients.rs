@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
-use support::hostile::{closed_within, open_files_limit, post_head, read_responses, rss_bytes};
+use support::hostile::{
+    closed_within, json_answer, open_files_limit, portrait_get_request, post_head, read_responses,
+    rss_bytes,
+};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -374,7 +377,6 @@ async fn a_flood_of_bogus_usersigs_keeps_memory_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_callers_are_served_and_their_idle_connections_closed() {
-    use http_body_util::{BodyExt, Full};
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let gw = start().await;
     let stream = TcpStream::connect(gw.addr).await.expect("connect");
@@ -386,20 +388,11 @@ async fn http2_callers_are_served_and_their_idle_connections_closed() {
     // Requests spread over more than the header timeout: a busy HTTP/2 connection stays.
     for i in 0..4 {
         let body = get_body(&[&format!("user{}", 20 + i)], &[NICK]);
-        let request = http::Request::post(gw.url(&format!("{GET}?{}", auth_query())))
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
-            .expect("request");
         let response = sender
-            .send_request(request)
+            .send_request(portrait_get_request(gw.addr, &body))
             .await
             .expect("answered over HTTP/2");
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let answer: Value = serde_json::from_slice(&bytes).expect("json");
+        let answer = json_answer(response).await;
         assert_eq!(answer, gw.alone(&body));
         tokio::time::sleep(HEADER_TIMEOUT / 2).await;
     }

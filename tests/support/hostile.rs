@@ -228,12 +228,7 @@ impl BareGateway {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match tokio::time::timeout(Duration::from_secs(15), &mut self.join).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Ok(Err(e)) => panic!("gateway task failed: {e}"),
-            Err(_) => panic!("gateway did not stop within 15 s"),
-        }
+        super::join_gateway(&mut self.join).await;
     }
 }
 
@@ -299,23 +294,9 @@ impl TestClient {
 
     /// POSTs `body` to portrait_get with a valid admin query; expects 200 and JSON.
     pub async fn portrait_get(&self, body: &Value) -> Value {
-        use http_body_util::BodyExt;
-        let uri = format!("http://{}{}?{}", self.addr, super::GET, super::auth_query());
-        let request = http::Request::post(uri)
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
-            .expect("request");
+        let request = portrait_get_request(self.addr, body);
         let response = self.client.request(request).await.expect("gateway answers");
-        assert_eq!(response.status(), 200);
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        json_answer(response).await
     }
 }
 
@@ -361,4 +342,35 @@ fn parse_response(buf: &[u8]) -> Option<(u16, Vec<u8>, usize)> {
         .and_then(|v| v.trim().parse().ok())?;
     let body = buf.get(head_end..head_end + length)?.to_vec();
     Some((status, body, head_end + length))
+}
+
+/// A `portrait_get` request to `addr` with a valid admin query.
+pub fn portrait_get_request(
+    addr: SocketAddr,
+    body: &Value,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let uri = format!("http://{addr}{}?{}", super::GET, super::auth_query());
+    http::Request::post(uri)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("request")
+}
+
+/// A response's JSON body; the status must be 200.
+pub async fn json_answer<B>(response: http::Response<B>) -> Value
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    assert_eq!(response.status(), 200);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
