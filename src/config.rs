@@ -60,7 +60,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Larger request bodies get a Tencent-style error instead of being read.
     pub max_body_bytes: usize,
-    /// Concurrent client connections; more wait in the accept queue.
+    /// Concurrent client connections; at the cap the longest-idle ones are closed to make room.
     pub max_connections: usize,
     /// Drain deadline after SIGTERM.
     pub shutdown_grace: Duration,
