@@ -5,27 +5,38 @@
 //! (UserSig v2, see usersig.rs). Failures carry Tencent's codes, so callers' existing handling
 //! applies. Decoding a UserSig (base64, inflate, HMAC) is the expensive part and depends only on
 //! the string and the key, so its verdict is cached per UserSig string; the cheap claim checks
-//! (sdkappid, identifier, expiry against the clock) run on every request. `mode = "none"`
-//! trusts the network and checks nothing.
+//! (sdkappid, identifier, expiry against the clock) run on every request. The cache is weighed
+//! in bytes (`auth.verdict_cache_bytes`) so that no stream of strings can grow it: a UserSig
+//! longer than any real one is refused before decoding, a malformed one is never cached (it
+//! costs one decode), and a well-formed one with a bad signature is remembered for seconds only.
+//! `mode = "none"` trusts the network and checks nothing.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
+use moka::Expiry;
 use percent_encoding::percent_decode_str;
 
 use crate::config::{AuthConfig, AuthMode, SecretKey};
 use crate::error::{codes, Error};
 use crate::usersig::{self, UserSigError, VerifiedSig};
 
-/// How many distinct UserSig strings keep their verdict cached. Clients that sign per request
-/// (Tencent's Java SDK) churn this; the LRU bound keeps memory flat.
-const VERDICT_CACHE_ENTRIES: u64 = 100_000;
-
-/// How long a verdict stays cached. Expiry is re-checked on every request, so this only
+/// How long a valid verdict stays cached. Expiry is re-checked on every request, so this only
 /// bounds memory and how long a rotated key keeps accepting old sigs.
 const VERDICT_TTL: Duration = Duration::from_secs(600);
+
+/// How long a well-formed UserSig that failed its signature check stays cached: long enough
+/// to spare a retrying client's CPU, short enough that failures cannot pile up.
+const FAILED_VERDICT_TTL: Duration = Duration::from_secs(5);
+
+/// Longest UserSig text (as sent, escapes included) that is decoded at all. Real ones are a
+/// few hundred bytes (an admin sig with no userbuf is ~200); anything longer answers 70003.
+pub const MAX_USERSIG_BYTES: usize = 2048;
+
+/// What one cached verdict costs besides its key text: moka's entry, the `Arc`s, the claims.
+const VERDICT_OVERHEAD_BYTES: usize = 192;
 
 /// A decoded UserSig's claims, or why it failed to decode or verify.
 type Verdict = Result<Arc<VerifiedSig>, UserSigError>;
@@ -57,8 +68,9 @@ impl Authenticator {
     /// Builds the checker for `sdkappid` with the app's secret key.
     pub fn new(config: &AuthConfig, sdkappid: u64, key: SecretKey) -> Authenticator {
         let verdicts = Cache::builder()
-            .max_capacity(VERDICT_CACHE_ENTRIES)
-            .time_to_live(VERDICT_TTL)
+            .max_capacity(config.verdict_cache_bytes)
+            .weigher(verdict_weight)
+            .expire_after(VerdictExpiry)
             .build_with_hasher(Default::default());
         Authenticator(Arc::new(Inner {
             mode: config.mode,
@@ -113,16 +125,61 @@ impl Authenticator {
     }
 
     /// The cached decode-and-signature verdict for a UserSig, by its text as sent in the URL.
+    /// Only verdicts on well-formed UserSigs are cached (see [`worth_caching`]).
     fn verdict(&self, usersig_raw: &str) -> Verdict {
+        if usersig_raw.len() > MAX_USERSIG_BYTES {
+            return Err(UserSigError::Decode);
+        }
         if let Some(verdict) = self.0.verdicts.get(usersig_raw) {
             return verdict;
         }
         let usersig = form_component(usersig_raw);
         let verdict = usersig::decode_and_check(&usersig, self.0.key.expose()).map(Arc::new);
-        self.0
-            .verdicts
-            .insert(Arc::from(usersig_raw), verdict.clone());
+        if worth_caching(&verdict) {
+            self.0
+                .verdicts
+                .insert(Arc::from(usersig_raw), verdict.clone());
+        }
         verdict
+    }
+
+    /// Cached verdicts and their weight in bytes (after pending evictions are applied).
+    #[cfg(test)]
+    fn cached(&self) -> (u64, u64) {
+        self.0.verdicts.run_pending_tasks();
+        (
+            self.0.verdicts.entry_count(),
+            self.0.verdicts.weighted_size(),
+        )
+    }
+}
+
+/// A valid verdict, or a signature that did not match a well-formed document; a UserSig that
+/// does not even decode is answered without remembering it.
+fn worth_caching(verdict: &Verdict) -> bool {
+    !matches!(verdict, Err(UserSigError::Decode | UserSigError::Empty))
+}
+
+/// A verdict's cost in bytes: its key text, the identifier it carries, and fixed overhead.
+fn verdict_weight(usersig_raw: &Arc<str>, verdict: &Verdict) -> u32 {
+    let claims = verdict.as_ref().map_or(0, |sig| sig.identifier.len());
+    u32::try_from(usersig_raw.len() + claims + VERDICT_OVERHEAD_BYTES).unwrap_or(u32::MAX)
+}
+
+/// Valid verdicts live [`VERDICT_TTL`], failed ones [`FAILED_VERDICT_TTL`].
+struct VerdictExpiry;
+
+impl Expiry<Arc<str>, Verdict> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _usersig_raw: &Arc<str>,
+        verdict: &Verdict,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match verdict {
+            Ok(_) => VERDICT_TTL,
+            Err(_) => FAILED_VERDICT_TTL,
+        })
     }
 }
 
@@ -185,144 +242,4 @@ fn usersig_reason(e: UserSigError) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "test-key";
-    const APP: u64 = 1400000000;
-    const NOW: u64 = 1_700_000_000;
-
-    fn authenticator() -> Authenticator {
-        let config = AuthConfig {
-            mode: AuthMode::UserSig,
-            admins: vec!["administrator".into()],
-        };
-        Authenticator::new(&config, APP, SecretKey::new(KEY.into()))
-    }
-
-    fn query(sdkappid: u64, identifier: &str, usersig: &str) -> String {
-        format!("random=1&usersig={usersig}&sdkappid={sdkappid}&identifier={identifier}&contenttype=json")
-    }
-
-    fn code(result: Result<(), Error>) -> i64 {
-        result.err().map_or(0, |e| e.code())
-    }
-
-    #[test]
-    fn accepts_a_valid_admin_usersig_in_any_parameter_order() {
-        let sig = usersig::sign(APP, KEY, "administrator", NOW, 86400);
-        assert_eq!(
-            code(authenticator().check_at(&query(APP, "administrator", &sig), NOW)),
-            0
-        );
-    }
-
-    #[test]
-    fn each_failure_gets_tencents_code() {
-        let a = authenticator();
-        let good = usersig::sign(APP, KEY, "administrator", NOW, 86400);
-        let other_key = usersig::sign(APP, "other", "administrator", NOW, 86400);
-        let for_user = usersig::sign(APP, KEY, "someone", NOW, 86400);
-        let other_app = usersig::sign(APP + 1, KEY, "administrator", NOW, 86400);
-        let cases: Vec<(String, u64, i64)> = vec![
-            ("identifier=administrator&usersig=x".into(), NOW, 60012),
-            (
-                "sdkappid=abc&identifier=administrator&usersig=x".into(),
-                NOW,
-                60025,
-            ),
-            (query(APP + 1, "administrator", &good), NOW, 70014),
-            (format!("sdkappid={APP}&usersig={good}"), NOW, 60025),
-            (query(APP, "someone", &for_user), NOW, 40004),
-            (query(APP, "administrator", ""), NOW, 70002),
-            (query(APP, "administrator", "garbage"), NOW, 70003),
-            (query(APP, "administrator", &other_key), NOW, 70009),
-            (query(APP, "administrator", &good), NOW + 86401, 70001),
-            (query(APP, "administrator", &for_user), NOW, 70013),
-            (query(APP, "administrator", &other_app), NOW, 70014),
-        ];
-        for (q, now, expected) in cases {
-            assert_eq!(code(a.check_at(&q, now)), expected, "{q}");
-        }
-    }
-
-    #[test]
-    fn an_escaped_usersig_verifies_as_its_decoded_text_and_is_cached_apart() {
-        let a = authenticator();
-        let sig = usersig::sign(APP, KEY, "administrator", NOW, 86400);
-        let escaped = format!("%{:02X}{}", sig.as_bytes()[0], &sig[1..]);
-        let mangled = format!("%{:02X}{}", sig.as_bytes()[0] ^ 1, &sig[1..]);
-        for _ in 0..2 {
-            assert_eq!(code(a.check_at(&query(APP, "administrator", &sig), NOW)), 0);
-            assert_eq!(
-                code(a.check_at(&query(APP, "administrator", &escaped), NOW)),
-                0
-            );
-            assert_ne!(
-                code(a.check_at(&query(APP, "administrator", &mangled), NOW)),
-                0
-            );
-        }
-    }
-
-    #[test]
-    fn cached_verdict_still_checks_expiry_per_request() {
-        let a = authenticator();
-        let sig = usersig::sign(APP, KEY, "administrator", NOW, 60);
-        assert_eq!(code(a.check_at(&query(APP, "administrator", &sig), NOW)), 0);
-        assert_eq!(
-            code(a.check_at(&query(APP, "administrator", &sig), NOW + 61)),
-            70001
-        );
-    }
-
-    #[test]
-    fn query_components_decode_as_form_urlencoding_does() {
-        #[derive(Default)]
-        struct Expected<'a> {
-            sdkappid: Option<Cow<'a, str>>,
-            identifier: Option<Cow<'a, str>>,
-            usersig: Option<Cow<'a, str>>,
-        }
-        let queries = [
-            "sdkappid=1400000000&identifier=administrator&usersig=eJwt*-_x&random=1",
-            "identifier=admin%69strator&sdk%61ppid=14&usersig=a+b%2Bc%zz%",
-            "usersig=&usersig=second&identifier&=x&sdkappid=%F0%9F%98%80%ff",
-            "",
-            "&&identifier=caf%C3%A9",
-        ];
-        for query in queries {
-            let creds = parse_query(query);
-            let mut expected = Expected::default();
-            for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-                let slot = match name.as_ref() {
-                    "sdkappid" => &mut expected.sdkappid,
-                    "identifier" => &mut expected.identifier,
-                    "usersig" => &mut expected.usersig,
-                    _ => continue,
-                };
-                slot.get_or_insert(value);
-            }
-            assert_eq!(creds.sdkappid, expected.sdkappid, "{query}");
-            assert_eq!(creds.identifier, expected.identifier, "{query}");
-            let usersig = creds.usersig_raw.map(form_component);
-            assert_eq!(usersig, expected.usersig, "{query}");
-        }
-        assert_eq!(
-            parse_query("identifier=admin%69strator")
-                .identifier
-                .as_deref(),
-            Some("administrator")
-        );
-    }
-
-    #[test]
-    fn mode_none_checks_nothing() {
-        let config = AuthConfig {
-            mode: AuthMode::None,
-            admins: vec![],
-        };
-        let a = Authenticator::new(&config, APP, SecretKey::new(String::new()));
-        assert!(a.check(None).is_ok());
-    }
-}
+mod tests;

@@ -29,7 +29,8 @@ pub const ENV_PREFIX: &str = "TIM_GATEWAY__";
 pub const ENV_SECRET_KEY: &str = "TIM_GATEWAY__UPSTREAM__SECRET_KEY";
 /// Upper bound for both upstream rate budgets, far above any Tencent quota.
 const MAX_REQUESTS_PER_SECOND: u32 = 100_000;
-/// Smallest allowed `server.max_body_bytes`; a real `portrait_get` body is bigger.
+/// Smallest allowed `server.max_body_bytes` and `upstream.max_response_bytes`; a real
+/// `portrait_get` body is bigger.
 const MIN_BODY_BYTES: usize = 1024;
 /// Smallest allowed `upstream.usersig_ttl_seconds`, so renewal cannot spin.
 const MIN_USERSIG_TTL_SECONDS: u64 = 300;
@@ -61,10 +62,23 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Larger request bodies get a Tencent-style error instead of being read.
     pub max_body_bytes: usize,
-    /// Concurrent client connections; more wait in the accept queue.
+    /// Concurrent client connections; at the cap the longest-idle ones are closed to make room.
     pub max_connections: usize,
     /// Drain deadline after SIGTERM.
     pub shutdown_grace: Duration,
+    /// A connection's first request, and any HTTP/1 request head once its first byte arrived,
+    /// must be complete within this (slowloris, silent connections, bare HTTP/2 prefaces).
+    pub header_read_timeout: Duration,
+    /// A request body must be received whole within this.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (keep-alive idle).
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged to check the client is still there.
+    pub http2_keep_alive_interval: Duration,
+    /// An unanswered HTTP/2 ping closes the connection after this.
+    pub http2_keep_alive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// `[upstream]` settings.
@@ -82,6 +96,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Lifetime of the gateway's own admin UserSig.
     pub usersig_ttl: Duration,
+    /// Larger upstream answers are cut off and answered with 91003, nothing cached.
+    pub max_response_bytes: usize,
 }
 
 /// The app's UserSig secret. `Debug` never shows it; call [`SecretKey::expose`] to sign.
@@ -107,6 +123,8 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     /// Identifiers allowed to call; never empty (an empty file list means `[upstream.identifier]`).
     pub admins: Vec<String>,
+    /// Memory for cached UserSig verdicts, weighed in bytes.
+    pub verdict_cache_bytes: u64,
 }
 
 /// `[limits]` settings.
@@ -260,6 +278,12 @@ raw_section!(
         max_body_bytes: usize = 1_048_576,
         max_connections: usize = 10_000,
         shutdown_grace_ms: u64 = 20_000,
+        header_read_timeout_ms: u64 = 5_000,
+        body_read_timeout_ms: u64 = 10_000,
+        idle_timeout_ms: u64 = 60_000,
+        http2_keep_alive_interval_ms: u64 = 20_000,
+        http2_keep_alive_timeout_ms: u64 = 10_000,
+        http2_max_concurrent_streams: u32 = 256,
     }
 );
 raw_section!(
@@ -271,11 +295,16 @@ raw_section!(
         secret_key: SecretKey = SecretKey::default(),
         timeout_ms: u64 = 3_000,
         usersig_ttl_seconds: u64 = 86_400,
+        max_response_bytes: usize = 8 * 1024 * 1024,
     }
 );
 raw_section!(
     /// `[auth]` as written.
-    RawAuth { mode: AuthMode = AuthMode::UserSig, admins: Vec<String> = Vec::new(), }
+    RawAuth {
+        mode: AuthMode = AuthMode::UserSig,
+        admins: Vec<String> = Vec::new(),
+        verdict_cache_bytes: u64 = 8 * 1024 * 1024,
+    }
 );
 raw_section!(
     /// `[limits]` as written.
@@ -413,6 +442,25 @@ impl RawServer {
             max_body_bytes: at_least("server.max_body_bytes", self.max_body_bytes, MIN_BODY_BYTES)?,
             max_connections: at_least("server.max_connections", self.max_connections, 1)?,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            header_read_timeout: millis(
+                "server.header_read_timeout_ms",
+                self.header_read_timeout_ms,
+            )?,
+            body_read_timeout: millis("server.body_read_timeout_ms", self.body_read_timeout_ms)?,
+            idle_timeout: millis("server.idle_timeout_ms", self.idle_timeout_ms)?,
+            http2_keep_alive_interval: millis(
+                "server.http2_keep_alive_interval_ms",
+                self.http2_keep_alive_interval_ms,
+            )?,
+            http2_keep_alive_timeout: millis(
+                "server.http2_keep_alive_timeout_ms",
+                self.http2_keep_alive_timeout_ms,
+            )?,
+            http2_max_concurrent_streams: at_least(
+                "server.http2_max_concurrent_streams",
+                self.http2_max_concurrent_streams,
+                1,
+            )?,
         })
     }
 }
@@ -435,6 +483,11 @@ impl RawUpstream {
                 ttl,
                 MIN_USERSIG_TTL_SECONDS,
             )?),
+            max_response_bytes: at_least(
+                "upstream.max_response_bytes",
+                self.max_response_bytes,
+                MIN_BODY_BYTES,
+            )?,
         })
     }
 }
@@ -456,6 +509,7 @@ impl RawAuth {
         Ok(AuthConfig {
             mode: self.mode,
             admins,
+            verdict_cache_bytes: self.verdict_cache_bytes,
         })
     }
 }
@@ -535,6 +589,11 @@ fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
         return Ok(url);
     };
     Err(bad(problem.to_owned()))
+}
+
+/// A timeout of at least 1 ms.
+fn millis(key: &'static str, value: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(at_least(key, value, 1)?))
 }
 
 fn rate(key: &'static str, value: u32) -> Result<NonZeroU32, ConfigError> {

@@ -57,8 +57,6 @@ pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
-
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -103,21 +101,17 @@ pub async fn run_with_upstream(
         auth,
         metrics,
         config.server.max_body_bytes,
+        config.server.body_read_timeout,
     ));
     log_banner(&config, &listener);
-    let grace = config.server.shutdown_grace;
-    let started_drain = Instant::now();
-    server::serve(
-        listener,
-        state,
-        config.server.max_connections,
-        shutdown,
-        grace,
-    )
-    .await;
+    let drain_started = server::serve(listener, state, &config.server, shutdown).await;
     // The server held the last handles to the batcher: the worker now flushes what is queued
-    // and exits once its channel closes.
-    let left = grace.saturating_sub(started_drain.elapsed());
+    // and exits once its channel closes, within what is left of the grace period counted from
+    // the shutdown signal.
+    let left = config
+        .server
+        .shutdown_grace
+        .saturating_sub(drain_started.elapsed());
     if tokio::time::timeout(left, worker).await.is_err() {
         warn!("batch worker still busy at the end of the grace period");
     }

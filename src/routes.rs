@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -32,6 +32,8 @@ pub struct AppState {
     auth: Authenticator,
     metrics: Metrics,
     max_body_bytes: usize,
+    /// A body not received whole within this is refused (slow bodies hold no slot for long).
+    body_read_timeout: Duration,
     /// Set when shutdown starts: `/healthz` answers 503 so the pod leaves load balancing.
     draining: AtomicBool,
 }
@@ -43,12 +45,14 @@ impl AppState {
         auth: Authenticator,
         metrics: Metrics,
         max_body_bytes: usize,
+        body_read_timeout: Duration,
     ) -> AppState {
         AppState {
             service,
             auth,
             metrics,
             max_body_bytes,
+            body_read_timeout,
             draining: AtomicBool::new(false),
         }
     }
@@ -110,7 +114,16 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     state.auth.check(request.uri().query())?;
-    let body = read_body(request, state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_body(request, state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        Error::InvalidField(Arc::from(
+            "request body was not received within server.body_read_timeout_ms",
+        ))
+    })??;
     match api {
         Api::PortraitGet => state.service.portrait_get(&body).await,
         Api::PortraitSet => state.service.portrait_set(body).await,

@@ -1,82 +1,186 @@
 //! The accept loop: TCP connections in, hyper (HTTP/1.1 and HTTP/2) serving `routes::handle`.
 //!
-//! Caps concurrent connections (`server.max_connections`; more wait in the kernel's accept
-//! queue), disables Nagle, and drains on shutdown: mark draining (so `/healthz` says 503), stop
-//! accepting, then let hyper_util's `GracefulShutdown` finish the requests in flight, bounded
-//! by `server.shutdown_grace_ms`.
+//! Every connection is bounded (see `server/conn.rs` for the rules): its first request must
+//! start within `server.header_read_timeout_ms`, an HTTP/1 request head within the same bound
+//! once begun, and it is closed after `server.idle_timeout_ms` with no request in flight; HTTP/2
+//! connections are also pinged and capped in streams. At `server.max_connections` the
+//! longest-idle connections are closed to make room, so silent or idle ones can never lock good
+//! callers out. Disables Nagle. Drains on shutdown: mark draining (so `/healthz` says 503), stop
+//! accepting, ask every connection to finish gracefully, and after `server.shutdown_grace_ms`
+//! close whatever is left.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::config::ServerConfig;
 use crate::routes::{self, AppState};
+
+mod conn;
+
+use conn::{ConnLimits, ConnState, Registry, Watched};
 
 /// How long to back off when `accept` fails (for example out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves `listener` until `shutdown` resolves, then drains for at most `grace`.
+/// Everything a connection task needs besides its socket.
+#[derive(Clone)]
+struct Shared {
+    state: Arc<AppState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    registry: Arc<Registry>,
+    limits: ConnLimits,
+    /// Cancelled when the drain starts: connections finish gracefully.
+    drain: CancellationToken,
+    /// Cancelled when the grace period is over: connections are dropped.
+    stop: CancellationToken,
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains for at most
+/// `config.shutdown_grace`. Returns when the drain started, which the caller's own deadline
+/// (flushing the batch worker) counts from.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
-    max_connections: usize,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let slots = Arc::new(Semaphore::new(max_connections));
+) -> Instant {
+    let shared = Shared {
+        state: state.clone(),
+        builder: Arc::new(builder(config)),
+        registry: Arc::new(Registry::new(config.max_connections)),
+        limits: ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+        },
+        drain: CancellationToken::new(),
+        stop: CancellationToken::new(),
+    };
+    let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => tokio::select! {
-                    biased;
-                    () = &mut shutdown => break,
-                    accepted = listener.accept() => accepted.map(|conn| (conn, permit)),
-                },
-                Err(_) => break,
-            },
+            accepted = listener.accept() => accepted,
         };
-        let ((stream, peer), permit) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, peer)) => admit(&shared, &tracker, stream, peer),
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |request| routes::handle(state.clone(), request));
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        }
     }
+    let drain_started = Instant::now();
     state.start_draining();
     drop(listener);
+    let grace = config.shutdown_grace;
     info!(grace_ms = grace.as_millis() as u64, "draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    shared.drain.cancel();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         warn!("grace period over; closing remaining connections");
+        shared.stop.cancel();
+        tracker.wait().await;
+    }
+    drain_started
+}
+
+/// hyper's connection builder with the HTTP/2 bounds. HTTP/1 head timing is enforced by
+/// `conn.rs` (hyper's own header timer would also cut idle keep-alive connections).
+fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(None);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keep_alive_interval)
+        .keep_alive_timeout(config.http2_keep_alive_timeout)
+        .max_concurrent_streams(config.http2_max_concurrent_streams);
+    builder
+}
+
+/// Registers and spawns a connection, or refuses it when every slot has a request in flight.
+fn admit(shared: &Shared, tracker: &TaskTracker, stream: TcpStream, peer: std::net::SocketAddr) {
+    let Some(conn) = shared.registry.admit() else {
+        debug!(%peer, "connection refused: every connection is busy");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let shared = shared.clone();
+    tracker.spawn(async move {
+        serve_connection(&shared, stream, &conn, peer).await;
+        shared.registry.remove(&conn);
+    });
+}
+
+/// Runs one connection until it ends, is closed by its deadline or shed, or the drain ends.
+async fn serve_connection(
+    shared: &Shared,
+    stream: TcpStream,
+    conn: &Arc<ConnState>,
+    peer: std::net::SocketAddr,
+) {
+    let state = shared.state.clone();
+    let counted = conn.clone();
+    let service = service_fn(move |request| {
+        let guard = counted.request_started();
+        let state = state.clone();
+        async move {
+            let response = routes::handle(state, request).await;
+            drop(guard);
+            response
+        }
+    });
+    let io = TokioIo::new(Watched::new(stream, conn.clone()));
+    let connection = shared.builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    loop {
+        let deadline = conn.deadline(&shared.limits);
+        let expired = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = shared.stop.cancelled() => return,
+            () = shared.drain.cancelled(), if !draining => {
+                connection.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            () = conn.changed() => {
+                if conn.is_shed() {
+                    if conn.is_idle() {
+                        debug!(%peer, "idle connection closed to make room");
+                        return;
+                    }
+                    shared.registry.unshed(conn);
+                }
+            }
+            () = expired => {
+                if conn.deadline(&shared.limits).is_some_and(|at| at <= Instant::now()) {
+                    debug!(%peer, "connection closed: no request within its deadline");
+                    return;
+                }
+            }
+        }
     }
 }

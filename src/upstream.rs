@@ -3,7 +3,9 @@
 //! Owns the connection pool (hyper-util's pooled client with rustls and webpki roots for
 //! `https://` bases, plain TCP for `http://`), signs every call with the gateway's own admin
 //! UserSig (renewed at half its lifetime, never the caller's), adds a fresh `random` per call and
-//! `contenttype=json`, and bounds each call by `upstream.timeout_ms`. Transport outcomes become
+//! `contenttype=json`, and bounds each call by `upstream.timeout_ms` and its answer by
+//! `upstream.max_response_bytes` (an oversized or endless answer is cut off and becomes
+//! [`Error::UpstreamDecode`], 91003, so nothing of it is cached). Transport outcomes become
 //! [`Error`] variants here; decoding Tencent's JSON is the caller's job (wire.rs), so this module
 //! moves bytes only. Callers reach it through the [`UpstreamApi`] trait, which benches and tests
 //! can implement in memory.
@@ -13,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -46,6 +48,8 @@ struct Inner {
     secret_key: crate::config::SecretKey,
     usersig_ttl: Duration,
     timeout: Duration,
+    /// Answers larger than this are cut off: memory per call stays bounded.
+    max_response_bytes: usize,
     admin_sig: Mutex<Option<AdminSig>>,
 }
 
@@ -78,6 +82,7 @@ impl UpstreamClient {
             secret_key: config.secret_key.clone(),
             usersig_ttl: config.usersig_ttl,
             timeout: config.timeout,
+            max_response_bytes: config.max_response_bytes,
             admin_sig: Mutex::new(None),
         }))
     }
@@ -135,13 +140,11 @@ impl UpstreamClient {
                 .await
                 .map_err(transport_error)?;
             let status = response.status();
-            let body = response.into_body().collect().await.map_err(|_| {
-                Error::UpstreamConnect(Arc::from("connection dropped while reading the answer"))
-            })?;
+            let body = read_limited(response, self.0.max_response_bytes).await?;
             if status != http::StatusCode::OK {
                 return Err(Error::UpstreamStatus(status.as_u16()));
             }
-            Ok(body.to_bytes())
+            Ok(body)
         };
         match tokio::time::timeout(self.0.timeout, exchange).await {
             Ok(result) => result,
@@ -153,6 +156,33 @@ impl UpstreamClient {
 impl UpstreamApi for UpstreamClient {
     fn call(&self, api: Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
         Box::pin(self.clone().send(api, body))
+    }
+}
+
+/// Reads an answer's body, refusing more than `limit` bytes (early, from Content-Length, when
+/// the upstream sends one).
+async fn read_limited(
+    response: http::Response<hyper::body::Incoming>,
+    limit: usize,
+) -> Result<Bytes, Error> {
+    let too_large = || {
+        Error::UpstreamDecode(Arc::from(
+            "the upstream answer exceeded upstream.max_response_bytes",
+        ))
+    };
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(response.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(_) => Err(Error::UpstreamConnect(Arc::from(
+            "connection dropped while reading the answer",
+        ))),
     }
 }
 

@@ -24,7 +24,11 @@ struct Seen {
     slowest: Duration,
 }
 
-/// `callers` callers spread over the gateways, each asking for a new cold account (plus a hot
+/// Cold accounts per request: enough that every gateway always has full batches queued, so
+/// the budget, not the callers, sets the pace.
+const COLD_PER_REQUEST: usize = 10;
+
+/// `callers` callers spread over the gateways, each asking for new cold accounts (plus a hot
 /// one) until `until`. A caller that waits 10 s fails the test.
 async fn load(gateways: Vec<Caller>, callers: usize, until: Instant) -> Seen {
     let next = Arc::new(AtomicUsize::new(1_000));
@@ -35,8 +39,13 @@ async fn load(gateways: Vec<Caller>, callers: usize, until: Instant) -> Seen {
         tasks.push(tokio::spawn(async move {
             let mut seen = Seen::default();
             while Instant::now() < until {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let body = get_body(&[&format!("user{n}"), "user7"], &[NICK, GENDER]);
+                let first = next.fetch_add(COLD_PER_REQUEST, Ordering::Relaxed);
+                let mut accounts: Vec<String> = (first..first + COLD_PER_REQUEST)
+                    .map(|n| format!("user{n}"))
+                    .collect();
+                accounts.push("user7".to_owned());
+                let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+                let body = get_body(&accounts, &[NICK, GENDER]);
                 let started = Instant::now();
                 let answer = tokio::time::timeout(Duration::from_secs(10), caller.get(&body))
                     .await

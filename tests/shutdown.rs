@@ -159,3 +159,47 @@ async fn idle_gateway_stops_and_then_refuses_new_connections() {
     let took = shutdown_and_check_closed(gw).await;
     eprintln!("idle shutdown took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_older_than_its_grace_still_flushes_queued_batches_after_the_signal() {
+    // The grace counts from the signal: a gateway that has run longer than it must still
+    // give the worker its whole grace to flush a batch whose caller went away.
+    let grace = Duration::from_millis(1500);
+    let mut gw = TestGateway::builder()
+        .config(|c| {
+            c.server.shutdown_grace = grace;
+            c.limits.batch_window = Duration::from_secs(30);
+        })
+        .start()
+        .await;
+    let latency = Duration::from_millis(300);
+    gw.sim.set_latency(latency);
+    tokio::time::sleep(grace + Duration::from_millis(300)).await;
+    let caller = spawn_portrait_get(gw.addr, &get_body(&["user7"], &[NICK]));
+    let queued = eventually(Duration::from_secs(2), || async {
+        gw.metric("tim_gateway_queue_batches").await == Some(1.0)
+    })
+    .await;
+    assert!(queued, "the request's batch is waiting in the queue");
+    caller.abort();
+    let _ = caller.await;
+    assert_eq!(gw.sim.call_count(Api::PortraitGet), 0, "not sent yet");
+
+    let triggered = Instant::now();
+    gw.stop_gateway().await;
+    let took = triggered.elapsed();
+    assert_eq!(
+        gw.sim.call_count(Api::PortraitGet),
+        1,
+        "the queued batch was sent before the gateway stopped ({took:?} after the signal)"
+    );
+    // The sim logs a call when it arrives and answers after `latency`: a gateway that stopped
+    // sooner gave up on the call in flight (in the binary, the process would exit under it).
+    assert!(
+        took >= latency,
+        "the gateway waited for the flushed call's answer ({took:?} after the signal)"
+    );
+    assert!(took < grace, "and stopped within the grace ({took:?})");
+    eprintln!("drain with a queued batch took {took:?} after the signal");
+    gw.sim.shutdown().await;
+}

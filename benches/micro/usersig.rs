@@ -24,6 +24,7 @@ pub fn bench(c: &mut Criterion) {
         &AuthConfig {
             mode: AuthMode::UserSig,
             admins: vec![ADMIN.to_owned()],
+            verdict_cache_bytes: 8 * 1024 * 1024,
         },
         SDKAPPID,
         SecretKey::new(KEY.to_owned()),

@@ -2,7 +2,12 @@
 //!
 //! A batch asks for the union of its tags for each of its accounts, and remembers which
 //! caller waits on which (account, tag). It also turns the upstream's answer into one
-//! [`KeyOutcome`] per account, and encodes its own request body. Owned by the worker only.
+//! [`AccountFetch`] per account, and encodes its own request body. Owned by the worker only.
+//!
+//! The upstream's answer is read strictly: an account that appears twice, or a tag that appears
+//! twice in one account's `ProfileItem`, makes that account's answer ambiguous, so it fails with
+//! 91003 (never cached, never last-copy-wins) while the rest of the batch is served. Accounts and
+//! tags that were not asked for are ignored, so they can never reach the cache.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -145,39 +150,132 @@ pub fn split_answer(
     tags: &[Tag],
 ) -> Result<Vec<AccountFetch>, Error> {
     let answer = wire::decode_upstream_get(body)?;
-    let by_account: HashMap<&str, &wire::UpstreamProfile<'_>> = answer
-        .profiles
-        .iter()
-        .map(|p| (p.account.as_ref(), p))
-        .collect();
+    // `None` marks an account the answer holds more than once.
+    let mut by_account: HashMap<&str, Option<&wire::UpstreamProfile<'_>>> =
+        HashMap::with_capacity(answer.profiles.len());
+    for profile in &answer.profiles {
+        by_account
+            .entry(profile.account.as_ref())
+            .and_modify(|seen| *seen = None)
+            .or_insert(Some(profile));
+    }
     let fetches = accounts
         .iter()
         .map(|account| match by_account.get(account.as_str()) {
-            None => AccountFetch::Failed {
-                code: crate::error::codes::GATEWAY_UPSTREAM_DECODE,
-                info: Arc::from("tim-gateway: the upstream answer left this account out"),
-            },
-            Some(p) if p.result_code != 0 => AccountFetch::Failed {
+            None => malformed("the upstream answer left this account out"),
+            Some(None) => malformed("the upstream answer holds this account more than once"),
+            Some(Some(p)) if p.result_code != 0 => AccountFetch::Failed {
                 code: p.result_code,
                 info: Arc::from(p.result_info.as_ref()),
             },
-            Some(p) => AccountFetch::Values(
-                tags.iter()
-                    .map(|tag| {
-                        let value = p
-                            .items
-                            .iter()
-                            .find(|item| item.tag == tag.as_str())
-                            .map(|item| own(item.value));
-                        (tag.clone(), value)
-                    })
-                    .collect(),
-            ),
+            Some(Some(p)) => account_values(p, tags),
         })
         .collect();
     Ok(fetches)
 }
 
+/// The asked-for `tags` of one successful account, `None` where unset; a tag given twice makes
+/// the whole account malformed.
+fn account_values(profile: &wire::UpstreamProfile<'_>, tags: &[Tag]) -> AccountFetch {
+    let mut values = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let mut copies = profile.items.iter().filter(|item| item.tag == tag.as_str());
+        let value = copies.next().map(|item| own(item.value));
+        if copies.next().is_some() {
+            return malformed("the upstream answer holds a tag of this account more than once");
+        }
+        values.push((tag.clone(), value));
+    }
+    AccountFetch::Values(values)
+}
+
+/// A per-account 91003: the upstream's answer for this account cannot be trusted.
+fn malformed(why: &'static str) -> AccountFetch {
+    AccountFetch::Failed {
+        code: crate::error::codes::GATEWAY_UPSTREAM_DECODE,
+        info: Arc::from(why),
+    }
+}
+
 fn own(value: &RawValue) -> RawJson {
     Arc::from(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(body: &str, accounts: &[&str], tags: &[&str]) -> Vec<AccountFetch> {
+        let accounts: Vec<Account> = accounts.iter().map(|a| Account::from(*a)).collect();
+        let tags: Vec<Tag> = tags.iter().map(|t| Tag::parse(t).expect("tag")).collect();
+        split_answer(body.as_bytes(), &accounts, &tags).expect("decodes")
+    }
+
+    /// Each fetch as text: `code` for failures, `tag=value|-` pairs for values.
+    fn show(fetches: &[AccountFetch]) -> Vec<String> {
+        fetches
+            .iter()
+            .map(|f| match f {
+                AccountFetch::Failed { code, .. } => code.to_string(),
+                AccountFetch::Values(values) => values
+                    .iter()
+                    .map(|(t, v)| format!("{}={}", t.as_str(), v.as_ref().map_or("-", |v| v.get())))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            })
+            .collect()
+    }
+
+    const NICK: &str = "Tag_Profile_IM_Nick";
+    const GENDER: &str = "Tag_Profile_IM_Gender";
+
+    fn answer(items: &str) -> String {
+        format!(
+            r#"{{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","UserProfileItem":[{items}]}}"#
+        )
+    }
+
+    #[test]
+    fn an_account_answered_twice_fails_alone_with_91003() {
+        let body = answer(concat!(
+            r#"{"To_Account":"a","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"first"}],"ResultCode":0},"#,
+            r#"{"To_Account":"b","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"bee"}],"ResultCode":0},"#,
+            r#"{"To_Account":"a","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"second"}],"ResultCode":0}"#,
+        ));
+        let fetches = split(&body, &["a", "b"], &[NICK]);
+        assert_eq!(show(&fetches), ["91003", r#"Tag_Profile_IM_Nick="bee""#]);
+    }
+
+    #[test]
+    fn a_tag_answered_twice_for_one_account_fails_that_account() {
+        let body = answer(concat!(
+            r#"{"To_Account":"a","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"x"},"#,
+            r#"{"Tag":"Tag_Profile_IM_Nick","Value":"y"}],"ResultCode":0},"#,
+            r#"{"To_Account":"b","ProfileItem":[],"ResultCode":0}"#,
+        ));
+        let fetches = split(&body, &["a", "b"], &[NICK]);
+        assert_eq!(show(&fetches), ["91003", "Tag_Profile_IM_Nick=-"]);
+    }
+
+    #[test]
+    fn foreign_accounts_and_tags_are_ignored() {
+        let body = answer(concat!(
+            r#"{"To_Account":"stranger","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"s"}],"ResultCode":0},"#,
+            r#"{"To_Account":"a","ProfileItem":[{"Tag":"Tag_Profile_IM_Gender","Value":"Gender_Type_Male"},"#,
+            r#"{"Tag":"Tag_Profile_Custom_Evil","Value":1},{"Tag":"Tag_Profile_IM_Gender","Value":"again"},"#,
+            r#"{"Tag":"Tag_Profile_IM_Nick","Value":"nick"}],"ResultCode":0}"#,
+        ));
+        // Gender is duplicated but was not asked for: ignored like the custom tag.
+        let fetches = split(&body, &["a"], &[NICK]);
+        assert_eq!(show(&fetches), [r#"Tag_Profile_IM_Nick="nick""#]);
+        let fetches = split(&body, &["a"], &[NICK, GENDER]);
+        assert_eq!(show(&fetches), ["91003"], "asked for, the duplicate counts");
+    }
+
+    #[test]
+    fn a_missing_account_and_a_per_account_failure_keep_their_codes() {
+        let body = answer(r#"{"To_Account":"b","ResultCode":40006,"ResultInfo":"nope"}"#);
+        let fetches = split(&body, &["a", "b"], &[NICK]);
+        assert_eq!(show(&fetches), ["91003", "40006"]);
+    }
 }

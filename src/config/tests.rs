@@ -204,7 +204,7 @@ fn bad_base_url_is_rejected() {
 #[test]
 fn other_out_of_range_values_are_rejected() {
     type Breaker = fn(&mut RawConfig);
-    let cases: [(&str, Breaker); 10] = [
+    let cases: [(&str, Breaker); 16] = [
         ("server.listen", |r| r.server.listen = "localhost:80".into()),
         ("server.max_body_bytes", |r| r.server.max_body_bytes = 1023),
         ("server.max_connections", |r| r.server.max_connections = 0),
@@ -223,6 +223,22 @@ fn other_out_of_range_values_are_rejected() {
             r.limits.set_requests_per_second = 100_001
         }),
         ("cache.ttl_seconds", |r| r.cache.ttl_seconds = 0),
+        ("server.header_read_timeout_ms", |r| {
+            r.server.header_read_timeout_ms = 0
+        }),
+        ("server.body_read_timeout_ms", |r| {
+            r.server.body_read_timeout_ms = 0
+        }),
+        ("server.idle_timeout_ms", |r| r.server.idle_timeout_ms = 0),
+        ("server.http2_keep_alive_timeout_ms", |r| {
+            r.server.http2_keep_alive_timeout_ms = 0
+        }),
+        ("server.http2_max_concurrent_streams", |r| {
+            r.server.http2_max_concurrent_streams = 0
+        }),
+        ("upstream.max_response_bytes", |r| {
+            r.upstream.max_response_bytes = 1023
+        }),
     ];
     for (key, break_it) in cases {
         let mut raw = RawConfig::default();
@@ -350,4 +366,28 @@ fn bad_fleet_settings_are_rejected_without_echoing_the_url() {
         assert!(text.contains(key), "{toml}: {text}");
         assert!(!text.contains("pw@"), "{toml}: {text}");
     }
+}
+
+#[test]
+fn bounds_have_production_defaults_and_env_overrides() {
+    let config = Config::default();
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.body_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.server.http2_max_concurrent_streams, 256);
+    assert_eq!(config.upstream.max_response_bytes, 8 * 1024 * 1024);
+    assert_eq!(config.auth.verdict_cache_bytes, 8 * 1024 * 1024);
+    let vars = env(&[
+        ("TIM_GATEWAY__SERVER__IDLE_TIMEOUT_MS", "1500"),
+        ("TIM_GATEWAY__UPSTREAM__MAX_RESPONSE_BYTES", "65536"),
+        ("TIM_GATEWAY__AUTH__VERDICT_CACHE_BYTES", "4096"),
+    ]);
+    let config = Config::from_toml_str("[server]\nheader_read_timeout_ms = 250\n", &vars).unwrap();
+    assert_eq!(
+        config.server.header_read_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.server.idle_timeout, Duration::from_millis(1500));
+    assert_eq!(config.upstream.max_response_bytes, 65536);
+    assert_eq!(config.auth.verdict_cache_bytes, 4096);
 }

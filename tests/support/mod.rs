@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -217,13 +219,15 @@ impl TestGateway {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match tokio::time::timeout(Duration::from_secs(15), &mut self.join).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Ok(Err(e)) => panic!("gateway task failed: {e}"),
-            Err(_) => panic!("gateway did not stop within 15 s"),
-        }
+        join_gateway(&mut self.join).await;
         self.sim.shutdown().await;
+    }
+
+    /// Sends the shutdown signal and waits for the gateway alone to stop (the sim keeps
+    /// running, so its call log can be read as it was when the gateway stopped).
+    pub async fn stop_gateway(&mut self) {
+        self.trigger_shutdown();
+        join_gateway(&mut self.join).await;
     }
 
     /// Sends the shutdown signal without waiting.
@@ -231,6 +235,16 @@ impl TestGateway {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Waits for a gateway task to end; re-raises its panic.
+pub async fn join_gateway(join: &mut JoinHandle<()>) {
+    match tokio::time::timeout(Duration::from_secs(15), join).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => panic!("gateway task failed: {e}"),
+        Err(_) => panic!("gateway did not stop within 15 s"),
     }
 }
 
