@@ -125,6 +125,7 @@ mod tests {
             max_entries: 100,
             missing_tag_ttl: Duration::from_secs(60),
             answer_cache_bytes: 0,
+            ..crate::Config::default().cache
         };
         ProfileCache::new(&config)
     }

@@ -32,16 +32,20 @@ use crate::cache::ProfileCache;
 use crate::error::Error;
 use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
-use crate::ratelimit::UpstreamLimiter;
-use crate::upstream::UpstreamApi;
 use crate::wire::{Account, RawJson, Tag};
 
 mod batch;
+mod call;
 #[cfg(test)]
 mod tests;
 mod worker;
 
+pub use call::{PathMetrics, UpstreamPath};
 pub use worker::BatchWorker;
+
+/// Slack in a caller's deadline for scheduling: past the sum of its waits, the worker has a
+/// bug and the caller gets an error rather than hanging.
+const CALLER_SLACK: Duration = Duration::from_secs(1);
 
 /// How many callers' requests may wait for the worker to read them.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -89,7 +93,7 @@ impl BatchConfig {
     /// The longest a caller can wait for a fetch, with slack for scheduling. Past it the
     /// worker has a bug; the caller gets an error rather than hanging.
     pub fn caller_deadline(&self) -> Duration {
-        self.window + self.max_queue_wait + self.upstream_timeout + Duration::from_secs(1)
+        self.window + self.max_queue_wait + self.upstream_timeout + CALLER_SLACK
     }
 }
 
@@ -111,15 +115,14 @@ impl Batcher {
     /// Starts the worker task. It exits once every handle is dropped and its queue is drained.
     pub fn spawn(
         config: BatchConfig,
-        upstream: Arc<dyn UpstreamApi>,
-        limiter: UpstreamLimiter,
+        path: UpstreamPath,
         cache: ProfileCache,
         tier: CacheTier,
         metrics: Metrics,
     ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let caller_deadline = config.caller_deadline();
-        let worker = BatchWorker::new(config, rx, upstream, limiter, cache, tier, metrics);
+        let worker = BatchWorker::new(config, rx, path, cache, tier, metrics);
         (
             Batcher {
                 tx,

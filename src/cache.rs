@@ -280,6 +280,7 @@ mod tests {
             max_entries: 1000,
             missing_tag_ttl: Duration::from_secs(60),
             answer_cache_bytes: 0,
+            ..crate::Config::default().cache
         };
         ProfileCache::new(&config)
     }

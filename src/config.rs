@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[fleet]`: the Redis shared by a fleet of gateways (none: standalone).
     pub fleet: FleetConfig,
+    /// `[breaker]`: when to stop calling a failing upstream for a while.
+    pub breaker: BreakerConfig,
 }
 
 /// `[server]` settings.
@@ -79,6 +81,8 @@ pub struct ServerConfig {
     pub http2_keep_alive_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// After SIGTERM, how long `/readyz` says 503 while the listener still accepts.
+    pub drain_announce: Duration,
 }
 
 /// `[upstream]` settings.
@@ -98,6 +102,59 @@ pub struct UpstreamConfig {
     pub usersig_ttl: Duration,
     /// Larger upstream answers are cut off and answered with 91003, nothing cached.
     pub max_response_bytes: usize,
+    /// Extra PEM CA certificates trusted for the upstream, besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Retries per upstream call on retryable failures.
+    pub max_retries: u32,
+    /// Retries may add at most this share (percent) of calls over a sliding 10 s window.
+    pub retry_budget_percent: u32,
+}
+
+/// Tencent's data centres (`upstream.region`), each with its REST host (reference §1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    /// `console.tim.qq.com`
+    China,
+    /// `adminapisgp.im.qcloud.com`
+    Singapore,
+    /// `adminapikr.im.qcloud.com`
+    Seoul,
+    /// `adminapijpn.im.qcloud.com`
+    Tokyo,
+    /// `adminapiger.im.qcloud.com`
+    Frankfurt,
+    /// `adminapiusa.im.qcloud.com`
+    SiliconValley,
+    /// `adminapiidn.im.qcloud.com`
+    Jakarta,
+    /// `adminapiind.im.qcloud.com`
+    Mumbai,
+}
+
+impl Region {
+    /// The region's primary REST host.
+    pub fn host(self) -> &'static str {
+        match self {
+            Region::China => "console.tim.qq.com",
+            Region::Singapore => "adminapisgp.im.qcloud.com",
+            Region::Seoul => "adminapikr.im.qcloud.com",
+            Region::Tokyo => "adminapijpn.im.qcloud.com",
+            Region::Frankfurt => "adminapiger.im.qcloud.com",
+            Region::SiliconValley => "adminapiusa.im.qcloud.com",
+            Region::Jakarta => "adminapiidn.im.qcloud.com",
+            Region::Mumbai => "adminapiind.im.qcloud.com",
+        }
+    }
+}
+
+/// `[breaker]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive whole-call failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe call may go through.
+    pub open: Duration,
 }
 
 /// The app's UserSig secret. `Debug` never shows it; call [`SecretKey::expose`] to sign.
@@ -153,6 +210,13 @@ pub struct CacheConfig {
     pub missing_tag_ttl: Duration,
     /// Memory for whole answers keyed on the exact request body (zero disables that layer).
     pub answer_cache_bytes: u64,
+    /// How long past its TTL a value may still answer when the upstream fails (zero: never).
+    pub stale_if_error: Duration,
+    /// How long past its TTL a value is answered at once while it is refreshed in the
+    /// background (zero: never).
+    pub stale_while_revalidate: Duration,
+    /// How long a per-account "account not found" (40003) is answered locally (zero: never).
+    pub failure_ttl: Duration,
 }
 
 /// `[fleet]` settings: every gateway with the same Redis, key prefix and sdkappid shares one
@@ -269,6 +333,7 @@ raw_section!(
         cache: RawCache = RawCache::default(),
         log: RawLog = RawLog::default(),
         fleet: RawFleet = RawFleet::default(),
+        breaker: RawBreaker = RawBreaker::default(),
     }
 );
 raw_section!(
@@ -284,18 +349,23 @@ raw_section!(
         http2_keep_alive_interval_ms: u64 = 20_000,
         http2_keep_alive_timeout_ms: u64 = 10_000,
         http2_max_concurrent_streams: u32 = 256,
+        drain_announce_ms: u64 = 5_000,
     }
 );
 raw_section!(
     /// `[upstream]` as written.
     RawUpstream {
-        base_url: String = "https://console.tim.qq.com".to_owned(),
+        base_url: String = String::new(),
+        region: String = String::new(),
         sdkappid: u64 = 1_400_000_000,
         identifier: String = "administrator".to_owned(),
         secret_key: SecretKey = SecretKey::default(),
         timeout_ms: u64 = 3_000,
         usersig_ttl_seconds: u64 = 86_400,
         max_response_bytes: usize = 8 * 1024 * 1024,
+        ca_file: String = String::new(),
+        max_retries: u32 = 2,
+        retry_budget_percent: u32 = 10,
     }
 );
 raw_section!(
@@ -323,7 +393,14 @@ raw_section!(
         max_entries: u64 = 1_000_000,
         missing_tag_ttl_seconds: u64 = 60,
         answer_cache_bytes: u64 = 64 * 1024 * 1024,
+        stale_if_error_seconds: u64 = 3_600,
+        stale_while_revalidate_seconds: u64 = 30,
+        failure_ttl_seconds: u64 = 5,
     }
+);
+raw_section!(
+    /// `[breaker]` as written.
+    RawBreaker { failure_threshold: u32 = 5, open_ms: u64 = 2_000, }
 );
 raw_section!(
     /// `[fleet]` as written.
@@ -379,6 +456,7 @@ impl Config {
                 format: raw.log.format,
             },
             fleet: raw.fleet.validate()?,
+            breaker: raw.breaker.validate()?,
             upstream,
         })
     }
@@ -461,6 +539,7 @@ impl RawServer {
                 self.http2_max_concurrent_streams,
                 1,
             )?,
+            drain_announce: Duration::from_millis(self.drain_announce_ms),
         })
     }
 }
@@ -473,7 +552,7 @@ impl RawUpstream {
         }
         let ttl = self.usersig_ttl_seconds;
         Ok(UpstreamConfig {
-            base_url: parse_base_url(&self.base_url)?,
+            base_url: resolve_base_url(&self.base_url, &self.region)?,
             sdkappid: at_least("upstream.sdkappid", self.sdkappid, 1)?,
             identifier: self.identifier,
             secret_key: self.secret_key,
@@ -487,6 +566,14 @@ impl RawUpstream {
                 "upstream.max_response_bytes",
                 self.max_response_bytes,
                 MIN_BODY_BYTES,
+            )?,
+            ca_file: ca_file(&self.ca_file)?,
+            max_retries: between("upstream.max_retries", self.max_retries, 0, 10)?,
+            retry_budget_percent: between(
+                "upstream.retry_budget_percent",
+                self.retry_budget_percent,
+                0,
+                100,
             )?,
         })
     }
@@ -540,6 +627,9 @@ impl RawCache {
             max_entries: at_least("cache.max_entries", self.max_entries, 1)?,
             missing_tag_ttl: Duration::from_secs(self.missing_tag_ttl_seconds),
             answer_cache_bytes: self.answer_cache_bytes,
+            stale_if_error: Duration::from_secs(self.stale_if_error_seconds),
+            stale_while_revalidate: Duration::from_secs(self.stale_while_revalidate_seconds),
+            failure_ttl: Duration::from_secs(self.failure_ttl_seconds),
         })
     }
 }
@@ -571,6 +661,58 @@ impl RawFleet {
             redis_timeout: Duration::from_millis(timeout),
             fallback_instances: NonZeroU32::new(instances).unwrap_or(NonZeroU32::MIN),
         })
+    }
+}
+
+impl RawBreaker {
+    fn validate(self) -> Result<BreakerConfig, ConfigError> {
+        Ok(BreakerConfig {
+            failure_threshold: at_least("breaker.failure_threshold", self.failure_threshold, 1)?,
+            open: millis("breaker.open_ms", self.open_ms)?,
+        })
+    }
+}
+
+/// `upstream.ca_file`: must hold at least one PEM certificate (checked now, so a typo fails at
+/// start-up with exit 64 rather than at the first call).
+fn ca_file(path: &str) -> Result<Option<PathBuf>, ConfigError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    crate::upstream::load_ca_file(Path::new(path))
+        .map_err(|reason| invalid("upstream.ca_file", format!("{path:?}"), reason))?;
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// `base_url` as written, else the region's host, else Tencent's China host; both is an error.
+fn resolve_base_url(base_url: &str, region: &str) -> Result<Url, ConfigError> {
+    let region = match region {
+        "" => None,
+        name => Some(
+            toml::Value::String(name.to_owned())
+                .try_into::<Region>()
+                .map_err(|_| {
+                    let known = "china, singapore, seoul, tokyo, frankfurt, silicon_valley, \
+                                 jakarta, mumbai";
+                    invalid(
+                        "upstream.region",
+                        format!("{name:?}"),
+                        format!("one of {known}"),
+                    )
+                })?,
+        ),
+    };
+    match (base_url, region) {
+        ("", region) => {
+            let host = region.unwrap_or(Region::China).host();
+            parse_base_url(&format!("https://{host}"))
+        }
+        (url, None) => parse_base_url(url),
+        (url, Some(region)) => Err(invalid(
+            "upstream.base_url",
+            format!("{url:?}"),
+            format!("set either base_url or region ({region:?}), not both"),
+        )),
     }
 }
 

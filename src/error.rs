@@ -26,6 +26,10 @@ pub mod codes {
     pub const FREQUENCY_LIMIT: i64 = 60007;
     /// Service timeout.
     pub const SERVICE_TIMEOUT: i64 = 60008;
+    /// Too many requests, retry later.
+    pub const TOO_MANY_REQUESTS: i64 = 60018;
+    /// Too many requests, retry later.
+    pub const TOO_MANY_REQUESTS_RETRY: i64 = 60019;
     /// Bad resource / URL path.
     pub const BAD_PATH: i64 = 60009;
     /// `sdkappid` missing from the URL.
@@ -42,6 +46,10 @@ pub mod codes {
     pub const GATEWAY_UPSTREAM_DECODE: i64 = 91003;
     /// Gateway-only: the gateway is draining and takes no new upstream work.
     pub const GATEWAY_SHUTTING_DOWN: i64 = 91004;
+    /// Gateway-only: the TLS handshake with the upstream failed (certificate not trusted).
+    pub const GATEWAY_UPSTREAM_TLS: i64 = 91005;
+    /// Gateway-only: the upstream keeps failing; calls are not sent for a while (breaker open).
+    pub const GATEWAY_BREAKER_OPEN: i64 = 91006;
 }
 
 /// Who is at fault for an error: decides the log level and the metrics outcome label.
@@ -92,6 +100,9 @@ pub enum Error {
     /// The upstream could not be reached or dropped the connection.
     #[error("Tencent IM upstream unreachable: {0}")]
     UpstreamConnect(Arc<str>),
+    /// No connection to the upstream could be made: the call was provably never sent.
+    #[error("Tencent IM upstream unreachable: {0}")]
+    UpstreamRefused(Arc<str>),
     /// The upstream did not answer within `upstream.timeout_ms`.
     #[error("Tencent IM upstream did not answer within {} ms", .0.as_millis())]
     UpstreamTimeout(Duration),
@@ -111,6 +122,12 @@ pub enum Error {
     /// The upstream's answer was not the JSON Tencent sends.
     #[error("Tencent IM upstream answer could not be decoded: {0}")]
     UpstreamDecode(Arc<str>),
+    /// The TLS handshake with the upstream failed.
+    #[error("Tencent IM upstream TLS handshake failed: {0}")]
+    UpstreamTls(Arc<str>),
+    /// The upstream failed too often in a row; no call is sent until the breaker half-opens.
+    #[error("tim-gateway: Tencent IM upstream is failing; calls paused for up to {} ms", .0.as_millis())]
+    BreakerOpen(Duration),
 
     // --- capacity ---
     /// The caller would have waited past `limits.max_queue_wait_ms` for upstream capacity.
@@ -141,11 +158,13 @@ impl Error {
             Error::MissingAccounts => ACCOUNT_MISSING,
             Error::UnknownTag(_) => TAG_NOT_FOUND,
             Error::Auth { code, .. } => *code,
-            Error::UpstreamConnect(_) => GATEWAY_UPSTREAM_UNREACHABLE,
+            Error::UpstreamConnect(_) | Error::UpstreamRefused(_) => GATEWAY_UPSTREAM_UNREACHABLE,
             Error::UpstreamTimeout(_) => SERVICE_TIMEOUT,
             Error::UpstreamStatus(_) => GATEWAY_UPSTREAM_STATUS,
             Error::UpstreamFailed { code, .. } => *code,
             Error::UpstreamDecode(_) => GATEWAY_UPSTREAM_DECODE,
+            Error::UpstreamTls(_) => GATEWAY_UPSTREAM_TLS,
+            Error::BreakerOpen(_) => GATEWAY_BREAKER_OPEN,
             Error::QueueWaitExceeded(_) => FREQUENCY_LIMIT,
             Error::ShuttingDown => GATEWAY_SHUTTING_DOWN,
             Error::Internal(_) => GATEWAY_INTERNAL,
@@ -163,10 +182,13 @@ impl Error {
             | Error::BodyTooLarge(_)
             | Error::Auth { .. } => Fault::Caller,
             Error::UpstreamConnect(_)
+            | Error::UpstreamRefused(_)
             | Error::UpstreamTimeout(_)
             | Error::UpstreamStatus(_)
             | Error::UpstreamFailed { .. }
-            | Error::UpstreamDecode(_) => Fault::Upstream,
+            | Error::UpstreamDecode(_)
+            | Error::UpstreamTls(_)
+            | Error::BreakerOpen(_) => Fault::Upstream,
             Error::QueueWaitExceeded(_) | Error::ShuttingDown => Fault::Capacity,
             Error::Internal(_) => Fault::Internal,
         }
@@ -181,6 +203,42 @@ impl Error {
             Error::UpstreamFailed { code, .. }
                 if matches!(*code, INVALID_PARAMETERS | ACCOUNT_NOT_FOUND | READ_PERMISSION_REQUIRED | TAG_NOT_FOUND)
         )
+    }
+
+    /// Whether a call that failed so is worth sending again after a pause: the upstream was
+    /// unreachable, slow, broken or over its limit, not refusing this call's input.
+    pub fn is_retryable(&self) -> bool {
+        use codes::*;
+        match self {
+            Error::UpstreamConnect(_) | Error::UpstreamRefused(_) | Error::UpstreamTimeout(_) => {
+                true
+            }
+            Error::UpstreamStatus(status) => *status >= 500,
+            Error::UpstreamFailed { code, .. } => {
+                matches!(
+                    *code,
+                    FREQUENCY_LIMIT | TOO_MANY_REQUESTS | TOO_MANY_REQUESTS_RETRY
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this is the upstream failing as a whole (an outage, not a refusal of this
+    /// input): what opens the breaker and what a stale value may answer instead of.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::UpstreamConnect(_)
+            | Error::UpstreamRefused(_)
+            | Error::UpstreamTimeout(_)
+            | Error::UpstreamStatus(_)
+            | Error::UpstreamDecode(_)
+            | Error::UpstreamTls(_)
+            | Error::BreakerOpen(_)
+            | Error::QueueWaitExceeded(_) => true,
+            Error::UpstreamFailed { .. } => self.is_retryable(),
+            _ => false,
+        }
     }
 
     /// The Tencent-style body for this error (sent with HTTP 200 on API paths).
@@ -225,7 +283,8 @@ mod tests {
                 70001,
                 Fault::Caller,
             ),
-            (Error::UpstreamConnect(s("refused")), 91001, Fault::Upstream),
+            (Error::UpstreamConnect(s("dropped")), 91001, Fault::Upstream),
+            (Error::UpstreamRefused(s("refused")), 91001, Fault::Upstream),
             (
                 Error::UpstreamTimeout(Duration::from_secs(3)),
                 60008,
@@ -248,6 +307,12 @@ mod tests {
                 Fault::Capacity,
             ),
             (Error::ShuttingDown, 91004, Fault::Capacity),
+            (Error::UpstreamTls(s("bad cert")), 91005, Fault::Upstream),
+            (
+                Error::BreakerOpen(Duration::from_secs(2)),
+                91006,
+                Fault::Upstream,
+            ),
             (Error::Internal(s("bug")), 91000, Fault::Internal),
         ];
         for (error, code, fault) in table {

@@ -39,6 +39,7 @@
 pub mod answers;
 pub mod auth;
 pub mod batcher;
+pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod demo;
@@ -46,6 +47,7 @@ pub mod error;
 pub mod fleet;
 pub mod metrics;
 pub mod ratelimit;
+pub mod retry;
 pub mod routes;
 pub mod server;
 pub mod service;
@@ -65,7 +67,7 @@ pub use error::Error;
 
 use answers::AnswerCache;
 use auth::Authenticator;
-use batcher::{BatchConfig, Batcher};
+use batcher::{BatchConfig, Batcher, PathMetrics, UpstreamPath};
 use cache::ProfileCache;
 use fleet::metrics::FleetMetrics;
 use fleet::{CacheTier, Fleet};
@@ -130,8 +132,13 @@ pub fn build_service(
     let cache = ProfileCache::new(&config.cache);
     let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics));
     let limiter_for = |api: Api, rate| match &fleet {
-        Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate)),
+        Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate), rate),
         None => UpstreamLimiter::new(rate),
+    };
+    let path_metrics = PathMetrics::register(&metrics);
+    let path_for = |api: Api, rate| {
+        let limiter = limiter_for(api, rate);
+        UpstreamPath::new(api, upstream.clone(), limiter, config, &path_metrics)
     };
     let tier = fleet.as_ref().map_or(CacheTier::Local, Fleet::tier);
     let batch_config = BatchConfig {
@@ -142,8 +149,7 @@ pub fn build_service(
     };
     let (batcher, worker) = Batcher::spawn(
         batch_config,
-        upstream.clone(),
-        limiter_for(Api::PortraitGet, limits.requests_per_second),
+        path_for(Api::PortraitGet, limits.requests_per_second),
         cache.clone(),
         tier.clone(),
         metrics.clone(),
@@ -153,8 +159,7 @@ pub fn build_service(
         cache,
         tier,
         batcher,
-        upstream,
-        limiter_for(Api::PortraitSet, limits.set_requests_per_second),
+        path_for(Api::PortraitSet, limits.set_requests_per_second),
         metrics,
         limits.max_queue_wait,
         fleet,

@@ -28,6 +28,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::Error;
 use crate::fleet::{FleetLimiter, FleetPermit};
 
+mod pace;
+use pace::Pace;
+
 /// The window Tencent counts calls in.
 pub const WINDOW: Duration = Duration::from_secs(1);
 
@@ -37,6 +40,8 @@ pub struct UpstreamLimiter(Arc<Inner>);
 
 struct Inner {
     engine: Engine,
+    /// This gateway's own ceiling, lowered while Tencent answers 60007.
+    pace: Pace,
     /// Makes waiting first come, first served across every step of the engine.
     queue: tokio::sync::Mutex<()>,
 }
@@ -69,22 +74,35 @@ impl UpstreamLimiter {
             .expect("interval is non-zero")
             .allow_burst(NonZeroU32::MIN);
         let slots = usize::try_from(requests_per_second.get()).unwrap_or(usize::MAX);
-        Self::with_engine(Engine::Local(LocalWindow {
+        let engine = Engine::Local(LocalWindow {
             spacing: RateLimiter::direct(quota),
             slots: Arc::new(Semaphore::new(slots)),
-        }))
+        });
+        Self::with_engine(engine, requests_per_second)
     }
 
     /// A limiter whose count is kept by the fleet in Redis.
-    pub fn fleet(limiter: FleetLimiter) -> UpstreamLimiter {
-        Self::with_engine(Engine::Fleet(limiter))
+    pub fn fleet(limiter: FleetLimiter, requests_per_second: NonZeroU32) -> UpstreamLimiter {
+        Self::with_engine(Engine::Fleet(limiter), requests_per_second)
     }
 
-    fn with_engine(engine: Engine) -> UpstreamLimiter {
+    fn with_engine(engine: Engine, requests_per_second: NonZeroU32) -> UpstreamLimiter {
         UpstreamLimiter(Arc::new(Inner {
             engine,
+            pace: Pace::new(requests_per_second.get()),
             queue: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Tencent answered 60007: someone else spends this app's budget too. Lowers this
+    /// gateway's own pace for a while (see `pace.rs`).
+    pub fn slow_down(&self) {
+        self.0.pace.slow_down(Instant::now());
+    }
+
+    /// Shows the current pace (calls per second) in `gauge`.
+    pub fn show_pace_in(&self, gauge: prometheus::Gauge) {
+        self.0.pace.show_in(gauge);
     }
 
     /// The spacing between two permits at `requests_per_second`.
@@ -116,6 +134,15 @@ impl UpstreamLimiter {
     /// worker), which keeps its own first-come-first-served order. Cancel-safe: dropping the
     /// future before it resolves takes nothing.
     pub async fn until_ready(&self) -> CallPermit {
+        let permit = self.engine_permit().await;
+        let turn = self.0.pace.turn(Instant::now());
+        if !turn.is_zero() {
+            tokio::time::sleep(turn).await;
+        }
+        permit
+    }
+
+    async fn engine_permit(&self) -> CallPermit {
         match &self.0.engine {
             Engine::Local(local) => {
                 let slot = local

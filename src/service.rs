@@ -7,9 +7,7 @@
 //! `To_Account` and `TagList` order. When every pair hits, no
 //! batcher, limiter or lock is touched, and the answer is kept by body for the next caller.
 //!
-//! `portrait_set`: check the body -> wait for a permit of its own limiter -> forward the
-//! caller's body untouched -> drop the account's cached tags whatever the outcome (a failed
-//! set may have partly applied), in a fleet on every gateway -> return the upstream's answer.
+//! `portrait_set` is in `service/set.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -17,18 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::answers::{AnswerCache, CachedAnswer};
-use crate::batcher::{AccountFetch, AccountMiss, Batcher};
+use crate::batcher::{AccountFetch, AccountMiss, Batcher, UpstreamPath};
 use crate::cache::{CachedAccount, Lookup, ProfileCache, Stamp};
 use crate::error::Error;
 use crate::fleet::{CacheTier, Fleet};
-use crate::metrics::{Api, Metrics, Outcome};
-use crate::ratelimit::UpstreamLimiter;
-use crate::upstream::UpstreamApi;
+use crate::metrics::Metrics;
 use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
+
+mod set;
 
 /// The gateway's API logic; cheap to clone.
 #[derive(Clone)]
@@ -40,8 +37,8 @@ struct Inner {
     /// What stands behind `cache`: nothing, or the fleet's shared tier.
     tier: CacheTier,
     batcher: Batcher,
-    upstream: Arc<dyn UpstreamApi>,
-    set_limiter: UpstreamLimiter,
+    /// The client, limiter, breaker and retries of `portrait_set`.
+    set_path: UpstreamPath,
     metrics: Metrics,
     max_queue_wait: Duration,
     /// The fleet membership, if any: kept alive (and its channel task running) by the service.
@@ -116,8 +113,7 @@ impl ProfileService {
         cache: ProfileCache,
         tier: CacheTier,
         batcher: Batcher,
-        upstream: Arc<dyn UpstreamApi>,
-        set_limiter: UpstreamLimiter,
+        set_path: UpstreamPath,
         metrics: Metrics,
         max_queue_wait: Duration,
         fleet: Option<Fleet>,
@@ -127,8 +123,7 @@ impl ProfileService {
             cache,
             tier,
             batcher,
-            upstream,
-            set_limiter,
+            set_path,
             metrics,
             max_queue_wait,
             _fleet: fleet,
@@ -343,36 +338,6 @@ impl ProfileService {
         }
         out.finish()
     }
-
-    /// Forwards a `portrait_set` body untouched, then drops the account's cached tags.
-    pub async fn portrait_set(&self, body: Bytes) -> Result<Bytes, Error> {
-        let account = decode_set_account(&body)?;
-        let max_wait = self.0.max_queue_wait;
-        let (permit, waited) = self
-            .0
-            .set_limiter
-            .acquire(Instant::now() + max_wait, max_wait)
-            .await?;
-        self.0.metrics.ratelimit_wait.observe(waited.as_secs_f64());
-        let started = Instant::now();
-        let result = self.0.upstream.call(Api::PortraitSet, body).await;
-        drop(permit);
-        self.0.cache.invalidate(&account);
-        self.0.tier.invalidate(&account).await;
-        self.0.metrics.cache_invalidations.inc();
-        let outcome = match &result {
-            Ok(answer) if wire::decode_envelope(answer).is_ok_and(|env| env.error_code == 0) => {
-                Outcome::Ok
-            }
-            Ok(_) => Outcome::UpstreamError,
-            Err(e) => Outcome::of::<()>(Err(e)),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        self.0
-            .metrics
-            .record_upstream(Api::PortraitSet, outcome, seconds);
-        result
-    }
 }
 
 /// The value to answer for `tag`: cached, or just fetched; `None` when unset.
@@ -404,32 +369,4 @@ fn distinct(tags: &[Tag]) -> Vec<&Tag> {
         }
     }
     out
-}
-
-#[derive(Deserialize)]
-struct SetRequest<'a> {
-    #[serde(rename = "From_Account", borrow)]
-    from_account: Option<Cow<'a, str>>,
-    #[serde(rename = "ProfileItem", borrow)]
-    profile_item: Option<Vec<&'a RawValue>>,
-}
-
-/// Checks a `portrait_set` body enough to know whose cache to drop; Tencent checks the rest.
-fn decode_set_account(body: &[u8]) -> Result<Account, Error> {
-    let request: SetRequest<'_> = serde_json::from_slice(body).map_err(|e| {
-        Error::invalid_field(
-            "portrait_set body must be {\"From_Account\": string, \"ProfileItem\": [...]}",
-            &e,
-        )
-    })?;
-    let account = request
-        .from_account
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| Error::InvalidField(Arc::from("From_Account is missing or empty")))?;
-    if request.profile_item.is_none_or(|items| items.is_empty()) {
-        return Err(Error::InvalidField(Arc::from(
-            "ProfileItem is missing or empty",
-        )));
-    }
-    Ok(Account::from(account.as_ref()))
 }

@@ -1,7 +1,8 @@
 //! UpstreamClient: the gateway's calls to Tencent IM over HTTP(S).
 //!
-//! Owns the connection pool (hyper-util's pooled client with rustls and webpki roots for
-//! `https://` bases, plain TCP for `http://`), signs every call with the gateway's own admin
+//! Owns the connection pool (hyper-util's pooled client: keep-alive with idle expiry, rustls
+//! with the webpki roots plus `upstream.ca_file` for `https://` bases, HTTP/2 when the server
+//! offers it by ALPN, plain TCP for `http://`), signs every call with the gateway's own admin
 //! UserSig (renewed at half its lifetime, never the caller's), adds a fresh `random` per call and
 //! `contenttype=json`, and bounds each call by `upstream.timeout_ms` and its answer by
 //! `upstream.max_response_bytes` (an oversized or endless answer is cut off and becomes
@@ -10,6 +11,7 @@
 //! moves bytes only. Callers reach it through the [`UpstreamApi`] trait, which benches and tests
 //! can implement in memory.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +23,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tracing::{error, warn};
 
 use crate::config::UpstreamConfig;
 use crate::error::Error;
@@ -63,9 +68,10 @@ impl UpstreamClient {
     /// Builds the client and its connection pool. Makes no connection yet.
     pub fn new(config: &UpstreamConfig) -> UpstreamClient {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls_config(config.ca_file.as_deref()))
             .https_or_http()
             .enable_http1()
+            .enable_http2()
             .build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -188,10 +194,69 @@ async fn read_limited(
 
 /// Describes a client error without the URL (which carries the gateway's UserSig).
 fn transport_error(e: hyper_util::client::legacy::Error) -> Error {
-    let what = if e.is_connect() {
-        "connection failed"
+    if let Some(tls) = tls_cause(&e) {
+        warn!(error = %tls, "upstream TLS handshake failed: is upstream.ca_file right?");
+        return Error::UpstreamTls(Arc::from(tls));
+    }
+    if e.is_connect() {
+        Error::UpstreamRefused(Arc::from("connection failed"))
     } else {
-        "connection closed before the answer"
-    };
-    Error::UpstreamConnect(Arc::from(what))
+        Error::UpstreamConnect(Arc::from("connection closed before the answer"))
+    }
+}
+
+/// The rustls error somewhere in `e`'s causes, as text (names what failed, never a secret).
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = e.source();
+    while let Some(current) = cause {
+        let inner = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(tls) = inner.or_else(|| current.downcast_ref::<rustls::Error>()) {
+            return Some(tls.to_string());
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// rustls with the webpki roots and the certificates of `ca_file`; ALPN is set by the
+/// connector (h2, then http/1.1).
+fn tls_config(ca_file: Option<&Path>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        match load_ca_file(path) {
+            Ok(certs) => {
+                let (_added, ignored) = roots.add_parsable_certificates(certs);
+                if ignored > 0 {
+                    warn!(
+                        ignored,
+                        "upstream.ca_file: some certificates could not be used"
+                    );
+                }
+            }
+            // Checked when the config was loaded; the file changed since.
+            Err(e) => error!(error = %e, "upstream.ca_file unreadable: webpki roots only"),
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports rustls's default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The PEM certificates in `path` (at least one).
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".to_owned());
+    }
+    Ok(certs)
 }

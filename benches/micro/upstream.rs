@@ -11,10 +11,10 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use criterion::{black_box, Criterion, Throughput};
-use tim_gateway::batcher::{AccountMiss, BatchConfig, Batcher};
+use tim_gateway::batcher::{AccountMiss, BatchConfig, Batcher, PathMetrics, UpstreamPath};
 use tim_gateway::cache::ProfileCache;
 use tim_gateway::fleet::CacheTier;
-use tim_gateway::metrics::Metrics;
+use tim_gateway::metrics::{Api, Metrics};
 use tim_gateway::ratelimit::UpstreamLimiter;
 use tim_gateway::wire::{self, Account, Tag};
 
@@ -50,13 +50,20 @@ pub fn bench(c: &mut Criterion) {
         max_queue_wait: config.limits.max_queue_wait,
         upstream_timeout: config.upstream.timeout,
     };
-    let (batcher, _worker) = Batcher::spawn(
-        batch_config,
+    let metrics = Metrics::new();
+    let path = UpstreamPath::new(
+        Api::PortraitGet,
         upstream.clone(),
         UpstreamLimiter::new(NonZeroU32::new(inmem::UNLIMITED_RPS).expect("non-zero")),
+        &config,
+        &PathMetrics::register(&metrics),
+    );
+    let (batcher, _worker) = Batcher::spawn(
+        batch_config,
+        path,
         ProfileCache::new(&config.cache),
         CacheTier::Local,
-        Metrics::new(),
+        metrics,
     );
     let misses: Vec<AccountMiss> = inmem::readable(0, ACCOUNTS)
         .into_iter()

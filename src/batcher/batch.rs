@@ -53,6 +53,8 @@ pub struct Batch {
     /// In a fleet, each account's shared-tier version read before the call was sent
     /// (`accounts` order; empty outside a fleet, `None` where no caller read one).
     pub fleet_versions: Vec<Option<u64>>,
+    /// Sent as the half-open breaker's one probe: its outcome closes or re-opens it.
+    pub probe: bool,
 }
 
 impl Batch {
@@ -66,6 +68,7 @@ impl Batch {
             solo_owner,
             dispatch_stamps: None,
             fleet_versions: Vec::new(),
+            probe: false,
         }
     }
 

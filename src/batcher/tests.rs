@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::config::CacheConfig;
 use crate::metrics::Api;
+use crate::ratelimit::UpstreamLimiter;
+use crate::upstream::UpstreamApi;
 
 /// Answers every account with `"<account>/<tag>"` for each tag, except accounts starting with
 /// `fail` (per-account 40006) and any call containing account `bad` (whole-call 40003).
@@ -62,6 +64,7 @@ fn start(
         max_entries: 10_000,
         missing_tag_ttl: Duration::from_secs(60),
         answer_cache_bytes: 0,
+        ..crate::Config::default().cache
     };
     let cache = ProfileCache::new(&cache_config);
     let config = BatchConfig {
@@ -71,14 +74,15 @@ fn start(
         upstream_timeout: Duration::from_secs(3),
     };
     let limiter = UpstreamLimiter::new(NonZeroU32::new(rps).expect("non-zero"));
-    let (batcher, _worker) = Batcher::spawn(
-        config,
+    let metrics = Metrics::new();
+    let path = UpstreamPath::new(
+        Api::PortraitGet,
         upstream,
         limiter,
-        cache.clone(),
-        CacheTier::Local,
-        Metrics::new(),
+        &crate::Config::default(),
+        &PathMetrics::register(&metrics),
     );
+    let (batcher, _worker) = Batcher::spawn(config, path, cache.clone(), CacheTier::Local, metrics);
     (batcher, cache)
 }
 

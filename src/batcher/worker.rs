@@ -19,14 +19,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{debug, Instrument};
 
-use super::batch::{split_answer, Batch, BatchId, Subscriber, WaiterId};
-use super::{AccountFetch, BatchConfig, FetchMessage};
+use super::batch::{Batch, BatchId, Subscriber, WaiterId};
+use super::call::{BatchCall, UpstreamPath};
+use super::{AccountFetch, BatchConfig, FetchMessage, CALLER_SLACK};
+use crate::breaker::Admission;
 use crate::cache::ProfileCache;
 use crate::error::Error;
 use crate::fleet::CacheTier;
-use crate::metrics::{Api, Metrics, Outcome};
-use crate::ratelimit::{CallPermit, UpstreamLimiter};
-use crate::upstream::UpstreamApi;
+use crate::metrics::Metrics;
+use crate::ratelimit::CallPermit;
 use crate::wire::{Account, RawJson, Tag};
 
 mod admission;
@@ -40,11 +41,11 @@ pub struct BatchWorker {
     rx: mpsc::Receiver<FetchMessage>,
     /// Every handle is gone: flush what is queued without waiting for windows, then exit.
     closed: bool,
-    upstream: Arc<dyn UpstreamApi>,
-    limiter: UpstreamLimiter,
-    /// A permit being acquired for the front batch. Kept across loop turns: a fleet limiter's
-    /// wait is a Redis reservation, which a select! that rebuilt it every turn would waste.
-    acquiring: Option<BoxFuture<'static, CallPermit>>,
+    path: UpstreamPath,
+    /// A permit being acquired for the front batch, and whether that batch is the breaker's
+    /// probe. Kept across loop turns: a fleet limiter's wait is a Redis reservation, which a
+    /// select! that rebuilt it every turn would waste.
+    acquiring: Option<(BoxFuture<'static, CallPermit>, bool)>,
     cache: ProfileCache,
     /// The fleet's shared tier, written (version-checked) with what each call brings back.
     tier: CacheTier,
@@ -114,8 +115,7 @@ impl BatchWorker {
     pub(super) fn new(
         config: BatchConfig,
         rx: mpsc::Receiver<FetchMessage>,
-        upstream: Arc<dyn UpstreamApi>,
-        limiter: UpstreamLimiter,
+        path: UpstreamPath,
         cache: ProfileCache,
         tier: CacheTier,
         metrics: Metrics,
@@ -124,8 +124,7 @@ impl BatchWorker {
             config,
             rx,
             closed: false,
-            upstream,
-            limiter,
+            path,
             acquiring: None,
             cache,
             tier,
@@ -151,8 +150,17 @@ impl BatchWorker {
             let now = Instant::now();
             let waiting_for_window = ready_at.filter(|at| *at > now && self.acquiring.is_none());
             if ready_at.is_some_and(|at| at <= now) && self.acquiring.is_none() {
-                let limiter = self.limiter.clone();
-                self.acquiring = Some(Box::pin(async move { limiter.until_ready().await }));
+                match self.path.breaker.admit(now) {
+                    Admission::Send { probe } => {
+                        let limiter = self.path.limiter.clone();
+                        let permit = Box::pin(async move { limiter.until_ready().await });
+                        self.acquiring = Some((permit, probe));
+                    }
+                    Admission::Refuse => {
+                        self.refuse_front();
+                        continue;
+                    }
+                }
             }
             let expires_at = self
                 .queue
@@ -164,8 +172,8 @@ impl BatchWorker {
                     self.on_complete(joined);
                 }
                 permit = poll_acquisition(acquiring) => {
-                    self.acquiring = None;
-                    self.dispatch_front(ready_at.unwrap_or(now), permit);
+                    let probe = self.acquiring.take().is_some_and(|(_, probe)| probe);
+                    self.dispatch_front(ready_at.unwrap_or(now), permit, probe);
                 }
                 () = sleep_until(waiting_for_window), if waiting_for_window.is_some() => {}
                 () = sleep_until(expires_at), if expires_at.is_some() => self.expire_overdue(Instant::now()),
@@ -176,7 +184,9 @@ impl BatchWorker {
             }
             if self.queue.is_empty() {
                 // Nothing left to send (expired): an acquisition in progress is given up.
-                self.acquiring = None;
+                if let Some((_, true)) = self.acquiring.take() {
+                    self.path.breaker.abandon_probe(Instant::now());
+                }
             }
             self.metrics
                 .queue_batches
@@ -205,9 +215,22 @@ impl BatchWorker {
         })
     }
 
-    /// Sends the front batch; the limiter has just granted a permit.
-    fn dispatch_front(&mut self, ready_at: Instant, permit: CallPermit) {
+    /// Fails the front batch at once: the breaker is open.
+    fn refuse_front(&mut self) {
         let Some(id) = self.queue.pop_front() else {
+            return;
+        };
+        let batch = self.batches.remove(&id).expect("queued batch exists");
+        self.release(&batch);
+        self.fail_waiters(&batch, &self.path.breaker.refusal());
+    }
+
+    /// Sends the front batch; the limiter has just granted a permit.
+    fn dispatch_front(&mut self, ready_at: Instant, permit: CallPermit, probe: bool) {
+        let Some(id) = self.queue.pop_front() else {
+            if probe {
+                self.path.breaker.abandon_probe(Instant::now());
+            }
             return;
         };
         let versions = self.fleet_versions(id);
@@ -215,6 +238,7 @@ impl BatchWorker {
         let stamps = batch.accounts.iter().map(|a| self.cache.stamp(a.as_str()));
         batch.dispatch_stamps = Some(stamps.collect());
         batch.fleet_versions = versions;
+        batch.probe = probe;
         let now = Instant::now();
         self.metrics
             .ratelimit_wait
@@ -230,18 +254,16 @@ impl BatchWorker {
             accounts = accounts.len(),
             tags = tags.len()
         );
-        let (upstream, metrics) = (self.upstream.clone(), self.metrics.clone());
-        let call = async move {
-            let result = match upstream.call(Api::PortraitGet, body.into()).await {
-                Ok(answer) => split_answer(&answer, &accounts, &tags),
-                Err(e) => Err(e),
-            };
-            // The call has ended: its window slot is released one window from now.
-            drop(permit);
-            let outcome = Outcome::of(result.as_ref().map(|_| ()));
-            metrics.record_upstream(Api::PortraitGet, outcome, now.elapsed().as_secs_f64());
-            result
-        };
+        let call = BatchCall {
+            path: self.path.clone(),
+            metrics: self.metrics.clone(),
+            body: body.into(),
+            accounts,
+            tags,
+            attempt_timeout: self.config.upstream_timeout,
+            deadline: batch.opened_at + self.config.caller_deadline() - CALLER_SLACK,
+        }
+        .run(permit);
         let handle = self.running.spawn(call.instrument(span));
         self.running_batches.insert(handle.id(), id);
     }
@@ -289,9 +311,11 @@ impl BatchWorker {
 }
 
 /// The permit being acquired, if any; never resolves when none is.
-async fn poll_acquisition(acquiring: &mut Option<BoxFuture<'static, CallPermit>>) -> CallPermit {
+async fn poll_acquisition(
+    acquiring: &mut Option<(BoxFuture<'static, CallPermit>, bool)>,
+) -> CallPermit {
     match acquiring {
-        Some(acquisition) => acquisition.await,
+        Some((acquisition, _)) => acquisition.await,
         None => std::future::pending().await,
     }
 }

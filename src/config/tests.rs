@@ -391,3 +391,49 @@ fn bounds_have_production_defaults_and_env_overrides() {
     assert_eq!(config.upstream.max_response_bytes, 65536);
     assert_eq!(config.auth.verdict_cache_bytes, 4096);
 }
+
+#[test]
+fn resilience_defaults_and_regions() {
+    let config = Config::default();
+    assert_eq!(config.upstream.max_retries, 2);
+    assert_eq!(config.upstream.retry_budget_percent, 10);
+    assert_eq!(config.upstream.ca_file, None);
+    assert_eq!(config.cache.stale_if_error, Duration::from_secs(3600));
+    assert_eq!(config.cache.stale_while_revalidate, Duration::from_secs(30));
+    assert_eq!(config.cache.failure_ttl, Duration::from_secs(5));
+    assert_eq!(config.breaker.failure_threshold, 5);
+    assert_eq!(config.breaker.open, Duration::from_secs(2));
+    assert_eq!(config.server.drain_announce, Duration::from_secs(5));
+    let singapore =
+        Config::from_toml_str("[upstream]\nregion = \"singapore\"\n", &no_env()).unwrap();
+    assert_eq!(
+        singapore.upstream.base_url.as_str(),
+        "https://adminapisgp.im.qcloud.com/"
+    );
+    let vars = env(&[("TIM_GATEWAY__UPSTREAM__REGION", "silicon_valley")]);
+    let valley = Config::from_toml_str("", &vars).unwrap();
+    assert_eq!(
+        valley.upstream.base_url.host_str(),
+        Some("adminapiusa.im.qcloud.com")
+    );
+    for (toml, key) in [
+        ("[upstream]\nregion = \"mars\"\n", "upstream.region"),
+        (
+            "[upstream]\nregion = \"seoul\"\nbase_url = \"https://example.test\"\n",
+            "upstream.base_url",
+        ),
+        ("[upstream]\nmax_retries = 11\n", "upstream.max_retries"),
+        (
+            "[upstream]\nretry_budget_percent = 101\n",
+            "upstream.retry_budget_percent",
+        ),
+        (
+            "[breaker]\nfailure_threshold = 0\n",
+            "breaker.failure_threshold",
+        ),
+        ("[breaker]\nopen_ms = 0\n", "breaker.open_ms"),
+    ] {
+        let err = Config::from_toml_str(toml, &no_env()).unwrap_err();
+        assert!(err.to_string().contains(key), "{toml}: {err}");
+    }
+}
