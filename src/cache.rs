@@ -41,6 +41,10 @@ type Hasher = foldhash::fast::RandomState;
 struct Inner {
     profiles: Cache<Account, Arc<CachedAccount>, Hasher>,
     ttl: Duration,
+    /// How long past its TTL a slot is kept (for serve-stale and stale-while-revalidate).
+    stale_keep: Duration,
+    /// Accounts Tencent said do not exist (40003 per account), answered locally for a while.
+    failures: Option<Cache<Account, AccountFailure>>,
     /// Custom tags the upstream said do not exist, with the error it gave.
     missing_tags: Cache<Tag, Error>,
     /// Invalidation counters and write locks, an account's chosen by `stripe_hasher`.
@@ -85,6 +89,9 @@ struct Slot {
     fresh_until: Instant,
 }
 
+/// A per-account failure remembered for `cache.failure_ttl_seconds`: Tencent's code and info.
+pub type AccountFailure = (i64, Arc<str>);
+
 /// What the cache knows about one (account, tag).
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'a> {
@@ -111,9 +118,17 @@ impl ProfileCache {
             .max_capacity(10_000)
             .time_to_live(config.missing_tag_ttl)
             .build();
+        let failures = (!config.failure_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.failure_ttl)
+                .build()
+        });
         ProfileCache(Arc::new(Inner {
             profiles,
             ttl: config.ttl,
+            stale_keep: config.stale_if_error.max(config.stale_while_revalidate),
+            failures,
             missing_tags,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             stripe_hasher: Hasher::default(),
@@ -183,7 +198,8 @@ impl ProfileCache {
             Some(old) => old
                 .slots
                 .iter()
-                .filter(|s| now < s.fresh_until && !values.iter().any(|(t, _)| *t == s.tag))
+                .filter(|s| now < s.fresh_until + self.0.stale_keep)
+                .filter(|s| !values.iter().any(|(t, _)| *t == s.tag))
                 .cloned()
                 .collect(),
             None => Vec::with_capacity(values.len()),
@@ -207,7 +223,27 @@ impl ProfileCache {
         let stripe = &self.0.stripes[self.stripe_index(account.as_str())];
         let _write = stripe.write.lock();
         self.0.profiles.invalidate(account.as_str());
+        if let Some(failures) = &self.0.failures {
+            failures.invalidate(account.as_str());
+        }
         stripe.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Remembers that Tencent said `account` does not exist (only 40003 is ever remembered:
+    /// transient per-account failures must be asked again).
+    pub fn remember_failure(&self, account: &Account, failure: AccountFailure, dispatched: Stamp) {
+        let Some(failures) = &self.0.failures else {
+            return;
+        };
+        let _write = self.0.stripes[dispatched.stripe as usize].write.lock();
+        if self.is_current(dispatched) {
+            failures.insert(account.clone(), failure);
+        }
+    }
+
+    /// A remembered per-account failure of `account`.
+    pub fn failure(&self, account: &str) -> Option<AccountFailure> {
+        self.0.failures.as_ref()?.get(account)
     }
 
     /// Drops every cached account and moves every stamp: for a gateway that may have missed
@@ -221,6 +257,9 @@ impl ProfileCache {
         // inserted before the clear.
         self.0.profiles.invalidate_all();
         self.0.profiles.run_pending_tasks();
+        if let Some(failures) = &self.0.failures {
+            failures.invalidate_all();
+        }
     }
 
     /// Remembers that the upstream failed a call because `tag` does not exist.
@@ -261,6 +300,13 @@ impl CachedAccount {
             },
             None => (Lookup::Miss, None),
         }
+    }
+
+    /// The value of `tag` if it went stale less than `max_age` ago (`Some(None)`: cached as
+    /// unset); `None` when fresh, missing or older.
+    pub fn stale(&self, tag: &Tag, now: Instant, max_age: Duration) -> Option<Option<RawJson>> {
+        let slot = self.slots.iter().find(|s| s.tag == *tag)?;
+        (slot.fresh_until <= now && now < slot.fresh_until + max_age).then(|| slot.value.clone())
     }
 
     fn fresh_slot(&self, tag: &Tag, now: Instant) -> Option<&Slot> {

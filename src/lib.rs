@@ -161,7 +161,7 @@ pub fn build_service(
         batcher,
         path_for(Api::PortraitSet, limits.set_requests_per_second),
         metrics,
-        limits.max_queue_wait,
+        config,
         fleet,
     );
     (service, worker)

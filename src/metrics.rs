@@ -127,6 +127,9 @@ pub struct Families {
     pub cache_misses: IntCounter,
     /// `cache_lookups_total{result=absent}`: a hit on a tag cached as unset.
     pub cache_absent: IntCounter,
+    /// `cache_lookups_total{result=stale}`: answered past its TTL (revalidating, or the
+    /// upstream failed).
+    pub cache_stale: IntCounter,
     /// `answer_cache_requests_total{result=hit}`: requests answered whole by body.
     pub answer_cache_hits: IntCounter,
     /// `answer_cache_requests_total{result=miss}`.
@@ -210,6 +213,7 @@ impl Metrics {
             cache_hits: cache_lookups.with_label_values(&["hit"]),
             cache_misses: cache_lookups.with_label_values(&["miss"]),
             cache_absent: cache_lookups.with_label_values(&["absent"]),
+            cache_stale: cache_lookups.with_label_values(&["stale"]),
             answer_cache_hits: answer_cache.with_label_values(&["hit"]),
             answer_cache_misses: answer_cache.with_label_values(&["miss"]),
             cache_entries: reg.gauge("cache_entries", "Cached (account, tag) pairs"),

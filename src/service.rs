@@ -19,13 +19,15 @@ use serde_json::value::RawValue;
 
 use crate::answers::{AnswerCache, CachedAnswer};
 use crate::batcher::{AccountFetch, AccountMiss, Batcher, UpstreamPath};
-use crate::cache::{CachedAccount, Lookup, ProfileCache, Stamp};
+use crate::cache::{AccountFailure, CachedAccount, Lookup, ProfileCache, Stamp};
+use crate::config::Config;
 use crate::error::Error;
 use crate::fleet::{CacheTier, Fleet};
 use crate::metrics::Metrics;
 use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
 
 mod set;
+mod stale;
 
 /// The gateway's API logic; cheap to clone.
 #[derive(Clone)]
@@ -41,6 +43,12 @@ struct Inner {
     set_path: UpstreamPath,
     metrics: Metrics,
     max_queue_wait: Duration,
+    /// `cache.stale_if_error_seconds`.
+    stale_if_error: Duration,
+    /// `cache.stale_while_revalidate_seconds`.
+    stale_while_revalidate: Duration,
+    /// Accounts being refreshed in the background: at most one refresh each at a time.
+    refreshing: parking_lot::Mutex<std::collections::HashSet<Account>>,
     /// The fleet membership, if any: kept alive (and its channel task running) by the service.
     _fleet: Option<Fleet>,
 }
@@ -53,6 +61,11 @@ struct AccountView<'a> {
     cached: Option<Arc<CachedAccount>>,
     /// Index into the fetch answer when some of its tags missed.
     fetched: Option<usize>,
+    /// Values past their TTL answered anyway: inside the revalidate window (a refresh is on its
+    /// way), or because the fetch failed (serve-stale).
+    stale: Vec<(Tag, Option<RawJson>)>,
+    /// Tencent recently said this account does not exist: answered so again, not fetched.
+    failed: Option<AccountFailure>,
 }
 
 /// What the cache had for a request.
@@ -68,6 +81,8 @@ struct Lookups<'a> {
     absent: u64,
     /// When the first of the pairs found goes stale.
     fresh_until: Option<Instant>,
+    /// Accounts with values inside the revalidate window, to refresh in the background.
+    revalidate: Vec<AccountMiss>,
 }
 
 /// Finds repeated accounts in a request: a linear scan for short lists, a map for long ones.
@@ -115,7 +130,7 @@ impl ProfileService {
         batcher: Batcher,
         set_path: UpstreamPath,
         metrics: Metrics,
-        max_queue_wait: Duration,
+        config: &Config,
         fleet: Option<Fleet>,
     ) -> ProfileService {
         ProfileService(Arc::new(Inner {
@@ -125,7 +140,10 @@ impl ProfileService {
             batcher,
             set_path,
             metrics,
-            max_queue_wait,
+            max_queue_wait: config.limits.max_queue_wait,
+            stale_if_error: config.cache.stale_if_error,
+            stale_while_revalidate: config.cache.stale_while_revalidate,
+            refreshing: parking_lot::Mutex::new(std::collections::HashSet::new()),
             _fleet: fleet,
         }))
     }
@@ -144,32 +162,39 @@ impl ProfileService {
         let request = wire::decode_portrait_get(body)?;
         self.answer_known_missing_tags(&request)?;
         let mut found = self.lookup(&request, now);
+        self.revalidate(std::mem::take(&mut found.revalidate));
         if found.misses.is_empty() {
             let answer = Bytes::from(self.assemble(&request, &found, &[], now));
-            self.keep_answer(body, &found, &answer);
+            if found
+                .views
+                .iter()
+                .all(|v| v.stale.is_empty() && v.failed.is_none())
+            {
+                self.keep_answer(body, &found, &answer);
+            }
             return Ok(answer);
         }
         let misses = std::mem::take(&mut found.misses);
-        let fetched = self.fetch(&found, misses).await?;
+        let stamps = fetch_stamps(&found, misses.len());
+        let fetched = match self.fetch(stamps, misses.clone()).await {
+            Ok(fetched) => fetched,
+            Err(e) if e.is_outage() => self.stale_on_error(&mut found, &misses, e, now)?,
+            Err(e) => return Err(e),
+        };
         Ok(Bytes::from(self.assemble(&request, &found, &fetched, now)))
     }
 
     /// Fetches what L1 missed: from the fleet's shared tier first (one round trip for all of
     /// them; what it has goes into L1), the rest through the batcher. Aligned with `misses`.
+    /// `stamps`: each miss's account stamp, taken before L1 was read.
     async fn fetch(
         &self,
-        found: &Lookups<'_>,
+        stamps: Vec<Option<Stamp>>,
         misses: Vec<AccountMiss>,
     ) -> Result<Vec<AccountFetch>, Error> {
         let Some(answers) = self.0.tier.lookup(&misses).await else {
             return self.0.batcher.fetch(misses).await;
         };
-        let mut stamps = vec![None; misses.len()];
-        for view in &found.views {
-            if let Some(i) = view.fetched {
-                stamps[i] = Some(view.stamp);
-            }
-        }
         let now = Instant::now();
         let mut merged: Vec<Vec<(Tag, Option<RawJson>)>> = Vec::with_capacity(misses.len());
         let (mut remaining, mut remaining_at) = (Vec::new(), Vec::new());
@@ -261,7 +286,9 @@ impl ProfileService {
             hits: 0,
             absent: 0,
             fresh_until: None,
+            revalidate: Vec::new(),
         };
+        let revalidate_window = self.0.stale_while_revalidate;
         let mut seen = DistinctAccounts::new(request.accounts.len());
         let mut missed = 0u64;
         for name in request.accounts.iter().map(Cow::as_ref) {
@@ -271,21 +298,40 @@ impl ProfileService {
             }
             let stamp = self.0.cache.stamp(name);
             let cached = self.0.cache.get(name);
-            let mut missing = Vec::new();
-            for tag in &tags {
+            let failed = cached
+                .is_none()
+                .then(|| self.0.cache.failure(name))
+                .flatten();
+            let (mut missing, mut stale) = (Vec::new(), Vec::new());
+            for tag in tags.iter().filter(|_| failed.is_none()) {
                 let (lookup, until) = cached
                     .as_ref()
                     .map_or((Lookup::Miss, None), |c| c.lookup_until(tag, now));
                 match lookup {
                     Lookup::Value(_) => found.hits += 1,
                     Lookup::Absent => found.absent += 1,
-                    Lookup::Miss => missing.push((*tag).clone()),
+                    Lookup::Miss => {
+                        let old = cached
+                            .as_ref()
+                            .and_then(|c| c.stale(tag, now, revalidate_window));
+                        match old {
+                            Some(value) => stale.push(((*tag).clone(), value)),
+                            None => missing.push((*tag).clone()),
+                        }
+                    }
                 }
                 if let Some(until) = until {
                     found.fresh_until = Some(found.fresh_until.map_or(until, |f| f.min(until)));
                 }
             }
             missed += missing.len() as u64;
+            if !stale.is_empty() {
+                found.revalidate.push(AccountMiss {
+                    account: Account::from(name),
+                    tags: stale.iter().map(|(t, _)| t.clone()).collect(),
+                    version: None,
+                });
+            }
             let fetched = (!missing.is_empty()).then(|| {
                 found.misses.push(AccountMiss {
                     account: Account::from(name),
@@ -301,8 +347,12 @@ impl ProfileService {
                 stamp,
                 cached,
                 fetched,
+                stale,
+                failed,
             });
         }
+        let stale: usize = found.revalidate.iter().map(|m| m.tags.len()).sum();
+        self.0.metrics.cache_stale.inc_by(stale as u64);
         self.0.metrics.cache_hits.inc_by(found.hits);
         self.0.metrics.cache_absent.inc_by(found.absent);
         self.0.metrics.cache_misses.inc_by(missed);
@@ -324,13 +374,17 @@ impl ProfileService {
         for &position in &found.positions {
             let view = &found.views[position];
             let fresh = view.fetched.and_then(|i| fetched.get(i));
+            if let Some((code, info)) = &view.failed {
+                out.failed_account(view.name, *code, info);
+                continue;
+            }
             if let Some(AccountFetch::Failed { code, info }) = fresh {
                 out.failed_account(view.name, *code, info);
                 continue;
             }
             out.begin_account(view.name);
             for tag in &request.tags {
-                if let Some(value) = value_of(view.cached.as_deref(), fresh, tag, now) {
+                if let Some(value) = value_of(view, fresh, tag, now) {
                     out.tag_value(tag, value);
                 }
             }
@@ -340,24 +394,50 @@ impl ProfileService {
     }
 }
 
-/// The value to answer for `tag`: cached, or just fetched; `None` when unset.
+/// The value to answer for `tag`: cached, stale but allowed, or just fetched; `None` when
+/// unset.
 fn value_of<'a>(
-    cached: Option<&'a CachedAccount>,
+    view: &'a AccountView<'_>,
     fresh: Option<&'a AccountFetch>,
     tag: &Tag,
     now: Instant,
 ) -> Option<&'a RawValue> {
-    match cached.map_or(Lookup::Miss, |c| c.lookup(tag, now)) {
+    let in_list = |values: &'a [(Tag, Option<RawJson>)]| {
+        let found = values.iter().find(|(t, _)| t == tag)?;
+        Some(found.1.as_deref())
+    };
+    match view
+        .cached
+        .as_deref()
+        .map_or(Lookup::Miss, |c| c.lookup(tag, now))
+    {
         Lookup::Value(v) => Some(v),
         Lookup::Absent => None,
-        Lookup::Miss => match fresh {
-            Some(AccountFetch::Values(values)) => values
-                .iter()
-                .find(|(t, _)| t == tag)
-                .and_then(|(_, v)| v.as_deref()),
+        Lookup::Miss => match (in_list(&view.stale), fresh) {
+            (Some(stale), _) => stale,
+            (None, Some(AccountFetch::Values(values))) => in_list(values).flatten(),
             _ => None,
         },
     }
+}
+
+/// Each miss's account stamp now, for fetches not tied to an earlier L1 read (refreshes).
+fn fetch_stamps_now(cache: &ProfileCache, misses: &[AccountMiss]) -> Vec<Option<Stamp>> {
+    misses
+        .iter()
+        .map(|m| Some(cache.stamp(m.account.as_str())))
+        .collect()
+}
+
+/// Each miss's account stamp (aligned with the misses), taken before L1 was read.
+fn fetch_stamps(found: &Lookups<'_>, misses: usize) -> Vec<Option<Stamp>> {
+    let mut stamps = vec![None; misses];
+    for view in &found.views {
+        if let Some(i) = view.fetched {
+            stamps[i] = Some(view.stamp);
+        }
+    }
+    stamps
 }
 
 /// The distinct tags of a request, in first-seen order.

@@ -10,11 +10,13 @@
 //! gateways' shares even. See `scripts::ACQUIRE`.
 //!
 //! While Redis is down the gateway allows itself `limit / fallback_instances`, counted in a
-//! local ledger that holds *every* call of this gateway, whichever mode granted it: switching
-//! to fallback counts the fleet's recent grants, and for one window after switching back the
-//! fleet grant also needs room in the local budget. The holds granted locally are written into
-//! Redis on the way back (and all live holds after Redis lost its state), so the fleet sees
-//! them too.
+//! local ledger that holds *every* call of this gateway, whichever mode granted it. Switching
+//! to fallback first waits until one window has passed since this gateway's last fleet grant
+//! and its fleet holds have ended (it cannot see the other gateways' holds, which were granted
+//! before Redis went away too). Switching back, fleet grants also need room in the local
+//! budget until every hold granted in fallback has ended plus [`CATCH_UP`] (time for the other
+//! gateways to reconnect), and the holds granted locally are written into Redis's count (all
+//! live holds after Redis lost its state, noticed by its epoch key).
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
@@ -33,6 +35,10 @@ use crate::ratelimit::WINDOW;
 
 /// How long a waiting acquisition sleeps at most before it looks at the mode again.
 const RECHECK: Duration = Duration::from_millis(50);
+/// After a fallback grant's hold ends, how much longer fleet grants also need room in the
+/// fallback budget: other gateways may still be in fallback (not yet reconnected, so their
+/// calls are not in Redis's count) for up to the channel's reconnect backoff and a ping.
+const CATCH_UP: Duration = Duration::from_millis(2_500);
 
 /// The fleet's budget for one upstream API; cheap to clone.
 #[derive(Clone)]
@@ -67,6 +73,11 @@ struct Ledger {
     ended: VecDeque<(Instant, u64, Grant)>,
     /// Redis may not know some live holds (granted in fallback, or Redis lost its state).
     register: bool,
+    /// When this gateway last got a fleet grant while the fleet was busy: fallback grants wait
+    /// one window after it.
+    last_busy_grant: Option<Instant>,
+    /// Until when fleet grants also need room in the fallback budget (see [`CATCH_UP`]).
+    both_budgets_until: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -166,16 +177,19 @@ impl FleetLimiter {
         for (member, remaining) in register.iter().flatten() {
             invocation.arg(member).arg(micros(*remaining));
         }
-        let answer: (i64, i64, String) = match self.0.link.run(Command::Acquire, &invocation).await
-        {
-            Ok(answer) => answer,
-            Err(_) => return Attempt::Wait, // now in fallback mode
-        };
-        let (status, micros_to_wait, epoch) = answer;
+        let answer: (i64, i64, String, i64) =
+            match self.0.link.run(Command::Acquire, &invocation).await {
+                Ok(answer) => answer,
+                Err(_) => return Attempt::Wait, // now in fallback mode
+            };
+        let (status, micros_to_wait, epoch, fleet_holds) = answer;
         let wait = Duration::from_micros(u64::try_from(micros_to_wait).unwrap_or(0));
         match status {
             1 => {
-                let permit = self.record(id, true, register.is_some());
+                // With more holds than half a fallback share, some gateway may hold more than
+                // its share: falling back right after would risk the sum.
+                let busy = fleet_holds > (self.0.fallback_limit / 2) as i64;
+                let permit = self.record(id, Some(busy), register.is_some());
                 tokio::time::sleep(wait).await;
                 Attempt::Granted(permit)
             }
@@ -194,9 +208,12 @@ impl FleetLimiter {
     /// What to register with the next fleet grant (`Some(None)`: nothing), or `None` while
     /// holds granted in fallback leave no room in the fallback budget.
     fn fleet_registration(&self) -> Option<Option<Vec<(String, Duration)>>> {
+        let now = Instant::now();
         let mut ledger = self.0.ledger.lock();
-        ledger.prune(Instant::now());
-        if ledger.any_fallback_grant() && ledger.live() >= self.0.fallback_limit {
+        ledger.prune(now);
+        let both_budgets = ledger.any_fallback_grant()
+            || ledger.both_budgets_until.is_some_and(|until| now < until);
+        if both_budgets && ledger.live() >= self.0.fallback_limit {
             return None;
         }
         Some(ledger.register.then(|| self.live_holds(&ledger)))
@@ -232,7 +249,7 @@ impl FleetLimiter {
             }
             None => {
                 let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
-                Attempt::Granted(self.record(id, false, false))
+                Attempt::Granted(self.record(id, None, false))
             }
         }
     }
@@ -241,8 +258,19 @@ impl FleetLimiter {
     /// spacing permit is taken).
     fn fallback_wait(&self) -> Option<Duration> {
         {
+            let now = Instant::now();
             let mut ledger = self.0.ledger.lock();
-            ledger.prune(Instant::now());
+            ledger.prune(now);
+            // Just out of a busy fleet: every gateway's fleet grants of the last window may still
+            // arrive at Tencent, and this one cannot see the others'. Wait until one window has
+            // passed since its own last such grant and its own fleet holds have ended.
+            let quiet_from = ledger.last_busy_grant.map(|at| at + WINDOW);
+            if let Some(wait) = quiet_from.and_then(|from| from.checked_duration_since(now)) {
+                return Some(wait);
+            }
+            if quiet_from.is_some() && ledger.any_fleet_grant() {
+                return Some(RECHECK);
+            }
             if ledger.live() >= self.0.fallback_limit {
                 let first_end = ledger.ended.front().map(|(end, _, _)| *end);
                 let until = first_end.map(|end| end.saturating_duration_since(Instant::now()));
@@ -260,17 +288,25 @@ impl FleetLimiter {
 
     // === the ledger ===
 
-    fn record(&self, id: u64, by_fleet: bool, registered: bool) -> FleetPermit {
+    /// Records a grant: `fleet_busy` is `None` for a fallback grant, else whether the fleet
+    /// was busy when Redis granted it.
+    fn record(&self, id: u64, fleet_busy: Option<bool>, registered: bool) -> FleetPermit {
         let mut ledger = self.0.ledger.lock();
         let grant = Grant {
             at: Instant::now(),
-            by_fleet,
+            by_fleet: fleet_busy.is_some(),
         };
         ledger.in_flight.insert(id, grant);
-        if !by_fleet {
-            ledger.register = true;
-        } else if registered {
-            ledger.register = false;
+        match fleet_busy {
+            None => ledger.register = true,
+            Some(busy) => {
+                if busy {
+                    ledger.last_busy_grant = Some(grant.at);
+                }
+                if registered {
+                    ledger.register = false;
+                }
+            }
         }
         FleetPermit {
             limiter: self.clone(),
@@ -292,7 +328,11 @@ impl FleetLimiter {
             let Some(grant) = ledger.in_flight.remove(&id) else {
                 return;
             };
-            ledger.ended.push_back((Instant::now() + WINDOW, id, grant));
+            let hold_ends = Instant::now() + WINDOW;
+            if !grant.by_fleet {
+                ledger.both_budgets_until = Some(hold_ends + CATCH_UP);
+            }
+            ledger.ended.push_back((hold_ends, id, grant));
         }
         self.0.ledger_changed.notify_waiters();
         if !self.0.link.is_up() || tokio::runtime::Handle::try_current().is_err() {
@@ -322,9 +362,15 @@ impl Ledger {
     }
 
     fn any_fallback_grant(&self) -> bool {
-        let by_fallback = |g: &Grant| !g.by_fleet;
-        self.in_flight.values().any(by_fallback)
-            || self.ended.iter().any(|(_, _, g)| by_fallback(g))
+        self.any_grant(|g| !g.by_fleet)
+    }
+
+    fn any_fleet_grant(&self) -> bool {
+        self.any_grant(|g| g.by_fleet)
+    }
+
+    fn any_grant(&self, which: impl Fn(&Grant) -> bool) -> bool {
+        self.in_flight.values().any(&which) || self.ended.iter().any(|(_, _, g)| which(g))
     }
 }
 

@@ -14,8 +14,9 @@ use redis::Script;
 /// ARGV: limit, interval µs, lease µs, member, the epoch the gateway knows, then pairs of
 /// (member, remaining µs) of holds to register first (calls the fleet may not know of).
 ///
-/// Returns `{status, µs, epoch}`: status 1 = granted, send after µs; 0 = every slot is held,
-/// ask again after µs; 2 = the epoch differs (Redis lost its state, or this gateway is new):
+/// Returns `{status, µs, epoch[, holds]}`: status 1 = granted, send after µs, with the fleet's
+/// live holds counted after the grant; 0 = every slot is held, ask again after µs; 2 = the
+/// epoch differs (Redis lost its state, or this gateway is new):
 /// register your live holds, then ask again.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -28,7 +29,7 @@ if not epoch then
   redis.call('SET', KEYS[3], epoch)
 end
 if epoch ~= ARGV[5] then
-  return {2, 0, epoch}
+  return {2, 0, epoch, 0}
 end
 local lease = tonumber(ARGV[3])
 for i = 6, #ARGV, 2 do
@@ -37,14 +38,14 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, math.max(tonumber(first[2]) - now, 500), epoch}
+  return {0, math.max(tonumber(first[2]) - now, 500), epoch, 0}
 end
 local at = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0'))
 local interval = tonumber(ARGV[2])
 redis.call('SET', KEYS[2], string.format('%d', at + interval), 'PX', math.ceil((at - now + interval) / 1000) + 1000)
 redis.call('ZADD', KEYS[1], at + lease, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil((at - now + lease) / 1000) + 1000)
-return {1, at - now, epoch}
+return {1, at - now, epoch, redis.call('ZCARD', KEYS[1])}
 ",
     )
 });

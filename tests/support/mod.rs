@@ -72,6 +72,9 @@ impl GatewayBuilder {
         });
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
+            // Well under any server idle timeout a test sets (hostile tests use 1.5 s): a pooled
+            // connection the server is closing at the same instant fails the next request.
+            .pool_idle_timeout(Duration::from_millis(500))
             .build_http();
         TestGateway {
             addr,

@@ -63,6 +63,12 @@ impl BatchWorker {
         let mut index = HashMap::with_capacity(batch.accounts.len());
         let mut fleet_writes = Vec::new();
         for (i, (account, fetch)) in batch.accounts.iter().zip(fetches).enumerate() {
+            if let (AccountFetch::Failed { code, info }, Some(stamp)) = (fetch, stamps.get(i)) {
+                if *code == codes::ACCOUNT_NOT_FOUND {
+                    self.cache
+                        .remember_failure(account, (*code, info.clone()), *stamp);
+                }
+            }
             if let (AccountFetch::Values(values), Some(stamp)) = (fetch, stamps.get(i)) {
                 match batch.fleet_versions.get(i).copied().flatten() {
                     Some(version) => fleet_writes.push((
