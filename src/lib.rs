@@ -68,7 +68,7 @@ use answers::AnswerCache;
 use auth::Authenticator;
 use batcher::{BatchConfig, Batcher};
 use cache::ProfileCache;
-use metrics::Metrics;
+use metrics::{Api, Metrics};
 use ratelimit::UpstreamLimiter;
 use routes::AppState;
 use service::ProfileService;
@@ -129,7 +129,7 @@ pub fn build_service(
     metrics: Metrics,
 ) -> (ProfileService, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
-    let cache = ProfileCache::new(&config.cache);
+    let cache = ProfileCache::with_evictions(&config.cache, Some(metrics.cache_evictions.clone()));
     let batch_config = BatchConfig {
         max_accounts: limits.max_accounts_per_batch,
         window: limits.batch_window,
@@ -137,6 +137,10 @@ pub fn build_service(
         upstream_timeout: config.upstream.timeout,
     };
     let limiter = UpstreamLimiter::new(limits.requests_per_second);
+    let rps = limits.requests_per_second.get();
+    metrics
+        .limiters
+        .watch(Api::PortraitGet, limiter.clone(), rps);
     let (batcher, worker) = Batcher::spawn(
         batch_config,
         upstream.clone(),
@@ -145,6 +149,10 @@ pub fn build_service(
         metrics.clone(),
     );
     let set_limiter = UpstreamLimiter::new(limits.set_requests_per_second);
+    let set_rps = limits.set_requests_per_second.get();
+    metrics
+        .limiters
+        .watch(Api::PortraitSet, set_limiter.clone(), set_rps);
     let service = ProfileService::new(
         AnswerCache::new(config.cache.answer_cache_bytes, cache.clone()),
         cache,

@@ -2,9 +2,15 @@
 //! HTTP responses.
 //!
 //! API paths answer HTTP 200 with Tencent's JSON whatever happened, as Tencent does; only
-//! non-API paths and wrong methods get 4xx. `/metrics` and `/healthz` skip auth and are not
-//! counted as API requests. Each error is logged once, here, where it becomes a response: caller
-//! faults at debug, upstream and capacity faults at warn, gateway faults at error.
+//! non-API paths and wrong methods get 4xx. `/metrics`, `/healthz` (liveness) and `/readyz`
+//! (readiness: 503 once draining) skip auth and are not counted as API requests. Each error is
+//! logged once, here, where it becomes a response: caller faults at debug, upstream and capacity
+//! faults at warn, gateway faults at error.
+//!
+//! Every API request runs in a `request` span carrying its request id: the caller's
+//! `X-Request-Id` when it is sane (1 to 128 visible ASCII characters), else a new one. The id is
+//! returned in the response's `X-Request-Id` and handed to the batch worker (see
+//! [`batcher::REQUEST_ID`](crate::batcher::REQUEST_ID)), whose flush span lists the ids it serves.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +20,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::auth::Authenticator;
+use crate::batcher::REQUEST_ID;
 use crate::error::{codes, Error, Fault};
 use crate::metrics::{Api, Metrics, Outcome};
 use crate::service::ProfileService;
@@ -25,6 +32,10 @@ use crate::service::ProfileService;
 pub const PORTRAIT_GET_PATH: &str = "/v4/profile/portrait_get";
 /// Path of `portrait_set`.
 pub const PORTRAIT_SET_PATH: &str = "/v4/profile/portrait_set";
+/// The request id header, read from callers and returned to them.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The longest caller-chosen request id kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
@@ -78,6 +89,7 @@ where
         ),
         ("/metrics", _) if request.method() == Method::GET => metrics(&state),
         ("/healthz", _) if request.method() == Method::GET => healthz(&state),
+        ("/readyz", _) if request.method() == Method::GET => readyz(&state),
         _ => not_served(StatusCode::NOT_FOUND, "no such API on this gateway"),
     };
     Ok(response)
@@ -89,18 +101,44 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let result = answer(state, api, request).await;
+    let id = request_id(&request);
+    let span = tracing::info_span!("request", request_id = %id, api = api.label());
+    let result = REQUEST_ID
+        .scope(id.clone(), answer(state, api, request))
+        .instrument(span.clone())
+        .await;
     state.metrics.record_request(
         api,
         Outcome::of(result.as_ref().map(|_| ())),
         started.elapsed().as_secs_f64(),
     );
-    match result {
+    let mut response = match result {
         Ok(body) => json(StatusCode::OK, body),
         Err(e) => {
-            log_error(api, &e);
+            span.in_scope(|| log_error(api, &e));
+            state.metrics.errors.record(api, &e);
             json(StatusCode::OK, Bytes::from(e.to_body()))
         }
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// The caller's `X-Request-Id` when sane (1 to 128 visible ASCII characters), else a new
+/// random one (16 hex digits).
+fn request_id<B>(request: &Request<B>) -> Arc<str> {
+    let given = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
+        .filter(|v| v.iter().all(|b| b.is_ascii_graphic()))
+        .and_then(|v| std::str::from_utf8(v).ok());
+    match given {
+        Some(id) => Arc::from(id),
+        None => Arc::from(format!("{:016x}", rand::random::<u64>())),
     }
 }
 
@@ -172,6 +210,21 @@ fn healthz(state: &AppState) -> Response<Full<Bytes>> {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (StatusCode::OK, "ok\n")
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+/// Readiness: 200 while serving, 503 with the reason once draining.
+fn readyz(state: &AppState) -> Response<Full<Bytes>> {
+    let (status, text) = if state.draining.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: shutting down, send no new requests\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
     };
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *response.status_mut() = status;

@@ -294,17 +294,18 @@ impl ProfileService {
         drop(permit);
         self.0.cache.invalidate(&account);
         self.0.metrics.cache_invalidations.inc();
-        let outcome = match &result {
-            Ok(answer) if wire::decode_envelope(answer).is_ok_and(|env| env.error_code == 0) => {
-                Outcome::Ok
-            }
-            Ok(_) => Outcome::UpstreamError,
-            Err(e) => Outcome::of::<()>(Err(e)),
+        let (outcome, code) = match &result {
+            Ok(answer) => match wire::decode_envelope(answer).map(|env| env.error_code) {
+                Ok(0) => (Outcome::Ok, 0),
+                Ok(code) => (Outcome::UpstreamError, code),
+                Err(e) => (Outcome::UpstreamError, e.code()),
+            },
+            Err(e) => (Outcome::of::<()>(Err(e)), e.code()),
         };
         let seconds = started.elapsed().as_secs_f64();
         self.0
             .metrics
-            .record_upstream(Api::PortraitSet, outcome, seconds);
+            .record_upstream(Api::PortraitSet, outcome, code, seconds);
         result
     }
 }

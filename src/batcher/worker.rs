@@ -68,6 +68,8 @@ struct Waiter {
     accounts: Vec<Partial>,
     /// (account, tag) answers still outstanding.
     pending: usize,
+    /// The caller's request id, for the flush span.
+    request_id: Option<Arc<str>>,
 }
 
 /// What has arrived so far for one missed account of a caller.
@@ -86,8 +88,10 @@ struct ParkedKey {
 /// Where [`BatchWorker::place`] put a key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Placement {
-    /// Joined a fetch that already asks for this (account, tag).
+    /// Joined a fetch another caller already waits on for this (account, tag).
     Joined,
+    /// Answered from the cache, filled since the caller looked it up.
+    Cached,
     /// Added to a pending batch.
     Queued,
     /// Waits for its account's dispatched batch to finish.
@@ -186,6 +190,12 @@ impl BatchWorker {
         let Some(id) = self.queue.pop_front() else {
             return;
         };
+        // The flush span is at debug: skip listing the callers when it is not recorded.
+        let requests = if tracing::enabled!(tracing::Level::DEBUG) {
+            self.request_ids(self.batches[&id].waiters())
+        } else {
+            String::new()
+        };
         let batch = self.batches.get_mut(&id).expect("queued batch exists");
         let stamps = batch.accounts.iter().map(|a| self.cache.stamp(a.as_str()));
         batch.dispatch_stamps = Some(stamps.collect());
@@ -202,8 +212,10 @@ impl BatchWorker {
             "flush",
             batch_id = id,
             accounts = accounts.len(),
-            tags = tags.len()
+            tags = tags.len(),
+            requests = %requests,
         );
+        span.in_scope(|| debug!("flushing batch"));
         let (upstream, metrics) = (self.upstream.clone(), self.metrics.clone());
         let call = async move {
             let result = match upstream.call(Api::PortraitGet, body.into()).await {
@@ -213,11 +225,21 @@ impl BatchWorker {
             // The call has ended: its window slot is released one window from now.
             drop(permit);
             let outcome = Outcome::of(result.as_ref().map(|_| ()));
-            metrics.record_upstream(Api::PortraitGet, outcome, now.elapsed().as_secs_f64());
+            let code = result.as_ref().map_or_else(Error::code, |_| 0);
+            let seconds = now.elapsed().as_secs_f64();
+            metrics.record_upstream(Api::PortraitGet, outcome, code, seconds);
             result
         };
         let handle = self.running.spawn(call.instrument(span));
         self.running_batches.insert(handle.id(), id);
+    }
+
+    /// The request ids of `waiters`, comma-separated (callers without one are left out).
+    fn request_ids(&self, waiters: Vec<WaiterId>) -> String {
+        let ids = waiters
+            .iter()
+            .filter_map(|w| self.waiters.get(w)?.request_id.as_deref());
+        ids.collect::<Vec<_>>().join(",")
     }
 
     /// Fails every queued batch that has waited past `max_queue_wait` (the front is oldest).
