@@ -88,7 +88,7 @@ async fn request_ids_are_kept_or_made_returned_and_listed_by_the_batch() {
     let (_, id, _) = post(&gw, &query, Some(b"checkout-7f3a"), body.clone()).await;
     assert_eq!(id.as_deref(), Some("checkout-7f3a"), "a sane id is kept");
 
-    let too_long = vec![b'a'; 129];
+    let too_long = [b'a'; 129];
     for insane in [&b"has space"[..], &b"tab\there"[..], &too_long[..]] {
         let (_, id, _) = post(&gw, &query, Some(insane), body.clone()).await;
         let id = id.expect("an id is always returned");
