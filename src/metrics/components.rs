@@ -105,21 +105,25 @@ pub struct CacheEvictions(IntCounterVec);
 
 impl CacheEvictions {
     pub(super) fn register(reg: &Registrar<'_>) -> CacheEvictions {
-        CacheEvictions(reg.counter_vec(
+        let evictions = reg.counter_vec(
             "cache_evictions_total",
-            "Cached accounts removed by the cache itself: size (evicted or refused admission \
-             when full), expired, replaced, explicit",
+            "Cached accounts the cache dropped on its own: size (evicted, or refused admission, \
+             when full) or expired",
             &["cause"],
-        ))
+        );
+        for cause in ["size", "expired"] {
+            evictions.with_label_values(&[cause]);
+        }
+        CacheEvictions(evictions)
     }
 
-    /// What moka's eviction listener calls.
+    /// What moka's eviction listener calls. Replacements (a refresh) and explicit removals
+    /// (`portrait_set`, counted as invalidations) are not evictions.
     pub fn record(&self, cause: RemovalCause) {
         let label = match cause {
             RemovalCause::Size => "size",
             RemovalCause::Expired => "expired",
-            RemovalCause::Explicit => "explicit",
-            RemovalCause::Replaced => "replaced",
+            RemovalCause::Explicit | RemovalCause::Replaced => return,
         };
         self.0.with_label_values(&[label]).inc();
     }
