@@ -10,9 +10,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use support::*;
 use tim_gateway::sim::{Fault, DEMO_SECRET_KEY};
@@ -50,32 +47,23 @@ fn logs_text() -> String {
     String::from_utf8_lossy(&captured().lock()).into_owned()
 }
 
-/// Sends a POST with headers; returns status, the response's X-Request-Id and body.
+/// POSTs with an optional X-Request-Id; returns status, the response's X-Request-Id and body.
 async fn post(
     gw: &TestGateway,
     path_and_query: &str,
     request_id: Option<&[u8]>,
     body: String,
 ) -> (u16, Option<String>, Bytes) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = http::Request::post(gw.url(path_and_query));
-    if let Some(id) = request_id {
-        request = request.header("x-request-id", id);
-    }
-    let request = request.body(Full::new(Bytes::from(body))).expect("request");
-    let response = client.request(request).await.expect("gateway answers");
-    let status = response.status().as_u16();
-    let id = response
-        .headers()
+    let headers: Vec<(&str, &[u8])> = request_id
+        .map(|id| ("x-request-id", id))
+        .into_iter()
+        .collect();
+    let (status, response_headers, body) =
+        gw.send_with("POST", path_and_query, &headers, body).await;
+    let id = response_headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
     (status, id, body)
 }
 
