@@ -248,3 +248,43 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamClient;
+
+    fn state() -> Arc<AppState> {
+        let config = crate::Config::default();
+        let metrics = Metrics::new();
+        let upstream = Arc::new(UpstreamClient::new(&config.upstream));
+        let (service, _worker) = crate::build_service(&config, upstream, metrics.clone());
+        let secret = config.upstream.secret_key.clone();
+        let auth = Authenticator::new(&config.auth, config.upstream.sdkappid, secret);
+        Arc::new(AppState::new(service, auth, metrics, 1024))
+    }
+
+    async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, Bytes) {
+        let request = Request::get(path)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = handle(state.clone(), request).await.expect("infallible");
+        let status = response.status();
+        let body = response.into_body().collect().await.expect("body");
+        (status, body.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ready_while_serving_and_503_with_a_reason_once_draining() {
+        let state = state();
+        assert_eq!(
+            get(&state, "/readyz").await,
+            (StatusCode::OK, Bytes::from_static(b"ready\n"))
+        );
+        state.start_draining();
+        let (status, body) = get(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let reason = String::from_utf8_lossy(&body);
+        assert!(reason.starts_with("draining: ") && reason.lines().count() == 1);
+    }
+}
