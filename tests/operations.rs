@@ -199,6 +199,35 @@ async fn coalesced_keys_count_only_pairs_joining_a_fetch_another_caller_waits_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_dropped_by_a_full_cache_are_counted_as_size_evictions() {
+    let gw = TestGateway::builder()
+        .config(|c| c.cache.max_entries = 10)
+        .start()
+        .await;
+    const EVICTED: &str = "tim_gateway_cache_evictions_total{cause=\"size\"}";
+    assert_eq!(gw.metric(EVICTED).await, Some(0.0));
+    let mut round = 0;
+    let evicted = eventually(Duration::from_secs(10), || {
+        round += 1;
+        let accounts: Vec<String> = (0..20)
+            .map(|i| format!("user{}", 1000 + round * 20 + i))
+            .collect();
+        let gw = &gw;
+        async move {
+            let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+            gw.portrait_get(&get_body(&accounts, &[NICK])).await;
+            gw.metric(EVICTED).await.unwrap_or(0.0) > 0.0
+        }
+    })
+    .await;
+    assert!(
+        evicted,
+        "60+ accounts through a 10-pair cache evicted nothing"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_ready_while_serving_without_auth() {
     let gw = TestGateway::start().await;
     let (status, body) = gw.send("GET", "/readyz", Bytes::new()).await;
