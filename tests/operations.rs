@@ -236,6 +236,31 @@ async fn readyz_answers_ready_while_serving_without_auth() {
     gw.shutdown().await;
 }
 
+/// The ConfigMap's embedded tim-gateway.toml is a config the gateway accepts, with the key
+/// coming from the environment as the Deployments set it.
+#[test]
+fn the_configmap_holds_a_config_the_gateway_accepts() {
+    let manifest = std::fs::read_to_string(repo_file("deploy/kubernetes/configmap.yaml"))
+        .expect("read the ConfigMap");
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "tim-gateway.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[upstream]"), "no embedded config found");
+    let env = std::collections::HashMap::from([(
+        "TIM_GATEWAY__UPSTREAM__SECRET_KEY".to_string(),
+        "placeholder".to_string(),
+    )]);
+    let config = tim_gateway::Config::from_toml_str(&toml, &env).expect("a valid config");
+    config
+        .require_secret_key()
+        .expect("the key comes from the env");
+    assert_eq!(config.server.shutdown_grace, Duration::from_secs(20));
+}
+
 /// No SecretKey, private key or token in deploy/: Secrets hold placeholders only.
 #[test]
 fn deploy_holds_no_secret() {
