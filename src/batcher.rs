@@ -47,6 +47,12 @@ pub use worker::BatchWorker;
 /// bug and the caller gets an error rather than hanging.
 const CALLER_SLACK: Duration = Duration::from_secs(1);
 
+tokio::task_local! {
+    /// The request id of the API request this task serves, set by `routes`; the worker lists
+    /// the ids each upstream call serves in its flush span.
+    pub static REQUEST_ID: Arc<str>;
+}
+
 /// How many callers' requests may wait for the worker to read them.
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -102,6 +108,8 @@ pub(crate) struct FetchMessage {
     misses: Vec<AccountMiss>,
     reply: oneshot::Sender<Result<Vec<AccountFetch>, Error>>,
     span: Span,
+    /// The caller's request id, when it runs inside one.
+    request_id: Option<Arc<str>>,
 }
 
 /// Clonable handle to the batch worker.
@@ -140,6 +148,7 @@ impl Batcher {
             misses,
             reply,
             span: Span::current(),
+            request_id: REQUEST_ID.try_with(Arc::clone).ok(),
         };
         self.tx
             .send(message)

@@ -106,8 +106,19 @@ pub enum Lookup<'a> {
 impl ProfileCache {
     /// Builds the caches.
     pub fn new(config: &CacheConfig) -> ProfileCache {
-        let profiles = Cache::builder()
-            .max_capacity(config.max_entries)
+        Self::with_evictions(config, None)
+    }
+
+    /// Builds the caches, telling `on_evict` why moka removed an account on its own.
+    pub fn with_evictions(
+        config: &CacheConfig,
+        on_evict: Option<crate::metrics::CacheEvictions>,
+    ) -> ProfileCache {
+        let mut builder = Cache::builder().max_capacity(config.max_entries);
+        if let Some(evictions) = on_evict {
+            builder = builder.eviction_listener(move |_, _, cause| evictions.record(cause));
+        }
+        let profiles = builder
             .weigher(|_: &Account, v: &Arc<CachedAccount>| {
                 u32::try_from(v.slots.len()).unwrap_or(u32::MAX)
             })

@@ -129,11 +129,15 @@ pub fn build_service(
     metrics: Metrics,
 ) -> (ProfileService, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
-    let cache = ProfileCache::new(&config.cache);
+    let cache = ProfileCache::with_evictions(&config.cache, Some(metrics.cache_evictions.clone()));
     let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics));
-    let limiter_for = |api: Api, rate| match &fleet {
-        Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate), rate),
-        None => UpstreamLimiter::new(rate),
+    let limiter_for = |api: Api, rate: std::num::NonZeroU32| {
+        let limiter = match &fleet {
+            Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate), rate),
+            None => UpstreamLimiter::new(rate),
+        };
+        metrics.limiters.watch(api, limiter.clone(), rate.get());
+        limiter
     };
     let path_metrics = PathMetrics::register(&metrics);
     let path_for = |api: Api, rate| {

@@ -15,6 +15,10 @@ use prometheus::{
 
 use crate::error::{Error, Fault};
 
+mod components;
+
+pub use components::{code_class, CacheEvictions, ErrorMetrics, LimiterGauges, UpstreamResults};
+
 /// Which Tencent API a request or upstream call was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -151,6 +155,16 @@ pub struct Families {
     pub queue_batches: IntGauge,
     /// Merged calls re-sent per caller because a caller's input failed them.
     pub isolation_resends: IntCounter,
+    /// Errors answered, by code; auth failures.
+    pub errors: ErrorMetrics,
+    /// Upstream calls by code class.
+    pub upstream_results: UpstreamResults,
+    /// Accounts the per-pair cache removed on its own (moka's eviction listener).
+    pub cache_evictions: CacheEvictions,
+    /// The upstream limiters' windows against their limits, read at scrape time.
+    pub limiters: Arc<LimiterGauges>,
+    /// Unprefixed registry of the process collector.
+    process: Registry,
 }
 
 const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
@@ -227,7 +241,7 @@ impl Metrics {
             ),
             coalesced_keys: reg.counter(
                 "coalesced_keys_total",
-                "(account, tag) pairs that joined an in-flight fetch",
+                "(account, tag) pairs that joined a fetch another caller was already waiting on",
             ),
             batch_accounts: reg.histogram(
                 HistogramOpts::new("batch_accounts", "Accounts per upstream portrait_get call")
@@ -245,6 +259,11 @@ impl Metrics {
                 "isolation_resends_total",
                 "Merged upstream calls re-sent per caller after a caller-attributable failure",
             ),
+            errors: ErrorMetrics::register(&reg),
+            upstream_results: UpstreamResults::register(&reg),
+            cache_evictions: CacheEvictions::register(&reg),
+            limiters: LimiterGauges::register(&registry),
+            process: components::process_registry(),
             requests: SeriesTable::new(&requests, &request_duration),
             upstream_requests: SeriesTable::new(&upstream_requests, &upstream_duration),
             registry,
@@ -257,9 +276,11 @@ impl Metrics {
         self.0.requests.record(api, outcome, seconds);
     }
 
-    /// Records one upstream call.
-    pub fn record_upstream(&self, api: Api, outcome: Outcome, seconds: f64) {
+    /// Records one upstream call that ended with `code` (0 when it succeeded, else the
+    /// Tencent or gateway ErrorCode).
+    pub fn record_upstream(&self, api: Api, outcome: Outcome, code: i64, seconds: f64) {
         self.0.upstream_requests.record(api, outcome, seconds);
+        self.0.upstream_results.record(api, code);
     }
 
     /// The registry, for components that register families of their own (the fleet).
@@ -270,7 +291,8 @@ impl Metrics {
     /// The Prometheus text exposition of every family.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);
-        let families = self.0.registry.gather();
+        let mut families = self.0.registry.gather();
+        families.extend(self.0.process.gather());
         TextEncoder::new()
             .encode(&families, &mut buf)
             .expect("encoding to a Vec cannot fail");
@@ -319,44 +341,4 @@ impl Registrar<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
-        let m = Metrics::new();
-        m.record_request(Api::PortraitGet, Outcome::Ok, 0.001);
-        m.record_upstream(Api::PortraitGet, Outcome::Ok, 0.01);
-        m.cache_hits.inc();
-        m.batch_accounts.observe(100.0);
-        m.ratelimit_wait.observe(0.0);
-        let text = String::from_utf8(m.encode()).expect("utf-8");
-        for name in [
-            "tim_gateway_requests_total{api=\"portrait_get\",outcome=\"ok\"} 1",
-            "tim_gateway_request_duration_seconds_bucket",
-            "tim_gateway_cache_lookups_total{result=\"hit\"} 1",
-            "tim_gateway_answer_cache_requests_total{result=\"hit\"} 0",
-            "tim_gateway_cache_entries",
-            "tim_gateway_answer_cache_bytes",
-            "tim_gateway_cache_invalidations_total",
-            "tim_gateway_coalesced_keys_total",
-            "tim_gateway_batch_accounts_bucket{le=\"100\"} 1",
-            "tim_gateway_upstream_requests_total{api=\"portrait_get\",outcome=\"ok\"} 1",
-            "tim_gateway_upstream_request_duration_seconds_bucket",
-            "tim_gateway_ratelimit_wait_seconds_bucket",
-            "tim_gateway_build_info{version=",
-        ] {
-            assert!(text.contains(name), "missing {name} in\n{text}");
-        }
-        assert!(!text.contains("_ms"), "durations are in seconds");
-    }
-
-    #[test]
-    fn two_instances_do_not_share_counters() {
-        let a = Metrics::new();
-        let b = Metrics::new();
-        a.cache_hits.inc();
-        assert_eq!(a.cache_hits.get(), 1);
-        assert_eq!(b.cache_hits.get(), 0);
-    }
-}
+mod tests;

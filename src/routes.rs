@@ -2,9 +2,15 @@
 //! HTTP responses.
 //!
 //! API paths answer HTTP 200 with Tencent's JSON whatever happened, as Tencent does; only
-//! non-API paths and wrong methods get 4xx. `/metrics` and `/healthz` skip auth and are not
-//! counted as API requests. Each error is logged once, here, where it becomes a response: caller
-//! faults at debug, upstream and capacity faults at warn, gateway faults at error.
+//! non-API paths and wrong methods get 4xx. `/metrics`, `/healthz` (liveness) and `/readyz`
+//! (readiness: 503 once draining) skip auth and are not counted as API requests. Each error is
+//! logged once, here, where it becomes a response: caller faults at debug, upstream and capacity
+//! faults at warn, gateway faults at error.
+//!
+//! Every API request runs in a `request` span carrying its request id: the caller's
+//! `X-Request-Id` when it is sane (1 to 128 visible ASCII characters), else a new one. The id is
+//! returned in the response's `X-Request-Id` and handed to the batch worker (see
+//! [`batcher::REQUEST_ID`](crate::batcher::REQUEST_ID)), whose flush span lists the ids it serves.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use tracing::{debug, error, warn};
+use http_body_util::{BodyExt, Full};
+use tracing::{debug, error, warn, Instrument};
 
 use crate::auth::Authenticator;
+use crate::batcher::REQUEST_ID;
 use crate::error::{codes, Error, Fault};
 use crate::metrics::{Api, Metrics, Outcome};
 use crate::service::ProfileService;
@@ -25,6 +32,10 @@ use crate::service::ProfileService;
 pub const PORTRAIT_GET_PATH: &str = "/v4/profile/portrait_get";
 /// Path of `portrait_set`.
 pub const PORTRAIT_SET_PATH: &str = "/v4/profile/portrait_set";
+/// The request id header, read from callers and returned to them.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The longest caller-chosen request id kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
@@ -82,6 +93,7 @@ where
         ),
         ("/metrics", _) if request.method() == Method::GET => metrics(&state),
         ("/healthz", _) if request.method() == Method::GET => healthz(&state),
+        ("/readyz", _) if request.method() == Method::GET => readyz(&state),
         _ => not_served(StatusCode::NOT_FOUND, "no such API on this gateway"),
     };
     Ok(response)
@@ -93,18 +105,44 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let result = answer(state, api, request).await;
+    let id = request_id(&request);
+    let span = tracing::info_span!("request", request_id = %id, api = api.label());
+    let result = REQUEST_ID
+        .scope(id.clone(), answer(state, api, request))
+        .instrument(span.clone())
+        .await;
     state.metrics.record_request(
         api,
         Outcome::of(result.as_ref().map(|_| ())),
         started.elapsed().as_secs_f64(),
     );
-    match result {
+    let mut response = match result {
         Ok(body) => json(StatusCode::OK, body),
         Err(e) => {
-            log_error(api, &e);
+            span.in_scope(|| log_error(api, &e));
+            state.metrics.errors.record(api, &e);
             json(StatusCode::OK, Bytes::from(e.to_body()))
         }
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// The caller's `X-Request-Id` when sane (1 to 128 visible ASCII characters), else a new
+/// random one (16 hex digits).
+fn request_id<B>(request: &Request<B>) -> Arc<str> {
+    let given = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
+        .filter(|v| v.iter().all(|b| b.is_ascii_graphic()))
+        .and_then(|v| std::str::from_utf8(v).ok());
+    match given {
+        Some(id) => Arc::from(id),
+        None => Arc::from(format!("{:016x}", rand::random::<u64>())),
     }
 }
 
@@ -130,8 +168,9 @@ where
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when
-/// the client sends one).
+/// Reads the whole body, refusing more than `limit` bytes. A refused body is still read (and
+/// discarded) up to [`DRAIN_LIMIT_BYTES`]: closing a connection with unread bytes in it makes
+/// the kernel reset it, and the caller would lose the answer that explains the refusal.
 async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
@@ -141,22 +180,34 @@ where
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT_BYTES as u64) {
         return Err(Error::BodyTooLarge(limit));
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(Error::BodyTooLarge(limit))
+    let unreadable = || Error::InvalidField(Arc::from("request body could not be read"));
+    let body = request.into_body();
+    let mut body = std::pin::pin!(body);
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > DRAIN_LIMIT_BYTES {
+            break;
         }
-        Err(_) => Err(Error::InvalidField(Arc::from(
-            "request body could not be read",
-        ))),
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        }
     }
+    if seen > limit {
+        return Err(Error::BodyTooLarge(limit));
+    }
+    Ok(Bytes::from(kept))
 }
+
+/// How much of a refused body is read and discarded before the connection is simply closed.
+const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
 fn log_error(api: Api, e: &Error) {
     let (api, code) = (api.label(), e.code());
@@ -191,6 +242,21 @@ fn healthz(state: &AppState) -> Response<Full<Bytes>> {
     response
 }
 
+/// Readiness: 200 while serving, 503 with the reason once draining.
+fn readyz(state: &AppState) -> Response<Full<Bytes>> {
+    let (status, text) = if state.draining.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: shutting down, send no new requests\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
 /// A 4xx with a Tencent-style body (60009: bad resource or URL path).
 fn not_served(status: StatusCode, info: &str) -> Response<Full<Bytes>> {
     json(
@@ -207,4 +273,50 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamClient;
+
+    fn state() -> Arc<AppState> {
+        let config = crate::Config::default();
+        let metrics = Metrics::new();
+        let upstream = Arc::new(UpstreamClient::new(&config.upstream));
+        let (service, _worker) = crate::build_service(&config, upstream, metrics.clone());
+        let secret = config.upstream.secret_key.clone();
+        let auth = Authenticator::new(&config.auth, config.upstream.sdkappid, secret);
+        Arc::new(AppState::new(
+            service,
+            auth,
+            metrics,
+            1024,
+            Duration::from_secs(10),
+        ))
+    }
+
+    async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, Bytes) {
+        let request = Request::get(path)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = handle(state.clone(), request).await.expect("infallible");
+        let status = response.status();
+        let body = response.into_body().collect().await.expect("body");
+        (status, body.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ready_while_serving_and_503_with_a_reason_once_draining() {
+        let state = state();
+        assert_eq!(
+            get(&state, "/readyz").await,
+            (StatusCode::OK, Bytes::from_static(b"ready\n"))
+        );
+        state.start_draining();
+        let (status, body) = get(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let reason = String::from_utf8_lossy(&body);
+        assert!(reason.starts_with("draining: ") && reason.lines().count() == 1);
+    }
 }

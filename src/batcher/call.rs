@@ -135,9 +135,10 @@ impl BatchCall {
             // The call has ended: its window slot is released one window from now.
             drop(permit);
             let outcome = Outcome::of(result.as_ref().map(|_| ()));
+            let code = result.as_ref().map_or_else(Error::code, |_| 0);
             let seconds = started.elapsed().as_secs_f64();
             self.metrics
-                .record_upstream(Api::PortraitGet, outcome, seconds);
+                .record_upstream(Api::PortraitGet, outcome, code, seconds);
             let Err(error) = &result else {
                 return result;
             };

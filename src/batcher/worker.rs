@@ -78,6 +78,8 @@ struct Waiter {
     pending: usize,
     /// Each missed account's fleet version (aligned with `accounts`).
     versions: Vec<Option<u64>>,
+    /// The caller's request id, for the flush span.
+    request_id: Option<Arc<str>>,
 }
 
 /// What has arrived so far for one missed account of a caller.
@@ -96,8 +98,10 @@ struct ParkedKey {
 /// Where [`BatchWorker::place`] put a key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Placement {
-    /// Joined a fetch that already asks for this (account, tag).
+    /// Joined a fetch another caller already waits on for this (account, tag).
     Joined,
+    /// Answered from the cache, filled since the caller looked it up.
+    Cached,
     /// Added to a pending batch.
     Queued,
     /// Waits for its account's dispatched batch to finish.
@@ -234,6 +238,12 @@ impl BatchWorker {
             return;
         };
         let versions = self.fleet_versions(id);
+        // The flush span is at debug: skip listing the callers when it is not recorded.
+        let requests = if tracing::enabled!(tracing::Level::DEBUG) {
+            self.request_ids(self.batches[&id].waiters())
+        } else {
+            String::new()
+        };
         let batch = self.batches.get_mut(&id).expect("queued batch exists");
         let stamps = batch.accounts.iter().map(|a| self.cache.stamp(a.as_str()));
         batch.dispatch_stamps = Some(stamps.collect());
@@ -252,8 +262,10 @@ impl BatchWorker {
             "flush",
             batch_id = id,
             accounts = accounts.len(),
-            tags = tags.len()
+            tags = tags.len(),
+            requests = %requests,
         );
+        span.in_scope(|| debug!("flushing batch"));
         let call = BatchCall {
             path: self.path.clone(),
             metrics: self.metrics.clone(),
@@ -291,6 +303,14 @@ impl BatchWorker {
             .iter()
             .map(|a| versions.get(a).copied())
             .collect()
+    }
+
+    /// The request ids of `waiters`, comma-separated (callers without one are left out).
+    fn request_ids(&self, waiters: Vec<WaiterId>) -> String {
+        let ids = waiters
+            .iter()
+            .filter_map(|w| self.waiters.get(w)?.request_id.as_deref());
+        ids.collect::<Vec<_>>().join(",")
     }
 
     /// Fails every queued batch that has waited past `max_queue_wait` (the front is oldest).

@@ -52,7 +52,8 @@ impl ProfileService {
             drop(permit);
             let seconds = started.elapsed().as_secs_f64();
             let metrics = &self.0.metrics;
-            metrics.record_upstream(Api::PortraitSet, set_outcome(&result), seconds);
+            let (outcome, code) = set_outcome(&result);
+            metrics.record_upstream(Api::PortraitSet, outcome, code, seconds);
             let Err(error @ Error::UpstreamRefused(_)) = &result else {
                 return result;
             };
@@ -68,14 +69,16 @@ impl ProfileService {
     }
 }
 
-/// The metrics outcome of a set: Tencent's own envelope decides, not just the transport.
-fn set_outcome(result: &Result<Bytes, Error>) -> Outcome {
+/// The metrics outcome and code of a set: Tencent's own envelope decides, not just the
+/// transport.
+fn set_outcome(result: &Result<Bytes, Error>) -> (Outcome, i64) {
     match result {
-        Ok(answer) if wire::decode_envelope(answer).is_ok_and(|env| env.error_code == 0) => {
-            Outcome::Ok
-        }
-        Ok(_) => Outcome::UpstreamError,
-        Err(e) => Outcome::of::<()>(Err(e)),
+        Ok(answer) => match wire::decode_envelope(answer).map(|env| env.error_code) {
+            Ok(0) => (Outcome::Ok, 0),
+            Ok(code) => (Outcome::UpstreamError, code),
+            Err(e) => (Outcome::UpstreamError, e.code()),
+        },
+        Err(e) => (Outcome::of::<()>(Err(e)), e.code()),
     }
 }
 

@@ -127,7 +127,7 @@ fn generate(n: u64, tag: &str) -> Option<Box<RawValue>> {
     let index = STANDARD_TAGS.iter().position(|t| *t == tag);
     let salt = index.map_or_else(|| fnv1a(tag), |i| i as u64 + 1);
     let h = splitmix64(n ^ salt.wrapping_mul(GOLDEN_GAMMA));
-    if h % 5 == 0 {
+    if h.is_multiple_of(5) {
         return None;
     }
     let r = h >> 8;
@@ -144,7 +144,7 @@ fn generate(n: u64, tag: &str) -> Option<Box<RawValue>> {
         }
         Some("Tag_Profile_IM_Image") => Generated::Text(format!("https://img.example/u{n}.png")),
         Some("Tag_Profile_IM_AdminForbidType") => Generated::Text(
-            if r % 10 == 0 {
+            if r.is_multiple_of(10) {
                 "AdminForbid_Type_SendOut"
             } else {
                 "AdminForbid_Type_None"
@@ -165,11 +165,11 @@ fn generate(n: u64, tag: &str) -> Option<Box<RawValue>> {
 
 /// Every 7th account has a non-ASCII nick; a few others carry a quote or a backslash.
 fn nick(n: u64, r: u64) -> String {
-    if n % 7 == 0 {
+    if n.is_multiple_of(7) {
         format!("昵称-{n}")
-    } else if r % 11 == 0 {
+    } else if r.is_multiple_of(11) {
         format!("nick \"{n}\"")
-    } else if r % 13 == 0 {
+    } else if r.is_multiple_of(13) {
         format!("nick\\{n}")
     } else {
         format!("nick-{n}")

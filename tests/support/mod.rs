@@ -143,20 +143,35 @@ impl TestGateway {
         path_and_query: &str,
         body: impl Into<Bytes>,
     ) -> (u16, Bytes) {
-        let request = http::Request::builder()
+        let (status, _, body) = self.send_with(method, path_and_query, &[], body).await;
+        (status, body)
+    }
+
+    /// Sends any request with extra headers; returns status, response headers and body.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &[u8])],
+        body: impl Into<Bytes>,
+    ) -> (u16, http::HeaderMap, Bytes) {
+        let mut request = http::Request::builder()
             .method(method)
-            .uri(self.url(path_and_query))
-            .body(Full::new(body.into()))
-            .expect("request");
+            .uri(self.url(path_and_query));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into())).expect("request");
         let response = self.client.request(request).await.expect("gateway answers");
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .expect("body")
             .to_bytes();
-        (status, body)
+        (status, headers, body)
     }
 
     /// POSTs raw bytes to `path` with a valid admin query; expects HTTP 200 and JSON.

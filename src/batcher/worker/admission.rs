@@ -17,6 +17,7 @@ impl BatchWorker {
             misses,
             reply,
             span,
+            request_id,
         } = message;
         if misses.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
@@ -36,6 +37,7 @@ impl BatchWorker {
                 accounts,
                 pending,
                 versions,
+                request_id,
             },
         );
         let mut joined = 0u64;
@@ -70,7 +72,7 @@ impl BatchWorker {
             let cached = self.cache.get(account.as_str());
             if let Some(value) = cached.and_then(|c| c.fresh(tag, Instant::now())) {
                 self.deliver_key(subscriber, tag, KeyOutcome::Value(&value));
-                return Placement::Joined;
+                return Placement::Cached;
             }
             let id = self.open_batch();
             self.batches
@@ -85,6 +87,11 @@ impl BatchWorker {
             .get_mut(&id)
             .expect("an account's batch exists");
         let asks_for_tag = batch.tags.contains(tag);
+        // Joining means another caller already waits on this very (account, tag); a tag the
+        // batch asks for only because another account needed it is new work, not a join.
+        let awaited = batch
+            .subscribers
+            .contains_key(&(account.clone(), tag.clone()));
         let dispatched = batch.dispatch_stamps.as_deref().map(|stamps| {
             let i = batch.accounts.iter().position(|a| a == account);
             i.and_then(|i| stamps.get(i).copied())
@@ -92,7 +99,7 @@ impl BatchWorker {
         match dispatched {
             None => {
                 batch.add(account, tag, subscriber);
-                if asks_for_tag {
+                if awaited {
                     Placement::Joined
                 } else {
                     Placement::Queued
