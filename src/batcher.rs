@@ -117,6 +117,8 @@ pub(crate) struct FetchMessage {
 pub struct Batcher {
     tx: mpsc::Sender<FetchMessage>,
     caller_deadline: Duration,
+    /// The breaker of the worker's upstream path, for readiness reports.
+    breaker: crate::breaker::Breaker,
 }
 
 impl Batcher {
@@ -130,14 +132,21 @@ impl Batcher {
     ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let caller_deadline = config.caller_deadline();
+        let breaker = path.breaker.clone();
         let worker = BatchWorker::new(config, rx, path, cache, tier, metrics);
         (
             Batcher {
                 tx,
                 caller_deadline,
+                breaker,
             },
             tokio::spawn(worker.run()),
         )
+    }
+
+    /// The breaker guarding this batcher's upstream calls.
+    pub fn breaker(&self) -> &crate::breaker::Breaker {
+        &self.breaker
     }
 
     /// Fetches `misses` from the upstream, joining fetches already in flight. The answer is

@@ -30,6 +30,8 @@ pub async fn start_sim(mut config: Config) -> std::io::Result<(Sim, Config)> {
     })
     .await?;
     config.upstream.base_url = sim.base_url().parse().map_err(std::io::Error::other)?;
+    // Nothing balances load onto a demo: Ctrl-C stops it without announcing the drain.
+    config.server.drain_announce = std::time::Duration::ZERO;
     Ok((sim, config))
 }
 

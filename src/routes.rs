@@ -242,17 +242,28 @@ fn healthz(state: &AppState) -> Response<Full<Bytes>> {
     response
 }
 
-/// Readiness: 200 while serving, 503 with the reason once draining.
+/// Readiness: 200 while serving, 503 with the reason once draining. The breakers' states are
+/// in the body, never in the status: a sidecar's readiness gates its whole pod, and a Tencent
+/// outage must not take every pod of the app out of service at once.
 fn readyz(state: &AppState) -> Response<Full<Bytes>> {
+    let breakers: Vec<String> = state
+        .service
+        .breakers()
+        .iter()
+        .map(|b| format!("{}={}", b.api(), b.state_name()))
+        .collect();
     let (status, text) = if state.draining.load(Ordering::Acquire) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "draining: shutting down, send no new requests\n",
+            "draining: shutting down, send no new requests\n".to_owned(),
         )
     } else {
-        (StatusCode::OK, "ready\n")
+        (
+            StatusCode::OK,
+            format!("ready; breakers {}\n", breakers.join(" ")),
+        )
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
     response
 }

@@ -44,9 +44,10 @@ struct Shared {
     stop: CancellationToken,
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains for at most
-/// `config.shutdown_grace`. Returns when the drain started, which the caller's own deadline
-/// (flushing the batch worker) counts from.
+/// Serves `listener` until `shutdown` resolves; then says not ready while still accepting for
+/// `config.drain_announce`, stops accepting and drains for at most `config.shutdown_grace`.
+/// Returns when the drain started, which the caller's own deadline (flushing the batch worker)
+/// counts from.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -80,8 +81,28 @@ pub async fn serve(
             }
         }
     }
-    let drain_started = Instant::now();
+    // Readiness turns 503 first, while the listener still accepts: load balancers and
+    // kube-proxy need a probe period or two to stop sending here.
     state.start_draining();
+    if !config.drain_announce.is_zero() {
+        info!(
+            announce_ms = config.drain_announce.as_millis() as u64,
+            "draining announced; still accepting"
+        );
+        let stop_accepting = tokio::time::sleep(config.drain_announce);
+        tokio::pin!(stop_accepting);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop_accepting => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => admit(&shared, &tracker, stream, peer),
+                    Err(_) => tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await,
+                },
+            }
+        }
+    }
+    let drain_started = Instant::now();
     drop(listener);
     let grace = config.shutdown_grace;
     info!(grace_ms = grace.as_millis() as u64, "draining connections");

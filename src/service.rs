@@ -148,6 +148,11 @@ impl ProfileService {
         }))
     }
 
+    /// The breakers of every upstream API, for readiness reports.
+    pub fn breakers(&self) -> [&crate::breaker::Breaker; 2] {
+        [self.0.batcher.breaker(), &self.0.set_path.breaker]
+    }
+
     /// Cached (account, tag) pairs and answer cache bytes, for the scrape-time gauges.
     pub fn cache_sizes(&self) -> (u64, u64) {
         (self.0.cache.weighted_size(), self.0.answers.weighted_size())

@@ -32,6 +32,7 @@ pub fn base_config() -> Config {
     config.cache.ttl = Duration::from_secs(3600);
     config.cache.max_entries = 10_000_000;
     config.server.shutdown_grace = Duration::from_secs(2);
+    config.server.drain_announce = Duration::ZERO;
     config
 }
 

@@ -96,6 +96,8 @@ pub fn test_config() -> Config {
     config.auth.mode = AuthMode::UserSig;
     config.auth.admins = vec![ADMIN.to_string()];
     config.server.shutdown_grace = Duration::from_secs(5);
+    // Tests stop gateways often; the drain announcement has a test of its own.
+    config.server.drain_announce = Duration::ZERO;
     config
 }
 

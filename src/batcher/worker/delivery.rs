@@ -36,6 +36,10 @@ impl BatchWorker {
             return;
         };
         self.release(&batch);
+        let outcome = result.as_ref().map(|_| ());
+        self.path
+            .breaker
+            .record(outcome, batch.probe, Instant::now());
         match result {
             Ok(fetches) => self.deliver(&batch, &fetches),
             Err(e)
