@@ -5,8 +5,9 @@
 //! A (re)subscription on a new connection flushes the whole L1 first: while the gateway was not
 //! listening it may have missed invalidations, so nothing it cached before is trusted. Then the
 //! invalidations this gateway could not send are sent again, and only then does it return to
-//! fleet mode. A ping that goes unanswered switches to fallback; the subscription is kept (a
-//! live connection loses no message) until several pings in a row fail, then re-made.
+//! fleet mode. Pings that go unanswered count as failed commands (two in a row switch to
+//! fallback); the subscription is kept (a live connection loses no message) until several
+//! pings in a row fail, then re-made.
 
 use std::time::{Duration, Instant};
 
@@ -123,7 +124,7 @@ async fn ping(link: &Link, sink: &mut redis::aio::PubSubSink) -> bool {
     link.metrics()
         .record(Command::Ping, started.elapsed().as_secs_f64(), ok);
     if !ok {
-        link.mark_down(&LinkError::Timeout);
+        link.failed(&LinkError::Timeout);
     }
     ok
 }

@@ -1,11 +1,12 @@
 //! Link: the gateway's one connection to the fleet's Redis, every command bounded by
 //! `fleet.redis_timeout_ms`, and the fleet/fallback mode that command outcomes decide.
 //!
-//! Any failed or slow command switches the gateway to fallback at once, so no later caller
-//! pays the timeout again; only the invalidation channel's health probe (channel.rs) switches
-//! it back. In fallback no hot-path code sends anything to Redis.
+//! Two failed or slow commands in a row switch the gateway to fallback, so few callers pay the
+//! timeout (one slow answer on a busy host does not flip a whole gateway, which would spend its
+//! fallback share on top of the fleet's budget); only the invalidation channel's health probe
+//! (channel.rs) switches it back. In fallback no hot-path code sends anything to Redis.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ pub enum LinkError {
     Redis(#[from] redis::RedisError),
 }
 
+/// Failed or slow commands in a row that switch the gateway to fallback.
+const DOWN_AFTER: u32 = 2;
+
 /// Handle to the fleet's Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Link(Arc<Inner>);
@@ -40,8 +44,10 @@ struct Inner {
     timeout: Duration,
     /// `key_prefix:sdkappid:`, the namespace shared by one app's gateways.
     namespace: String,
-    /// Redis answers: fleet mode. Set by the channel's probe, cleared by any failure.
+    /// Redis answers: fleet mode. Set by the channel's probe, cleared by failures.
     up: AtomicBool,
+    /// Commands failed in a row; [`DOWN_AFTER`] of them mean Redis is down.
+    failures: AtomicU32,
     metrics: FleetMetrics,
 }
 
@@ -72,6 +78,7 @@ impl Link {
             timeout: config.redis_timeout,
             namespace: format!("{}:{sdkappid}:", config.key_prefix),
             up: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
             metrics,
         })))
     }
@@ -103,8 +110,16 @@ impl Link {
         self.0.up.load(Ordering::Acquire)
     }
 
+    /// Counts a failed or slow command; the [`DOWN_AFTER`]th in a row switches to fallback.
+    pub fn failed(&self, why: &LinkError) {
+        if self.0.failures.fetch_add(1, Ordering::AcqRel) + 1 >= DOWN_AFTER {
+            self.mark_down(why);
+        }
+    }
+
     /// Switches to fleet mode (the channel is live and Redis answers).
     pub fn mark_up(&self) {
+        self.0.failures.store(0, Ordering::Release);
         if !self.0.up.swap(true, Ordering::AcqRel) {
             info!("redis answers: fleet mode");
             self.0.metrics.set_mode(Mode::Fleet);
@@ -147,8 +162,9 @@ impl Link {
             };
         let seconds = started.elapsed().as_secs_f64();
         self.0.metrics.record(command, seconds, result.is_ok());
-        if let Err(e) = &result {
-            self.mark_down(e);
+        match &result {
+            Ok(_) => self.0.failures.store(0, Ordering::Release),
+            Err(e) => self.failed(e),
         }
         result
     }
