@@ -42,6 +42,9 @@ mod worker;
 
 pub use worker::BatchWorker;
 
+/// For the upstream-answer fuzz target (`crate::fuzzing`).
+pub(crate) use batch::split_answer;
+
 /// How many callers' requests may wait for the worker to read them.
 const CHANNEL_CAPACITY: usize = 4096;
 

@@ -99,7 +99,7 @@ where
         Ok(body) => json(StatusCode::OK, body),
         Err(e) => {
             log_error(api, &e);
-            json(StatusCode::OK, Bytes::from(e.to_body()))
+            json(StatusCode::OK, Bytes::from(crate::wire::error_body(&e)))
         }
     }
 }
