@@ -53,6 +53,9 @@ tokio::task_local! {
     pub static REQUEST_ID: Arc<str>;
 }
 
+/// For the upstream-answer fuzz target (`crate::fuzzing`).
+pub(crate) use batch::split_answer;
+
 /// How many callers' requests may wait for the worker to read them.
 const CHANNEL_CAPACITY: usize = 4096;
 

@@ -2,8 +2,8 @@
 //!
 //! Owns reading, overriding and validating settings into a typed [`Config`]. It does not bind
 //! sockets, sign UserSigs or set up logging. `main.rs` calls [`Config::load`] once at startup (and
-//! [`Config::require_secret_key`] for `run`), then hands the sections to the server, upstream
-//! client, limiter and cache. Loading has two steps: [`RawConfig`] mirrors the file and rejects
+//! [`Config::require_secret_key`] for `run`) and passes the whole [`Config`] to `tim_gateway::run`,
+//! which hands its sections to the server, upstream client, limiters and caches. Loading has two steps: [`RawConfig`] mirrors the file and rejects
 //! unknown keys (a typo in a sidecar config must not fail silently), and [`Config::from_raw`]
 //! validates it and builds `Duration`s, `SocketAddr`, `Url` and `NonZeroU32`s.
 

@@ -15,6 +15,17 @@ const DEMO_USERSIG_TTL_SECONDS: u64 = 86_400;
 
 /// Starts the sim and returns it with `config` rewired to use it as the upstream.
 pub async fn start_sim(mut config: Config) -> std::io::Result<(Sim, Config)> {
+    let sim = Sim::start(sim_config(&mut config)).await?;
+    config.upstream.base_url = sim.base_url().parse().map_err(std::io::Error::other)?;
+    // Nothing balances load onto a demo: Ctrl-C stops it without announcing the drain.
+    config.server.drain_announce = std::time::Duration::ZERO;
+    Ok((sim, config))
+}
+
+/// The sim's setup for `config`'s app: its sdkappid and secret key (the demo key when none is
+/// set, which is then written into `config`), and the upstream identifier and `auth.admins` as
+/// app admins. `tim-gateway sim` uses the same, so a gateway with the same config talks to it.
+pub fn sim_config(config: &mut Config) -> SimConfig {
     if config.upstream.secret_key.is_empty() {
         config.upstream.secret_key = SecretKey::new(DEMO_SECRET_KEY.to_string());
     }
@@ -22,17 +33,12 @@ pub async fn start_sim(mut config: Config) -> std::io::Result<(Sim, Config)> {
     if !admins.contains(&config.upstream.identifier) {
         admins.push(config.upstream.identifier.clone());
     }
-    let sim = Sim::start(SimConfig {
+    SimConfig {
         sdkappid: config.upstream.sdkappid,
         secret_key: config.upstream.secret_key.expose().to_string(),
         admins,
         ..SimConfig::default()
-    })
-    .await?;
-    config.upstream.base_url = sim.base_url().parse().map_err(std::io::Error::other)?;
-    // Nothing balances load onto a demo: Ctrl-C stops it without announcing the drain.
-    config.server.drain_announce = std::time::Duration::ZERO;
-    Ok((sim, config))
+    }
 }
 
 /// A one-line curl that asks the gateway at `listen` for two accounts' profiles.

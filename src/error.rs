@@ -1,9 +1,11 @@
-//! The gateway's one error type and its one mapping to a Tencent error body.
+//! The gateway's one error type and its one mapping to Tencent error codes.
 //!
 //! Variants are grouped by who is at fault (the caller, the upstream, capacity, the gateway
 //! itself), which decides the log level and the metrics outcome. Every variant is cheap to
 //! clone, because one upstream failure reaches every caller waiting on that call. The mapping
-//! to Tencent codes lives in [`Error::code`] and is pinned by the table test at the bottom.
+//! to Tencent codes lives in [`Error::code`] and is pinned by the table test at the bottom; the
+//! Tencent body an error is answered with is rendered by `wire::error_body`, so this module
+//! depends on nothing else in the crate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,18 +242,6 @@ impl Error {
             _ => false,
         }
     }
-
-    /// The Tencent-style body for this error (sent with HTTP 200 on API paths).
-    pub fn to_body(&self) -> Vec<u8> {
-        match self {
-            Error::UpstreamFailed {
-                code,
-                info,
-                display,
-            } => crate::wire::encode_error(*code, info, display),
-            other => crate::wire::encode_error(other.code(), &other.to_string(), ""),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -318,35 +308,8 @@ mod tests {
         for (error, code, fault) in table {
             assert_eq!(error.code(), code, "{error:?}");
             assert_eq!(error.fault(), fault, "{error:?}");
-            let body: serde_json::Value =
-                serde_json::from_slice(&error.to_body()).expect("valid JSON");
-            assert_eq!(body["ActionStatus"], "FAIL");
-            assert_eq!(body["ErrorCode"], code);
-            assert!(
-                !body["ErrorInfo"].as_str().unwrap_or_default().is_empty(),
-                "{error:?}"
-            );
-            assert_eq!(body["ErrorDisplay"], "");
+            assert!(!error.to_string().is_empty(), "{error:?}");
         }
-    }
-
-    #[test]
-    fn upstream_failures_pass_tencent_texts_through() {
-        let e = Error::UpstreamFailed {
-            code: 40009,
-            info: s("Err_Profile_Tag_Not_Found"),
-            display: s("shown"),
-        };
-        let body: serde_json::Value = serde_json::from_slice(&e.to_body()).expect("valid JSON");
-        assert_eq!(body["ErrorInfo"], "Err_Profile_Tag_Not_Found");
-        assert_eq!(body["ErrorDisplay"], "shown");
-    }
-
-    #[test]
-    fn queue_deadline_says_so_in_error_info() {
-        let body = Error::QueueWaitExceeded(Duration::from_millis(2000)).to_body();
-        let text = String::from_utf8(body).expect("utf-8");
-        assert!(text.contains("queue deadline of 2000 ms"), "{text}");
     }
 
     #[test]

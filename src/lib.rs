@@ -20,7 +20,10 @@
 //! | [`service`] | API policy: validate -> cache -> batcher -> assemble; portrait_set -> invalidate |
 //! | [`routes`], [`server`] | route table and responses; accept loop and graceful drain |
 //! | [`metrics`] | Prometheus families on an owned registry |
-//! | [`sim`] | the simulated Tencent upstream (demo, tests, benches) |
+//! | [`sim`] | the simulated Tencent upstream (demo, `tim-gateway sim`, tests, benches) |
+//! | [`demo`] | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
+//! | [`shutdown`] | the SIGTERM / Ctrl-C future that starts the drain |
+//! | `fuzzing` | hidden entry points for the fuzz targets in `fuzz/` |
 //!
 //! # One request
 //!
@@ -45,6 +48,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod ratelimit;
 pub mod retry;

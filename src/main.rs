@@ -1,16 +1,20 @@
 //! The `tim-gateway` binary: command line, logging, runtime, exit codes.
 //!
 //! `tim-gateway [--config FILE]` serves; `tim-gateway demo` serves in front of the built-in
-//! simulated Tencent; `tim-gateway usersig --identifier ID` prints a UserSig signed with the
-//! configured key. An invalid config prints one line and exits 64 (EX_USAGE) before binding.
+//! simulated Tencent; `tim-gateway sim --listen ADDR` runs that simulated Tencent alone (for
+//! soaks and fleets of gateways); `tim-gateway usersig --identifier ID` prints a UserSig signed
+//! with the configured key. An invalid config prints one line and exits 64 (EX_USAGE) before
+//! binding.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tim_gateway::config::{Config, LogFormat, ProcessEnv};
+use tim_gateway::sim::{Sim, SimConfig};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_CONFIG_PATH: &str = "config/tim-gateway.toml";
@@ -35,6 +39,15 @@ struct Cli {
 enum Command {
     /// Run the gateway in front of the built-in simulated Tencent upstream, and print a curl.
     Demo,
+    /// Run the simulated Tencent IM upstream alone, for gateways started separately.
+    ///
+    /// It serves v4/profile/portrait_get and portrait_set for accounts user0..user999999 with
+    /// the same app as `demo`: [upstream] sdkappid, secret_key (the demo key when unset) and
+    /// identifier plus [auth] admins as app admins, so a gateway with the same config (and
+    /// upstream.base_url = the printed URL) talks to it. Prints "tim-gateway sim: listening on
+    /// http://ADDR" once bound; on SIGTERM or Ctrl-C prints one JSON line of counters
+    /// (calls, rate_limited, faulted, oversized) and exits 0.
+    Sim(SimArgs),
     /// Print an admin UserSig signed with the configured secret key.
     Usersig {
         /// The identifier (UserID) to sign for.
@@ -44,6 +57,25 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         expire: u64,
     },
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Address to listen on; port 0 lets the OS choose (the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// Calls per API the sim accepts in any sliding second, from all callers together;
+    /// past it, calls get Tencent's 60007. 0 disables the limit.
+    #[arg(long, default_value_t = 200)]
+    requests_per_second: u32,
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Flap every this many seconds: each cycle is healthy 60 %, HTTP 502 burst 5 %, latency
+    /// spike (+400 ms) 10 %, dropped connections 5 %, then one answer padded past 16 MiB and
+    /// healthy for the remaining 20 %. 0 never flaps.
+    #[arg(long, default_value_t = 0)]
+    flap_period_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +94,7 @@ fn main() -> ExitCode {
             print_usersig(&config, &identifier, expire)
         }
         Some(Command::Demo) => serve(config, true),
+        Some(Command::Sim(args)) => block_on(config.log.format, run_sim(config, args)),
         None => match config.require_secret_key() {
             Ok(()) => serve(config, false),
             Err(e) => usage_error(&e),
@@ -90,7 +123,15 @@ fn print_usersig(config: &Config, identifier: &str, expire: u64) -> ExitCode {
 }
 
 fn serve(config: Config, demo: bool) -> ExitCode {
-    init_tracing(config.log.format);
+    block_on(config.log.format, serve_async(config, demo))
+}
+
+/// Runs `work` to completion on a multi-threaded runtime, with logging set up.
+fn block_on(
+    format: LogFormat,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    init_tracing(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,13 +142,48 @@ fn serve(config: Config, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve_async(config, demo)) {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tim-gateway: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_sim(mut config: Config, args: SimArgs) -> anyhow::Result<()> {
+    let sim_config = SimConfig {
+        requests_per_second: args.requests_per_second,
+        latency: Duration::from_millis(args.latency_ms),
+        call_log: false,
+        ..tim_gateway::demo::sim_config(&mut config)
+    };
+    let latency = sim_config.latency;
+    let sim = Sim::start_on(sim_config, args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("tim-gateway sim: listening on {}", sim.base_url());
+    let flapping = async {
+        match args.flap_period_seconds {
+            0 => std::future::pending().await,
+            seconds => tim_gateway::sim::flap(&sim, Duration::from_secs(seconds), latency).await,
+        }
+    };
+    tokio::select! {
+        _ = tim_gateway::shutdown::signal() => {}
+        _ = flapping => {}
+    }
+    let stats = sim.stats();
+    sim.shutdown().await;
+    let counters = serde_json::json!({
+        "portrait_get_calls": stats.portrait_get_calls,
+        "portrait_set_calls": stats.portrait_set_calls,
+        "rate_limited": stats.rate_limited,
+        "faulted": stats.faulted,
+        "oversized": stats.oversized,
+    });
+    println!("{counters}");
+    Ok(())
 }
 
 async fn serve_async(config: Config, demo: bool) -> anyhow::Result<()> {

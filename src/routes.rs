@@ -121,7 +121,7 @@ where
         Err(e) => {
             span.in_scope(|| log_error(api, &e));
             state.metrics.errors.record(api, &e);
-            json(StatusCode::OK, Bytes::from(e.to_body()))
+            json(StatusCode::OK, Bytes::from(crate::wire::error_body(&e)))
         }
     };
     if let Ok(value) = header::HeaderValue::from_str(&id) {
@@ -322,7 +322,10 @@ mod tests {
         let state = state();
         assert_eq!(
             get(&state, "/readyz").await,
-            (StatusCode::OK, Bytes::from_static(b"ready\n"))
+            (
+                StatusCode::OK,
+                Bytes::from_static(b"ready; breakers portrait_get=closed portrait_set=closed\n")
+            )
         );
         state.start_draining();
         let (status, body) = get(&state, "/readyz").await;

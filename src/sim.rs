@@ -4,16 +4,18 @@
 //! Owns: seeded, deterministic profiles for `user0..user{accounts-1}` (with `portrait_set`
 //! overrides layered on top), Tencent's query-string and UserSig checks, a per-API sliding-window
 //! rate limit (60007), error and latency injection ([`Fault`], [`Sim::set_latency`]) and a call log
-//! ([`SimCall`]). Does not own Tencent's JSON rules: requests are validated by
-//! [`crate::wire::decode_portrait_get`] and answers are built by [`crate::wire::ResponseWriter`],
-//! exactly as the gateway does, and UserSigs are checked by [`crate::usersig::verify`].
+//! ([`SimCall`]). It is the oracle the equality tests judge the gateway by, so it reads requests
+//! and writes answers with its own plain `serde_json` code (`sim/json.rs`), sharing nothing with
+//! the gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
+//! [`crate::usersig::verify`].
 //!
-//! Called by `tim-gateway demo`, by the integration tests (tests/support) and by the benches. It is
+//! Called by `tim-gateway demo` and `tim-gateway sim`, by the integration tests (tests/support) and by the benches. It is
 //! the crate's one fake Tencent, in the spirit of linkerd's integration servers.
 //!
 //! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener,
 //! connections and fault injection; `sim/api.rs` the auth, rate-limit and answer logic;
-//! `sim/profiles.rs` the generated profiles and overrides.
+//! `sim/json.rs` Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides;
+//! `sim/flap.rs` the soak's fault timetable.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,10 +29,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod api;
+mod flap;
+pub(crate) mod json;
 mod profiles;
 mod server;
 #[cfg(test)]
 mod tests;
+
+pub use flap::{flap, SPIKE_LATENCY};
 
 use api::RateWindow;
 use profiles::Profiles;
@@ -59,6 +65,9 @@ pub struct SimConfig {
     pub latency: Duration,
     /// How a `portrait_get` naming a nonexistent account fails.
     pub missing_account: MissingAccount,
+    /// Whether to keep the call log ([`Sim::calls`]); a long-running sim turns it off and
+    /// reads [`Sim::stats`] instead, which is always kept.
+    pub call_log: bool,
 }
 
 /// How `portrait_get` reports accounts that do not exist (reference §2.3: Tencent's choice is
@@ -96,6 +105,28 @@ pub enum Fault {
     Garbage,
     /// Stop listening and close every open connection. Clearing the fault re-binds the same port.
     RefuseConnections,
+    /// Answer the next call normally, but pad its body with [`OVERSIZED_PADDING_BYTES`] of
+    /// trailing whitespace (still valid JSON, far larger than any real answer); then the fault
+    /// clears itself to [`Fault::None`].
+    Oversized,
+}
+
+/// Trailing whitespace a [`Fault::Oversized`] answer carries.
+pub const OVERSIZED_PADDING_BYTES: usize = 16 * 1024 * 1024;
+
+/// Counters over the sim's whole life, kept even when the call log is off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// `portrait_get` calls received (answered, refused or faulted).
+    pub portrait_get_calls: u64,
+    /// `portrait_set` calls received.
+    pub portrait_set_calls: u64,
+    /// Calls refused with 60007 because the caller went over `requests_per_second`.
+    pub rate_limited: u64,
+    /// Calls a fault answered instead of the API (every fault but [`Fault::Oversized`]).
+    pub faulted: u64,
+    /// Answers sent padded by [`Fault::Oversized`].
+    pub oversized: u64,
 }
 
 /// One call as the sim saw it.
@@ -138,6 +169,7 @@ struct SimState {
     /// accepts again as soon as the call returns; the accept loop adopts it.
     pending_listener: Mutex<Option<std::net::TcpListener>>,
     calls: Mutex<Vec<SimCall>>,
+    stats: Mutex<SimStats>,
     /// Sliding windows of accepted calls, indexed by [`Api::index`].
     rate: [RateWindow; 2],
     shutdown: CancellationToken,
@@ -157,6 +189,7 @@ impl Default for SimConfig {
             requests_per_second: 200,
             latency: Duration::ZERO,
             missing_account: MissingAccount::WholeCall,
+            call_log: true,
         }
     }
 }
@@ -173,6 +206,7 @@ impl fmt::Debug for SimConfig {
             .field("requests_per_second", &self.requests_per_second)
             .field("latency", &self.latency)
             .field("missing_account", &self.missing_account)
+            .field("call_log", &self.call_log)
             .finish()
     }
 }
@@ -224,6 +258,7 @@ impl Sim {
             epoch: watch::Sender::new(0),
             pending_listener: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
+            stats: Mutex::new(SimStats::default()),
             rate: [RateWindow::default(), RateWindow::default()],
             shutdown: CancellationToken::new(),
         });
@@ -262,6 +297,11 @@ impl Sim {
             .iter()
             .filter(|c| c.api == api)
             .count()
+    }
+
+    /// Counters since the sim started (not reset by [`Sim::clear_calls`]).
+    pub fn stats(&self) -> SimStats {
+        *self.state.stats.lock()
     }
 
     /// Empties the call log.
@@ -343,7 +383,25 @@ impl SimState {
     }
 
     fn log(&self, call: SimCall) {
-        self.calls.lock().push(call);
+        {
+            let mut stats = self.stats.lock();
+            match call.api {
+                Api::PortraitGet => stats.portrait_get_calls += 1,
+                Api::PortraitSet => stats.portrait_set_calls += 1,
+            }
+            match call.error_code {
+                api::FREQUENCY_LIMIT => stats.rate_limited += 1,
+                -1 => stats.faulted += 1,
+                _ => {}
+            }
+        }
+        if self.config.call_log {
+            self.calls.lock().push(call);
+        }
+    }
+
+    fn count_oversized(&self) {
+        self.stats.lock().oversized += 1;
     }
 }
 

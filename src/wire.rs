@@ -1,10 +1,11 @@
 //! Tencent IM JSON on the wire: `portrait_get` request decoding and validation, upstream answer
 //! decoding, and response encoding.
 //!
-//! Pure: bytes in, typed values out, no I/O and no clock. The gateway (service.rs), the batch
-//! worker (decoding upstream answers) and the simulated Tencent (sim.rs) all share these rules,
-//! so "what Tencent answers" and "what the gateway answers" cannot drift apart. Tencent spelling
-//! appears only in serde attributes and in the encoders below.
+//! Pure: bytes in, typed values out, no I/O and no clock. Used by the gateway's service
+//! (service.rs), routes (error bodies) and batcher (upstream answers). The simulated Tencent
+//! (sim.rs) deliberately does not use it, only [`STANDARD_TAGS`]: it is the oracle the gateway is
+//! tested against. Tencent's names appear in serde attributes, in the tag constants below and in
+//! the encoders (`wire/encode.rs`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,7 +20,7 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
-pub use encode::{encode_error, ResponseWriter};
+pub use encode::{encode_error, error_body, ResponseWriter};
 
 /// Tencent's cap on `To_Account` per `portrait_get` call.
 pub const MAX_ACCOUNTS_PER_REQUEST: usize = 100;

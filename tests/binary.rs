@@ -1,5 +1,6 @@
-//! The real `tim-gateway` binary as a child process: `demo` prints a curl that works, bad
-//! config exits 64 with one line, `usersig` signs, and env overrides reach the running server.
+//! The real `tim-gateway` binary as a child process: `demo` prints a curl that works, `sim`
+//! serves a separately started gateway, bad config exits 64 with one line, `usersig` signs, and
+//! env overrides reach the running server.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -364,4 +365,67 @@ async fn env_base_url_is_where_the_binary_sends_upstream_calls() {
         ),
         "{line}"
     );
+}
+
+/// The next stdout line starting with `prefix`, within [`CHILD_TIMEOUT`]; the rest of it.
+fn line_after(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line starting {prefix:?} in time"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_string();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_command_serves_a_gateway_started_separately_and_reports_its_counters() {
+    // Both processes read the same secret key from env, as a fleet would from one config.
+    let mut sim = spawn(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--requests-per-second",
+            "50",
+        ],
+        &[("TIM_GATEWAY__UPSTREAM__SECRET_KEY", "x")],
+        true,
+    );
+    let lines = sim.stdout_lines();
+    let base_url = line_after(&lines, "tim-gateway sim: listening on ");
+    assert!(
+        base_url.starts_with("http://127.0.0.1:") && !base_url.ends_with(":0"),
+        "the bound port is printed: {base_url}"
+    );
+
+    let answer = portrait_get_through_binary_with_env_overrides(&base_url).await;
+    assert_eq!(answer["ActionStatus"], "OK", "{answer}");
+    let in_process = tim_gateway::sim::Sim::start(tim_gateway::sim::SimConfig::default())
+        .await
+        .expect("start an in-process sim");
+    let expected: Value = serde_json::from_slice(
+        &in_process
+            .answer_portrait_get(br#"{"To_Account":["user1"],"TagList":["Tag_Profile_IM_Nick"]}"#),
+    )
+    .expect("JSON");
+    in_process.shutdown().await;
+    assert_eq!(
+        answer, expected,
+        "the sim process answers as the library sim"
+    );
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &sim.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(terminated.success());
+    let counters: Value =
+        serde_json::from_str(&line_after(&lines, "")).expect("a JSON line of counters");
+    assert_eq!(counters["portrait_get_calls"], 1, "{counters}");
+    assert_eq!(counters["rate_limited"], 0, "{counters}");
+    assert_eq!(sim.wait_exit().code(), Some(0));
 }

@@ -23,6 +23,8 @@ async fn gateway_against(upstream: &BrokenUpstream) -> (BareGateway, Client) {
     config.upstream.max_response_bytes = MAX_RESPONSE_BYTES;
     config.upstream.timeout = Duration::from_secs(5);
     config.limits.batch_window = Duration::from_millis(1);
+    // Every call here fails on purpose, one caller each; the breaker has tests of its own.
+    config.breaker.failure_threshold = 1_000;
     let gateway = BareGateway::start(config).await;
     let client = Client::new(gateway.addr);
     (gateway, client)

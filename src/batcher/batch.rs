@@ -2,7 +2,8 @@
 //!
 //! A batch asks for the union of its tags for each of its accounts, and remembers which
 //! caller waits on which (account, tag). It also turns the upstream's answer into one
-//! [`AccountFetch`] per account, and encodes its own request body. Owned by the worker only.
+//! [`AccountFetch`] per account ([`split_answer`], run on the dispatching task), and encodes its
+//! own request body. Owned by the worker only.
 //!
 //! The upstream's answer is read strictly: an account that appears twice, or a tag that appears
 //! twice in one account's `ProfileItem`, makes that account's answer ambiguous, so it fails with

@@ -1,5 +1,6 @@
 //! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit, and
-//! the `portrait_get` / `portrait_set` answers. Synchronous and socket-free; `server.rs` calls in.
+//! the `portrait_get` / `portrait_set` answers. Synchronous and socket-free; `server.rs` calls in,
+//! and the JSON itself is read and written by `json.rs`.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -9,22 +10,16 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::json::{self, code, info, Entry, Refusal};
 use super::profiles::Profiles;
 use super::{Api, MissingAccount, SimConfig, SimState};
-use crate::error::codes;
-use crate::wire::{self, ResponseWriter, Tag};
+use crate::wire::STANDARD_TAGS;
+
+/// The code of a call refused by the rate limit (counted in [`super::SimStats`]).
+pub(super) const FREQUENCY_LIMIT: i64 = code::FREQUENCY_LIMIT;
 
 /// The rate limit's sliding window.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
-
-/// `ErrorInfo` of a call over the rate limit.
-const FREQUENCY_LIMIT_INFO: &str = "REST API call frequency exceeds the limit";
-const DECODE_FAIL_INFO: &str = "Err_Profile_Comm_Decode_Fail";
-const TAG_NOT_FOUND_INFO: &str = "Err_Profile_Tag_Not_Found";
-const ACCOUNT_NOT_FOUND_INFO: &str = "Err_Profile_Account_Not_Found";
-const READ_FAIL_INFO: &str = "Err_Profile_PortraitGet_Read_Custom_Data_Fail";
-/// Per-account internal error code Tencent's own example shows.
-const READ_FAIL_CODE: i64 = 40006;
 
 /// A decided call: the whole-call `ErrorCode` and the body to send with HTTP 200.
 pub(super) struct Outcome {
@@ -43,14 +38,14 @@ impl Outcome {
     pub fn fail(code: i64, info: &str) -> Outcome {
         Outcome {
             code,
-            body: wire::encode_error(code, info, ""),
+            body: json::error_body(code, info),
         }
     }
+}
 
-    fn ok_envelope() -> Outcome {
-        let body =
-            br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorDisplay":""}"#.to_vec();
-        Outcome { code: 0, body }
+impl From<Refusal> for Outcome {
+    fn from(refusal: Refusal) -> Outcome {
+        Outcome::fail(refusal.code, refusal.info)
     }
 }
 
@@ -91,7 +86,7 @@ pub(super) fn answer_call(
         return refused;
     }
     if !state.rate[api.index()].admit(at, state.config.requests_per_second) {
-        return Outcome::fail(codes::FREQUENCY_LIMIT, FREQUENCY_LIMIT_INFO);
+        return Outcome::fail(code::FREQUENCY_LIMIT, info::FREQUENCY_LIMIT);
     }
     match api {
         Api::PortraitGet => answer_get(&state.config, &state.profiles, body),
@@ -114,19 +109,22 @@ pub(super) fn check_query(config: &SimConfig, query: &str, now_unix: u64) -> Res
         slot.get_or_insert(value);
     }
     let sdkappid =
-        sdkappid.ok_or_else(|| Outcome::fail(codes::SDKAPPID_MISSING, "sdkappid is missing"))?;
+        sdkappid.ok_or_else(|| Outcome::fail(code::SDKAPPID_MISSING, "sdkappid is missing"))?;
     let sdkappid: u64 = sdkappid
         .parse()
-        .map_err(|_| Outcome::fail(codes::BAD_URL_PARAMETER, "sdkappid is not a number"))?;
+        .map_err(|_| Outcome::fail(code::BAD_URL_PARAMETER, "sdkappid is not a number"))?;
     if sdkappid != config.sdkappid {
-        return Err(Outcome::fail(70014, "sdkappid does not match this app"));
+        return Err(Outcome::fail(
+            code::SDKAPPID_MISMATCH,
+            "sdkappid does not match this app",
+        ));
     }
     let identifier = identifier
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| Outcome::fail(codes::BAD_URL_PARAMETER, "identifier is missing"))?;
+        .ok_or_else(|| Outcome::fail(code::BAD_URL_PARAMETER, "identifier is missing"))?;
     if !config.admins.iter().any(|admin| *admin == identifier) {
         return Err(Outcome::fail(
-            codes::ADMIN_REQUIRED,
+            code::NOT_ADMIN,
             "identifier is not an App admin",
         ));
     }
@@ -135,7 +133,7 @@ pub(super) fn check_query(config: &SimConfig, query: &str, now_unix: u64) -> Res
     }
     let usersig: Cow<'_, str> = usersig.unwrap_or_default();
     if usersig.is_empty() {
-        return Err(Outcome::fail(70002, "usersig is empty"));
+        return Err(Outcome::fail(code::USERSIG_EMPTY, "usersig is empty"));
     }
     crate::usersig::verify(
         &usersig,
@@ -156,25 +154,16 @@ fn unix_now() -> u64 {
 
 // === portrait_get ===
 
-/// The `portrait_get` answer for `body`: wire validation, then unknown custom tags (40009,
-/// before any account), then missing accounts (per [`MissingAccount`]), then one entry per
-/// `To_Account` in request order.
+/// The `portrait_get` answer for `body`: the request's shape ([`json::decode_get`]), then tags
+/// that do not exist (40009, before any account), then missing accounts (per
+/// [`MissingAccount`]), then one entry per `To_Account` in request order.
 pub(super) fn answer_get(config: &SimConfig, profiles: &Profiles, body: &[u8]) -> Outcome {
-    let request = match wire::decode_portrait_get(body) {
+    let request = match json::decode_get(body) {
         Ok(request) => request,
-        Err(e) => {
-            return Outcome {
-                code: e.code(),
-                body: e.to_body(),
-            }
-        }
+        Err(refusal) => return refusal.into(),
     };
-    if request
-        .tags
-        .iter()
-        .any(|tag| tag.is_custom() && !profiles.has_custom_tag(tag.as_str()))
-    {
-        return Outcome::fail(codes::TAG_NOT_FOUND, TAG_NOT_FOUND_INFO);
+    if !request.tags.iter().all(|tag| tag_exists(profiles, tag)) {
+        return Outcome::fail(code::TAG_NOT_FOUND, info::TAG_NOT_FOUND);
     }
     let numbers: Vec<Option<u64>> = request
         .accounts
@@ -182,43 +171,44 @@ pub(super) fn answer_get(config: &SimConfig, profiles: &Profiles, body: &[u8]) -
         .map(|a| profiles.account_number(a))
         .collect();
     if config.missing_account == MissingAccount::WholeCall && numbers.contains(&None) {
-        return Outcome::fail(codes::ACCOUNT_NOT_FOUND, ACCOUNT_NOT_FOUND_INFO);
+        return Outcome::fail(code::ACCOUNT_NOT_FOUND, info::ACCOUNT_NOT_FOUND);
     }
-    let per_account = 64 + request.tags.len() * 64;
-    let mut writer = ResponseWriter::with_capacity(128 + request.accounts.len() * per_account);
-    for (account, number) in request.accounts.iter().zip(numbers) {
-        match number {
-            None => {
-                writer.failed_account(account, codes::ACCOUNT_NOT_FOUND, ACCOUNT_NOT_FOUND_INFO)
-            }
+    let entries = request
+        .accounts
+        .into_iter()
+        .zip(numbers)
+        .map(|(account, number)| match number {
+            None => Entry::Failed(account, code::ACCOUNT_NOT_FOUND, info::ACCOUNT_NOT_FOUND),
             Some(n) if Profiles::read_fails(n) => {
-                writer.failed_account(account, READ_FAIL_CODE, READ_FAIL_INFO)
+                Entry::Failed(account, code::READ_FAIL, info::READ_FAIL)
             }
-            Some(n) => write_account(&mut writer, profiles, account, n, &request.tags),
-        }
-    }
+            Some(n) => found(profiles, account, n, &request.tags),
+        })
+        .collect();
     Outcome {
         code: 0,
-        body: writer.finish(),
+        body: json::get_answer(entries),
     }
 }
 
-fn write_account(
-    writer: &mut ResponseWriter,
-    profiles: &Profiles,
-    account: &str,
-    n: u64,
-    tags: &[Tag],
-) {
+/// A standard tag, or one of the app's custom tags.
+fn tag_exists(profiles: &Profiles, tag: &str) -> bool {
+    STANDARD_TAGS.contains(&tag) || profiles.has_custom_tag(tag)
+}
+
+fn found(profiles: &Profiles, account: String, n: u64, tags: &[String]) -> Entry {
     // One short read-lock per account; the answer is built outside it.
-    let overrides = profiles.overrides_of(account);
-    writer.begin_account(account);
-    for tag in tags {
-        if let Some(value) = profiles.value(n, tag.as_str(), overrides.as_deref()) {
-            writer.tag_value(tag, &value);
-        }
-    }
-    writer.end_account();
+    let overrides = profiles.overrides_of(&account);
+    let values = tags
+        .iter()
+        .filter_map(|tag| {
+            let raw = profiles.value(n, tag, overrides.as_deref())?;
+            // Stored values were checked to parse when set (answer_set) or generated.
+            let value = serde_json::from_str(raw.get()).ok()?;
+            Some((tag.clone(), value))
+        })
+        .collect();
+    Entry::Found(account, values)
 }
 
 // === portrait_set ===
@@ -240,10 +230,11 @@ struct SetItem<'a> {
     value: Option<&'a RawValue>,
 }
 
-/// The `portrait_set` answer for `body`, storing the values on success: decode (40001), tags
+/// The `portrait_set` answer for `body`, storing the values as written on success: decode
+/// (40001, also for a value that is `null` or does not parse as JSON a `Value` holds), tags
 /// (40009), account (40003).
 pub(super) fn answer_set(profiles: &Profiles, body: &[u8]) -> Outcome {
-    let decode_fail = || Outcome::fail(codes::INVALID_PARAMETERS, DECODE_FAIL_INFO);
+    let decode_fail = || Outcome::fail(code::DECODE_FAIL, info::DECODE_FAIL);
     let Ok(request) = serde_json::from_slice::<SetRequest<'_>>(body) else {
         return decode_fail();
     };
@@ -252,22 +243,32 @@ pub(super) fn answer_set(profiles: &Profiles, body: &[u8]) -> Outcome {
     };
     let Some(values) = items
         .iter()
-        .map(|item| item.value.map(|v| (item.tag.as_ref(), v)))
+        .map(|item| {
+            item.value
+                .filter(|v| parses(v))
+                .map(|v| (item.tag.as_ref(), v))
+        })
         .collect::<Option<Vec<_>>>()
         .filter(|values| !values.is_empty())
     else {
         return decode_fail();
     };
-    let known =
-        |tag: &str| Tag::parse(tag).is_ok_and(|t| !t.is_custom() || profiles.has_custom_tag(tag));
-    if !values.iter().all(|(tag, _)| known(tag)) {
-        return Outcome::fail(codes::TAG_NOT_FOUND, TAG_NOT_FOUND_INFO);
+    if !values.iter().all(|(tag, _)| tag_exists(profiles, tag)) {
+        return Outcome::fail(code::TAG_NOT_FOUND, info::TAG_NOT_FOUND);
     }
     if profiles.account_number(&account).is_none() {
-        return Outcome::fail(codes::ACCOUNT_NOT_FOUND, ACCOUNT_NOT_FOUND_INFO);
+        return Outcome::fail(code::ACCOUNT_NOT_FOUND, info::ACCOUNT_NOT_FOUND);
     }
     profiles.set(&account, &values);
-    Outcome::ok_envelope()
+    Outcome {
+        code: 0,
+        body: json::ok_body(),
+    }
+}
+
+/// Whether a value is JSON a `Value` holds (not, say, a number out of `f64` range).
+fn parses(value: &RawValue) -> bool {
+    serde_json::from_str::<serde_json::Value>(value.get()).is_ok()
 }
 
 // === call log ===

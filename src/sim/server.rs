@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::api::{self, Outcome};
-use super::{Api, Fault, SimCall, SimState};
-use crate::error::codes;
+use super::json::{self, code};
+use super::{Api, Fault, SimCall, SimState, OVERSIZED_PADDING_BYTES};
 
 /// Largest request body read; larger ones get 40001.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -198,7 +198,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<SimResponse, DropConnection> {
     let Some(api) = Api::from_path(request.uri().path()) else {
-        let body = crate::wire::encode_error(codes::BAD_PATH, "Err_Bad_Resource_Path", "");
+        let body = json::error_body(code::BAD_PATH, "Err_Bad_Resource_Path");
         return Ok(json_response(StatusCode::NOT_FOUND, body));
     };
     let is_post = request.method() == Method::POST;
@@ -213,10 +213,17 @@ async fn handle(
     };
     let at = Instant::now();
     let mut logged = false;
-    loop {
+    let oversized = loop {
         let fault = *state.fault.borrow();
-        if fault == Fault::None {
-            break;
+        if matches!(fault, Fault::None | Fault::Oversized) {
+            // Only one call takes an Oversized fault: it clears it for the rest.
+            break state.fault.send_if_modified(|f| {
+                let mine = *f == Fault::Oversized;
+                if mine {
+                    *f = Fault::None;
+                }
+                mine
+            });
         }
         if !logged {
             log_call(&state, at, api, body.as_deref(), -1);
@@ -228,10 +235,10 @@ async fn handle(
         // Held until the fault changes; shutdown or a refusal drops the whole connection.
         let mut changes = state.fault.subscribe();
         let _ = changes.wait_for(|f| *f != Fault::Hang).await.map(drop);
-    }
+    };
     let outcome = match &body {
-        _ if !is_post => Outcome::fail(codes::BAD_PATH, "Err_Http_Method_Not_Allowed"),
-        None => Outcome::fail(codes::INVALID_PARAMETERS, "Err_Request_Body_Too_Large"),
+        _ if !is_post => Outcome::fail(code::BAD_PATH, "Err_Http_Method_Not_Allowed"),
+        None => Outcome::fail(code::DECODE_FAIL, "Err_Request_Body_Too_Large"),
         Some(bytes) => api::answer_call(&state, api, query.as_deref(), bytes, at),
     };
     if !logged {
@@ -243,7 +250,12 @@ async fn handle(
     } else {
         StatusCode::METHOD_NOT_ALLOWED
     };
-    Ok(json_response(status, outcome.body))
+    let mut body = outcome.body;
+    if oversized {
+        state.count_oversized();
+        body.resize(body.len() + OVERSIZED_PADDING_BYTES, b' ');
+    }
+    Ok(json_response(status, body))
 }
 
 fn log_call(state: &SimState, at: Instant, api: Api, body: Option<&[u8]>, error_code: i64) {
@@ -269,7 +281,9 @@ async fn answer_fault(state: &SimState, fault: Fault) -> Result<SimResponse, Dro
             Ok(json_response(StatusCode::OK, GARBAGE_BODY.to_vec()))
         }
         // Refusing closes this connection via the epoch; answer nothing meanwhile.
-        Fault::RefuseConnections | Fault::None | Fault::Hang => Err(DropConnection),
+        Fault::RefuseConnections | Fault::None | Fault::Hang | Fault::Oversized => {
+            Err(DropConnection)
+        }
     }
 }
 

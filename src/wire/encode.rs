@@ -9,6 +9,7 @@ use std::io::Write as _;
 use serde_json::value::RawValue;
 
 use super::Tag;
+use crate::error::Error;
 
 /// Builds a `portrait_get` answer entry by entry: accounts in request order, tags in `TagList`
 /// order. `Fail_Account` is added only when some account failed.
@@ -115,6 +116,20 @@ pub fn encode_error(code: i64, info: &str, display: &str) -> Vec<u8> {
     buf
 }
 
+/// The Tencent body an [`Error`] is answered with (HTTP 200 on API paths): an upstream's
+/// whole-call failure passes its code and texts through; any other error gets its own code
+/// and its message as `ErrorInfo`.
+pub fn error_body(error: &Error) -> Vec<u8> {
+    match error {
+        Error::UpstreamFailed {
+            code,
+            info,
+            display,
+        } => encode_error(*code, info, display),
+        other => encode_error(other.code(), &other.to_string(), ""),
+    }
+}
+
 /// Appends `s` as a quoted JSON string, escaped exactly as serde_json escapes it. Most
 /// account ids need no escaping and are copied as they are.
 fn write_str(buf: &mut Vec<u8>, s: &str) {
@@ -130,7 +145,62 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::write_str;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{error_body, write_str};
+    use crate::error::Error;
+
+    fn body_of(error: &Error) -> serde_json::Value {
+        serde_json::from_slice(&error_body(error)).expect("valid JSON")
+    }
+
+    #[test]
+    fn every_error_body_is_a_tencent_failure_with_its_code_and_a_message() {
+        let errors = [
+            Error::InvalidJson(Arc::from("x")),
+            Error::MissingAccounts,
+            Error::TooManyAccounts(101),
+            Error::UnknownTag(Arc::from("Tag_Profile_IM_Bogus")),
+            Error::BodyTooLarge(1024),
+            Error::UpstreamConnect(Arc::from("refused")),
+            Error::UpstreamTimeout(Duration::from_secs(3)),
+            Error::UpstreamStatus(502),
+            Error::UpstreamDecode(Arc::from("eof")),
+            Error::QueueWaitExceeded(Duration::from_secs(2)),
+            Error::ShuttingDown,
+            Error::Internal(Arc::from("bug")),
+        ];
+        for error in errors {
+            let body = body_of(&error);
+            assert_eq!(body["ActionStatus"], "FAIL", "{error:?}");
+            assert_eq!(body["ErrorCode"], error.code(), "{error:?}");
+            assert!(
+                !body["ErrorInfo"].as_str().unwrap_or_default().is_empty(),
+                "{error:?}"
+            );
+            assert_eq!(body["ErrorDisplay"], "", "{error:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_failures_pass_tencent_texts_through() {
+        let body = body_of(&Error::UpstreamFailed {
+            code: 40009,
+            info: Arc::from("Err_Profile_Tag_Not_Found"),
+            display: Arc::from("shown"),
+        });
+        assert_eq!(body["ErrorCode"], 40009);
+        assert_eq!(body["ErrorInfo"], "Err_Profile_Tag_Not_Found");
+        assert_eq!(body["ErrorDisplay"], "shown");
+    }
+
+    #[test]
+    fn queue_deadline_says_so_in_error_info() {
+        let body = body_of(&Error::QueueWaitExceeded(Duration::from_millis(2000)));
+        let info = body["ErrorInfo"].as_str().unwrap_or_default();
+        assert!(info.contains("queue deadline of 2000 ms"), "{body}");
+    }
 
     #[test]
     fn write_str_matches_serde_json_for_plain_and_awkward_strings() {

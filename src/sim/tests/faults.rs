@@ -212,3 +212,58 @@ async fn wrong_paths_get_404_and_other_methods_405() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_oversized_fault_pads_one_valid_answer_then_clears_itself() {
+    let sim = Sim::start(config()).await.expect("start");
+    let client = TestClient::new(&sim);
+    let body = r#"{"To_Account":["user1"],"TagList":["Tag_Profile_IM_Nick"]}"#;
+    sim.set_fault(Fault::Oversized);
+    let (status, padded) = client
+        .send(Method::POST, Api::PortraitGet.path(), body)
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::OK);
+    assert!(padded.len() > OVERSIZED_PADDING_BYTES, "{}", padded.len());
+    let answer: Value = serde_json::from_slice(&padded).expect("still valid JSON");
+    assert_eq!(answer, direct(&sim, &["user1"], &["Tag_Profile_IM_Nick"]));
+    let (_, next) = client
+        .send(Method::POST, Api::PortraitGet.path(), body)
+        .await
+        .expect("answer");
+    assert!(next.len() < 1024, "only one answer is padded");
+    assert_eq!(sim.stats().oversized, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_count_calls_refusals_and_faults_with_the_call_log_off() {
+    let sim = Sim::start(SimConfig {
+        requests_per_second: 2,
+        call_log: false,
+        ..config()
+    })
+    .await
+    .expect("start");
+    let client = TestClient::new(&sim);
+    for _ in 0..3 {
+        client.get(&["user1"], &["Tag_Profile_IM_Nick"]).await;
+    }
+    sim.set_fault(Fault::Status(502));
+    let _ = client
+        .send(Method::POST, Api::PortraitSet.path(), "{}")
+        .await;
+    let stats = sim.stats();
+    assert_eq!(
+        stats,
+        SimStats {
+            portrait_get_calls: 3,
+            portrait_set_calls: 1,
+            rate_limited: 1,
+            faulted: 1,
+            oversized: 0,
+        }
+    );
+    assert!(sim.calls().is_empty(), "no call log");
+    sim.shutdown().await;
+}
