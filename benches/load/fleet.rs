@@ -54,6 +54,8 @@ const FLEET_RPS: usize = cold::LIMIT_RPS;
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 /// Long enough for a fetch to come back and be written to the shared tier.
 const IN_FLIGHT: Duration = Duration::from_millis(100);
+/// What a gateway logs (at warn) when it switches to fallback (`src/fleet/link.rs`).
+const FALLBACK_LOG: &str = "redis unavailable";
 const READY_WITHIN: Duration = Duration::from_secs(20);
 const STOP_WITHIN: Duration = Duration::from_secs(15);
 
@@ -94,6 +96,7 @@ fn cold_phase(table: &mut Table, bin: &Path, timing: Timing) {
     let fleet = Fleet::start(bin, cold::sim_config(), true);
     let run = fleet.drive(Cold::new(), cold::CONNS, timing);
     let all = stack::upstream_gets(&fleet.sim);
+    let fallbacks = fleet.gateway_log_lines(FALLBACK_LOG);
     fleet.stop();
     cold::report(table, COLD, run.plan, &all, &run.result);
     let secs = timing.measure.as_secs_f64();
@@ -109,7 +112,7 @@ fn cold_phase(table: &mut Table, bin: &Path, timing: Timing) {
     );
     shares(table, &run);
     duplicates(table, COLD, &measured);
-    redis_rows(table, COLD, &run);
+    redis_rows(table, COLD, &run, fallbacks);
 }
 
 fn pairs_phase(table: &mut Table, bin: &Path, timing: Timing) {
@@ -161,6 +164,7 @@ fn mix_phase(table: &mut Table, bin: &Path, timing: Timing, shared: bool) {
     let fleet = Fleet::start(bin, mix::sim_config(), shared);
     let run = fleet.drive(Mix::new(), mix::CONNS, timing);
     let all = stack::upstream_gets(&fleet.sim);
+    let fallbacks = fleet.gateway_log_lines(FALLBACK_LOG);
     fleet.stop();
     let measured = stack::within(&all, run.plan.measure_from, run.plan.until);
     let (before, after) = (sum(&run.before), sum(&run.after));
@@ -193,11 +197,10 @@ fn mix_phase(table: &mut Table, bin: &Path, timing: Timing, shared: bool) {
     if shared {
         let answered = format!("{:.1} %", 100.0 * l2_answered / l2_asked.max(1.0));
         table.info(name, "shared tier answered (of L1 misses)", answered);
-        table.info(name, "shared tier skipped (Redis down)", l2("skipped"));
     }
     duplicates(table, name, &measured);
     if shared {
-        redis_rows(table, name, &run);
+        redis_rows(table, name, &run, fallbacks);
     }
 }
 
@@ -302,8 +305,9 @@ fn duplicates(table: &mut Table, name: &'static str, calls: &[&SimCall]) {
     );
 }
 
-/// The fleet's own figures: modes at the end, Redis latency and errors, budget waits.
-fn redis_rows(table: &mut Table, name: &'static str, run: &Run) {
+/// The fleet's own figures: switches to fallback (`fallbacks`, from the gateways' logs, over
+/// the whole phase), modes at the end, Redis latency and errors, budget waits.
+fn redis_rows(table: &mut Table, name: &'static str, run: &Run, fallbacks: usize) {
     let mode = "tim_gateway_fleet_mode{mode=\"fleet\"}";
     let in_fleet = run
         .after
@@ -329,6 +333,14 @@ fn redis_rows(table: &mut Table, name: &'static str, run: &Run) {
         name,
         "Redis errors, all commands",
         run.delta("redis_errors_total"),
+    );
+    table.info(name, "switches to fallback (whole phase)", fallbacks);
+    let skipped = run.delta("shared_cache_lookups_total{result=\"skipped\"}");
+    table.info(name, "shared tier lookups skipped (fallback)", skipped);
+    table.info(
+        name,
+        "whole-L1 flushes",
+        run.delta("fleet_l1_flushes_total"),
     );
     let wait = run.mean_ms("fleet_budget_wait_seconds", "");
     table.info(name, "fleet budget wait mean (count)", wait);

@@ -114,6 +114,20 @@ impl Fleet {
         }
     }
 
+    /// Lines containing `text` in the gateways' logs so far.
+    pub fn gateway_log_lines(&self, text: &str) -> usize {
+        self.gateways
+            .iter()
+            .map(|g| std::fs::read_to_string(self.dir.join(format!("{}.log", g.name))))
+            .map(|log| {
+                log.unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(text))
+                    .count()
+            })
+            .sum()
+    }
+
     fn scrape(&self) -> Scrape {
         self.addrs.iter().map(|a| stack::metrics(*a)).collect()
     }
