@@ -1,7 +1,7 @@
 //! S7: a fleet of four. Four gateway processes (the release binary) share one `redis-server`
 //! in front of one sim (in this process, as in [`Stack`](crate::stack::Stack), so its call log
 //! gives arrival times), and the load is spread over them: connection `i` talks to gateway
-//! `i % 4`. Three phases, each on a fresh sim, Redis and fleet:
+//! `i % 4`. Four phases, each on a fresh sim, Redis and fleet:
 //!
 //! - cold: S3's load (`cold.rs`) against the fleet's one budget of 200 calls/s: S3's rows, each
 //!   gateway's share of the upstream calls, and cross-gateway duplicate fetches;
@@ -15,9 +15,11 @@
 //!
 //! The gateways run `TIM_GATEWAY_BIN`, else `target/release/tim-gateway` (which `cargo bench`
 //! rebuilds with the bench profile before it runs this), get their settings from
-//! `TIM_GATEWAY__*` env vars (`--config /dev/null`), log at warn into a temp dir, and are
-//! stopped by SIGTERM. Without a gateway binary or `redis-server` the scenario says so and is
-//! skipped. Owns the fleet-only figures; `fleet/procs.rs` owns the processes.
+//! `TIM_GATEWAY__*` env vars (`--config /dev/null`; any such variable in this process's own
+//! environment reaches them too, e.g. `TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS=250`), log at warn
+//! into a temp dir, and are stopped by SIGTERM. Without a gateway binary or `redis-server` the
+//! scenario says so and is skipped. Owns the fleet-only figures; `fleet/procs.rs` owns the
+//! processes.
 
 #[path = "fleet/procs.rs"]
 mod procs;
@@ -62,7 +64,7 @@ const STOP_WITHIN: Duration = Duration::from_secs(15);
 /// Metrics scraped from every gateway, one map per gateway.
 type Scrape = Vec<HashMap<String, f64>>;
 
-/// Runs the three phases, or explains why it cannot.
+/// Runs the four phases, or explains why it cannot.
 pub fn run(table: &mut Table, cold_timing: Timing, mix_timing: Timing) {
     let bin = std::env::var_os("TIM_GATEWAY_BIN").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tim-gateway"),
