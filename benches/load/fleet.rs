@@ -95,14 +95,10 @@ pub fn run(table: &mut Table, cold_timing: Timing, mix_timing: Timing) {
 
 fn cold_phase(table: &mut Table, bin: &Path, timing: Timing) {
     eprintln!("{COLD}: S3's load over {GATEWAYS} gateways, one budget of {FLEET_RPS}/s");
-    let fleet = Fleet::start(bin, cold::sim_config(), true);
-    let run = fleet.drive(Cold::new(), cold::CONNS, timing);
-    let all = stack::upstream_gets(&fleet.sim);
-    let fallbacks = fleet.gateway_log_lines(FALLBACK_LOG);
-    fleet.stop();
-    cold::report(table, COLD, run.plan, &all, &run.result);
+    let run = Fleet::start(bin, cold::sim_config(), true).run(Cold::new(), cold::CONNS, timing);
+    cold::report(table, COLD, run.plan, &run.calls, &run.result);
     let secs = timing.measure.as_secs_f64();
-    let measured = stack::within(&all, run.plan.measure_from, run.plan.until);
+    let measured = run.measured_calls();
     let used = 100.0 * measured.len() as f64 / secs / FLEET_RPS as f64;
     let used_text = format!("{used:.1} %");
     table.target(
@@ -114,19 +110,16 @@ fn cold_phase(table: &mut Table, bin: &Path, timing: Timing) {
     );
     shares(table, &run);
     duplicates(table, COLD, &measured);
-    redis_rows(table, COLD, &run, fallbacks);
+    redis_rows(table, COLD, &run);
 }
 
 fn pairs_phase(table: &mut Table, bin: &Path, timing: Timing) {
     eprintln!("{PAIRS}: S3's load, each block asked through two gateways");
-    let fleet = Fleet::start(bin, cold::sim_config(), true);
     let workload = Arc::new(ColdPairs {
         sent: std::array::from_fn(|_| AtomicU64::new(0)),
     });
-    let run = fleet.drive(workload, cold::CONNS, timing);
-    let all = stack::upstream_gets(&fleet.sim);
-    fleet.stop();
-    let measured = stack::within(&all, run.plan.measure_from, run.plan.until);
+    let run = Fleet::start(bin, cold::sim_config(), true).run(workload, cold::CONNS, timing);
+    let measured = run.measured_calls();
     let calls = measured.len() as f64 / timing.measure.as_secs_f64();
     table.info(PAIRS, "upstream calls/s", format!("{calls:.1}"));
     duplicates(table, PAIRS, &measured);
@@ -163,12 +156,8 @@ impl Workload for ColdPairs {
 fn mix_phase(table: &mut Table, bin: &Path, timing: Timing, shared: bool) {
     let name = if shared { MIX_FLEET } else { MIX_LOCAL };
     eprintln!("{name}: S4's load over {GATEWAYS} gateways");
-    let fleet = Fleet::start(bin, mix::sim_config(), shared);
-    let run = fleet.drive(Mix::new(), mix::CONNS, timing);
-    let all = stack::upstream_gets(&fleet.sim);
-    let fallbacks = fleet.gateway_log_lines(FALLBACK_LOG);
-    fleet.stop();
-    let measured = stack::within(&all, run.plan.measure_from, run.plan.until);
+    let run = Fleet::start(bin, mix::sim_config(), shared).run(Mix::new(), mix::CONNS, timing);
+    let measured = run.measured_calls();
     let (before, after) = (sum(&run.before), sum(&run.after));
     mix::report(
         table,
@@ -202,22 +191,30 @@ fn mix_phase(table: &mut Table, bin: &Path, timing: Timing, shared: bool) {
     }
     duplicates(table, name, &measured);
     if shared {
-        redis_rows(table, name, &run, fallbacks);
+        redis_rows(table, name, &run);
     }
 }
 
-/// What one phase's load saw: the plan, the callers' result and each gateway's metrics at the
-/// start and the end of the measured window.
+/// What one phase saw: the plan, the callers' result, each gateway's metrics at the start and
+/// the end of the measured window, the sim's whole `portrait_get` log, and the gateways'
+/// switches to fallback over the whole phase (from their logs).
 struct Run {
     plan: Plan,
     result: LoadResult,
     before: Scrape,
     after: Scrape,
+    calls: Vec<SimCall>,
+    fallbacks: usize,
 }
 
 // === impl Run ===
 
 impl Run {
+    /// The sim's calls that arrived in the measured window.
+    fn measured_calls(&self) -> Vec<&SimCall> {
+        stack::within(&self.calls, self.plan.measure_from, self.plan.until)
+    }
+
     /// The fleet-wide change of samples starting with `tim_gateway_{prefix}` over the window.
     fn delta(&self, prefix: &str) -> f64 {
         self.per_gateway(prefix).iter().sum()
@@ -307,9 +304,9 @@ fn duplicates(table: &mut Table, name: &'static str, calls: &[&SimCall]) {
     );
 }
 
-/// The fleet's own figures: switches to fallback (`fallbacks`, from the gateways' logs, over
-/// the whole phase), modes at the end, Redis latency and errors, budget waits.
-fn redis_rows(table: &mut Table, name: &'static str, run: &Run, fallbacks: usize) {
+/// The fleet's own figures: modes at the end, Redis latency and errors, switches to fallback,
+/// budget waits.
+fn redis_rows(table: &mut Table, name: &'static str, run: &Run) {
     let mode = "tim_gateway_fleet_mode{mode=\"fleet\"}";
     let in_fleet = run
         .after
@@ -336,7 +333,7 @@ fn redis_rows(table: &mut Table, name: &'static str, run: &Run, fallbacks: usize
         "Redis errors, all commands",
         run.delta("redis_errors_total"),
     );
-    table.info(name, "switches to fallback (whole phase)", fallbacks);
+    table.info(name, "switches to fallback (whole phase)", run.fallbacks);
     let skipped = run.delta("shared_cache_lookups_total{result=\"skipped\"}");
     table.info(name, "shared tier lookups skipped (fallback)", skipped);
     table.info(

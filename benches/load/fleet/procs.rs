@@ -1,7 +1,7 @@
 //! S7's system under load: a `redis-server` and the gateway processes on free loopback ports,
 //! configured by env vars, plus the sim on a runtime of this process. Starts them, waits until
-//! every gateway reports its mode, drives the load over all of them, scrapes their `/metrics`
-//! and stops everything (SIGTERM, then wait). Owns no figures: `fleet.rs` reads them.
+//! every gateway reports its mode, drives the load over all of them, scrapes their `/metrics`,
+//! reads the sim's call log and the gateways' logs, and stops everything (SIGTERM, then wait). Owns no figures: `fleet.rs` reads them.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,14 +12,14 @@ use std::time::Instant;
 
 use tim_gateway::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
 
-use super::{Run, Scrape, FLEET_RPS, GATEWAYS, READY_WITHIN, STOP_WITHIN};
+use super::{Run, Scrape, FALLBACK_LOG, FLEET_RPS, GATEWAYS, READY_WITHIN, STOP_WITHIN};
 use crate::client::{self, Plan, Workload};
 use crate::stack;
 use crate::Timing;
 
 /// The sim, an optional Redis and [`GATEWAYS`] gateway processes.
 pub struct Fleet {
-    pub sim: Sim,
+    sim: Sim,
     gateways: Vec<Process>,
     addrs: Vec<SocketAddr>,
     redis: Option<Process>,
@@ -97,8 +97,8 @@ impl Fleet {
     }
 
     /// Runs `workload` on `conns` connections spread over the gateways, scraping every gateway
-    /// when the measured window opens and when it closes.
-    pub fn drive<W: Workload>(&self, workload: Arc<W>, conns: usize, timing: Timing) -> Run {
+    /// when the measured window opens and when it closes, then stops the fleet.
+    pub fn run<W: Workload>(self, workload: Arc<W>, conns: usize, timing: Timing) -> Run {
         let plan = Plan::starting_now(conns, timing);
         let load = client::start(&self.addrs, workload, plan);
         std::thread::sleep(plan.measure_from.saturating_duration_since(Instant::now()));
@@ -106,16 +106,21 @@ impl Fleet {
         std::thread::sleep(plan.until.saturating_duration_since(Instant::now()));
         let after = self.scrape();
         let result = load.join().expect("load client");
+        let calls = stack::upstream_gets(&self.sim);
+        let fallbacks = self.gateway_log_lines(FALLBACK_LOG);
+        self.stop();
         Run {
             plan,
             result,
             before,
             after,
+            calls,
+            fallbacks,
         }
     }
 
     /// Lines containing `text` in the gateways' logs so far.
-    pub fn gateway_log_lines(&self, text: &str) -> usize {
+    fn gateway_log_lines(&self, text: &str) -> usize {
         self.gateways
             .iter()
             .map(|g| std::fs::read_to_string(self.dir.join(format!("{}.log", g.name))))
@@ -133,7 +138,7 @@ impl Fleet {
     }
 
     /// Stops the gateways (draining), then Redis, then the sim.
-    pub fn stop(self) {
+    fn stop(self) {
         let Fleet {
             sim,
             gateways,
