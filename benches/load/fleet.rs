@@ -17,9 +17,10 @@
 //! rebuilds with the bench profile before it runs this), get their settings from
 //! `TIM_GATEWAY__*` env vars (`--config /dev/null`; any such variable in this process's own
 //! environment reaches them too, e.g. `TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS=250`), log at warn
-//! into a temp dir, and are stopped by SIGTERM. Without a gateway binary or `redis-server` the
-//! scenario says so and is skipped. Owns the fleet-only figures; `fleet/procs.rs` owns the
-//! processes.
+//! into a temp dir, and are stopped by SIGTERM. `S7_GATEWAY0_REDIS_TIMEOUT_MS` sets gateway 0's
+//! Redis timeout alone (e.g. 5 ms: it alone keeps dropping to fallback). Without a gateway
+//! binary or `redis-server` the scenario says so and is skipped. Owns the fleet-only figures;
+//! `fleet/procs.rs` owns the processes.
 
 #[path = "fleet/procs.rs"]
 mod procs;

@@ -17,6 +17,10 @@ use crate::client::{self, Plan, Workload};
 use crate::stack;
 use crate::Timing;
 
+/// Gateway 0's `fleet.redis_timeout_ms` alone, when set: one gateway that keeps dropping to
+/// fallback while the others stay in fleet mode.
+const GATEWAY0_REDIS_TIMEOUT_VAR: &str = "S7_GATEWAY0_REDIS_TIMEOUT_MS";
+
 /// The sim, an optional Redis and [`GATEWAYS`] gateway processes.
 pub struct Fleet {
     sim: Sim,
@@ -78,6 +82,9 @@ impl Fleet {
                 );
             if let Some(redis) = &redis {
                 command.env("TIM_GATEWAY__FLEET__REDIS_URL", redis_url(redis));
+                if let (0, Ok(ms)) = (i, std::env::var(GATEWAY0_REDIS_TIMEOUT_VAR)) {
+                    command.env("TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS", ms);
+                }
             }
             gateways.push(Process::spawn(format!("gateway-{i}"), command, &dir));
             addrs.push(addr);
