@@ -1,17 +1,25 @@
-//! The load tool for scenarios S1-S5 of the benchmark issue: starts the simulated Tencent and
-//! the gateway in this process on 127.0.0.1, drives them with a closed-loop HTTP/1.1 load
+//! The load tool for scenarios S1-S5 of the benchmark issue and S7 of the fleet issue: starts
+//! the simulated Tencent and the gateway in this process on 127.0.0.1 (S7: the sim here, four
+//! gateway processes and a `redis-server`), drives them with a closed-loop HTTP/1.1 load
 //! generator, and prints one summary table.
 //!
 //! ```sh
-//! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 (about 1 min)
+//! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 s7 (about 2 min)
 //! cargo bench --bench load -- s1 s3        # some
 //! LOAD_SECONDS=20 cargo bench --bench load -- s4   # longer measured windows
+//! cargo bench --bench load -- s7          # S7 (about 1 min): the fleet of four
+//! cargo build --release && cp target/release/tim-gateway /tmp/tim-gateway-s7-bin
+//! TIM_GATEWAY_BIN=/tmp/tim-gateway-s7-bin cargo bench --bench load -- s7   # S7, release profile
 //! ```
 //!
 //! - S1 / S2: hit path, 1x1 and 20x4 (16 bodies), 64 connections (`load/hits.rs`).
 //! - S3: cold saturation against the sim's 200 calls/s (`load/cold.rs`).
 //! - S4: Zipf mix with 20 ms upstream latency (`load/mix.rs`).
 //! - S5: RSS per cached (account, tag) (`load/memory.rs`).
+//! - S7: a fleet of four gateway processes sharing one Redis: S3's and S4's loads spread over
+//!   them, and S4's without Redis for comparison (`load/fleet.rs`; needs `redis-server`, else
+//!   skipped). Its gateways run `target/release/tim-gateway`, which `cargo bench` has just
+//!   rebuilt with the bench profile, or `TIM_GATEWAY_BIN`.
 //!
 //! Everything shares the machine's cores, as in production sidecars; compare.sh in
 //! `../shared/bench` is the side-by-side judge for S1/S2 against nginx. Run only by
@@ -29,6 +37,8 @@ mod inmem;
 mod client;
 #[path = "load/cold.rs"]
 mod cold;
+#[path = "load/fleet.rs"]
+mod fleet;
 #[path = "load/hits.rs"]
 mod hits;
 #[path = "load/memory.rs"]
@@ -43,7 +53,7 @@ mod stack;
 mod zipf;
 
 /// Scenario names in run order: S5 first, so its RSS baseline is clean.
-const ALL: [&str; 5] = ["s5", "s1", "s2", "s3", "s4"];
+const ALL: [&str; 6] = ["s5", "s1", "s2", "s3", "s4", "s7"];
 
 /// How long a scenario warms up and then measures.
 #[derive(Clone, Copy)]
@@ -55,7 +65,7 @@ pub struct Timing {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
-        eprintln!("load: run it with `cargo bench --bench load -- [s1 s2 s3 s4 s5]`");
+        eprintln!("load: run it with `cargo bench --bench load -- [s1 s2 s3 s4 s5 s7]`");
         return;
     }
     let chosen: Vec<String> = args
@@ -64,7 +74,7 @@ fn main() {
         .map(|a| a.to_ascii_lowercase())
         .collect();
     if let Some(bad) = chosen.iter().find(|a| !ALL.contains(&a.as_str())) {
-        eprintln!("load: unknown scenario {bad:?}; choose from s1 s2 s3 s4 s5");
+        eprintln!("load: unknown scenario {bad:?}; choose from s1 s2 s3 s4 s5 s7");
         std::process::exit(2);
     }
     let measure = std::env::var("LOAD_SECONDS")
@@ -99,6 +109,7 @@ fn main() {
             .run(&mut table, timing(1, 5)),
             "s3" => cold::run(&mut table, timing(2, 10)),
             "s4" => mix::run(&mut table, timing(5, 10)),
+            "s7" => fleet::run(&mut table, timing(2, 10), timing(5, 10)),
             _ => memory::run(&mut table),
         }
     }

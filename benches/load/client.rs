@@ -1,5 +1,6 @@
 //! A closed-loop HTTP/1.1 load generator over raw tokio TCP: `conns` keep-alive connections,
-//! each sending its next request as soon as the previous answer is complete.
+//! each sending its next request as soon as the previous answer is complete. With several
+//! gateway addresses, connection `i` talks to address `i % n` (a fleet shares the load evenly).
 //!
 //! Runs on its own thread with a current-thread runtime, so it shares the machine's cores with
 //! the gateway and the sim but not their runtime. A [`Workload`] writes each request and sees
@@ -69,17 +70,23 @@ pub struct LoadResult {
 /// A failed read or write, recorded as this code.
 pub const CODE_IO: i64 = -1;
 
-/// Runs `workload` per `plan` against `addr` on a new thread; join the handle for the result.
+/// Runs `workload` per `plan` against `addrs` (connection `i` to `addrs[i % addrs.len()]`) on
+/// a new thread; join the handle for the result.
 pub fn start<W: Workload>(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     workload: Arc<W>,
     plan: Plan,
 ) -> std::thread::JoinHandle<LoadResult> {
+    assert!(!addrs.is_empty(), "the load needs an address");
+    let addrs = addrs.to_vec();
     std::thread::spawn(move || {
         let rt = crate::inmem::current_thread_runtime();
         rt.block_on(async move {
             let tasks: Vec<_> = (0..plan.conns)
-                .map(|conn| tokio::spawn(connection(addr, workload.clone(), conn, plan)))
+                .map(|conn| {
+                    let addr = addrs[conn % addrs.len()];
+                    tokio::spawn(connection(addr, workload.clone(), conn, plan))
+                })
                 .collect();
             let mut total = LoadResult::default();
             for task in tasks {

@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tim_gateway::sim::SimConfig;
+use tim_gateway::sim::{SimCall, SimConfig};
 
-use crate::client::{self, Plan, Workload};
+use crate::client::{self, LoadResult, Plan, Workload};
 use crate::inmem;
 use crate::report::Table;
 use crate::stack::{self, Stack};
@@ -17,15 +17,24 @@ use crate::Timing;
 
 const NAME: &str = "S3";
 /// Outstanding requests: 512 x 20 accounts = about half a second of upstream capacity queued.
-const CONNS: usize = 512;
-const ACCOUNTS: usize = 20;
-const TAGS: usize = 4;
+pub const CONNS: usize = 512;
+pub const ACCOUNTS: usize = 20;
+pub const TAGS: usize = 4;
 /// Tencent's limit and the gateway's default budget, calls per second.
-const LIMIT_RPS: usize = 200;
+pub const LIMIT_RPS: usize = 200;
 
-/// Fresh accounts for every request.
-struct Cold {
+/// Fresh accounts for every request (also S7's cold load, `fleet.rs`).
+pub struct Cold {
     next: AtomicU64,
+}
+
+impl Cold {
+    /// Starts at account 1.
+    pub fn new() -> Arc<Cold> {
+        Arc::new(Cold {
+            next: AtomicU64::new(1),
+        })
+    }
 }
 
 impl Workload for Cold {
@@ -41,76 +50,88 @@ impl Workload for Cold {
     }
 }
 
-pub fn run(table: &mut Table, timing: Timing) {
-    eprintln!("{NAME}: cold saturation, {CONNS} conns x {ACCOUNTS}x{TAGS} fresh accounts");
-    let sim = SimConfig {
+/// The sim S3 runs against: Tencent's 200 calls/s, every account exists.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
         accounts: inmem::SIM_ACCOUNTS,
         ..SimConfig::default()
-    };
-    let stack = Stack::start(sim, stack::base_config());
-    let workload = Arc::new(Cold {
-        next: AtomicU64::new(1),
-    });
+    }
+}
+
+pub fn run(table: &mut Table, timing: Timing) {
+    eprintln!("{NAME}: cold saturation, {CONNS} conns x {ACCOUNTS}x{TAGS} fresh accounts");
+    let stack = Stack::start(sim_config(), stack::base_config());
     let plan = Plan::starting_now(CONNS, timing);
+    let result = client::start(&[stack.addr], Cold::new(), plan)
+        .join()
+        .expect("client");
+    let all = stack.upstream_gets();
+    stack.stop();
+    report(table, NAME, plan, &all, &result);
+}
+
+/// The cold-saturation rows of scenario `name`: `all` is the sim's whole `portrait_get` log,
+/// `result` what the callers saw during `plan`'s measured window.
+pub fn report(
+    table: &mut Table,
+    name: &'static str,
+    plan: Plan,
+    all: &[SimCall],
+    result: &LoadResult,
+) {
     let Plan {
         measure_from,
         until,
         ..
     } = plan;
-    let result = client::start(stack.addr, workload, plan)
-        .join()
-        .expect("client");
-    let all = stack.upstream_gets();
-    stack.stop();
-
-    let secs = timing.measure.as_secs_f64();
-    let measured = stack::within(&all, measure_from, until);
+    let secs = until.duration_since(measure_from).as_secs_f64();
+    let measured = stack::within(all, measure_from, until);
     let accounts: usize = measured.iter().map(|c| c.accounts.len()).sum();
     let fill = accounts as f64 / measured.len().max(1) as f64;
     let min_fill = measured.iter().map(|c| c.accounts.len()).min().unwrap_or(0);
     let rejected = all.iter().filter(|c| c.error_code == 60007).count();
-    let max_second = stack::max_in_any_second(&all);
+    let max_second = stack::max_in_any_second(all);
     let served = (result.ok.len() * ACCOUNTS) as f64 / secs;
     let caller_errors: u64 = result.errors.values().sum();
 
     table.target(
-        NAME,
+        name,
         "accounts per upstream call (mean)",
         format!("{fill:.1}"),
         ">= 95",
         fill >= 95.0,
     );
-    table.info(NAME, "accounts per upstream call (min)", min_fill);
+    table.info(name, "accounts per upstream call (min)", min_fill);
     table.info(
-        NAME,
+        name,
         "upstream calls/s",
         format!("{:.1}", measured.len() as f64 / secs),
     );
     let limit = format!("<= {LIMIT_RPS}");
     table.target(
-        NAME,
+        name,
         "max upstream calls in any sliding 1 s",
         max_second,
         &limit,
         max_second <= LIMIT_RPS,
     );
     table.target(
-        NAME,
+        name,
         "60007 answers from the sim",
         rejected,
         "0",
         rejected == 0,
     );
     table.target(
-        NAME,
+        name,
         "accounts served/s (limit 20,000)",
         format!("{served:.0}"),
         ">= 19,000",
         served >= 19_000.0,
     );
-    table.latencies(NAME, "caller", &result.ok);
+    table.latencies(name, "caller", &result.ok);
     table.info(
-        NAME,
+        name,
         "caller errors (any code)",
         format!("{caller_errors} {:?}", result.errors),
     );

@@ -68,7 +68,7 @@ impl Hits {
             until,
             ..
         } = plan;
-        let result = client::start(stack.addr, workload, plan)
+        let result = client::start(&[stack.addr], workload, plan)
             .join()
             .expect("client");
         let upstream = stack::within(&stack.upstream_gets(), measure_from, until).len();

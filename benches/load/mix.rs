@@ -24,24 +24,34 @@ use crate::zipf::{self, Zipf};
 use crate::Timing;
 
 const NAME: &str = "S4";
-const CONNS: usize = 64;
+pub const CONNS: usize = 64;
 const POPULATION: usize = 1_000_000;
 const ZIPF_S: f64 = 1.0;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(20);
 const MAX_ACCOUNTS: usize = 20;
 
-/// The mix, and which (account, tag) pairs callers have been answered for.
-struct Mix {
+/// The mix, and which (account, tag) pairs callers have been answered for (also S7's mix).
+pub struct Mix {
     zipf: Zipf,
     /// Per rank, a bit per [`inmem::BENCH_TAGS`] index: answered before.
     known: Vec<AtomicU8>,
 }
 
 /// One request: its ranks, its tag bits, and whether all its pairs were known when sent.
-struct Sent {
+pub struct Sent {
     ranks: Vec<u32>,
     mask: u8,
     all_hit: bool,
+}
+
+impl Mix {
+    /// Nothing answered yet.
+    pub fn new() -> Arc<Mix> {
+        Arc::new(Mix {
+            zipf: Zipf::new(POPULATION, ZIPF_S),
+            known: (0..POPULATION).map(|_| AtomicU8::new(0)).collect(),
+        })
+    }
 }
 
 impl Workload for Mix {
@@ -91,25 +101,25 @@ impl Workload for Mix {
     }
 }
 
-pub fn run(table: &mut Table, timing: Timing) {
-    eprintln!("{NAME}: Zipf s={ZIPF_S} over {POPULATION}, 1-20 accounts x 1-4 tags, sim +20 ms");
-    let sim = SimConfig {
+/// The sim S4 runs against: the population's accounts, answering after 20 ms.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
         accounts: zipf::accounts_for(POPULATION as u64),
         latency: UPSTREAM_LATENCY,
         ..SimConfig::default()
-    };
-    let stack = Stack::start(sim, stack::base_config());
-    let workload = Arc::new(Mix {
-        zipf: Zipf::new(POPULATION, ZIPF_S),
-        known: (0..POPULATION).map(|_| AtomicU8::new(0)).collect(),
-    });
+    }
+}
+
+pub fn run(table: &mut Table, timing: Timing) {
+    eprintln!("{NAME}: Zipf s={ZIPF_S} over {POPULATION}, 1-20 accounts x 1-4 tags, sim +20 ms");
+    let stack = Stack::start(sim_config(), stack::base_config());
     let plan = Plan::starting_now(CONNS, timing);
     let Plan {
         measure_from,
         until,
         ..
     } = plan;
-    let client = client::start(stack.addr, workload, plan);
+    let client = client::start(&[stack.addr], Mix::new(), plan);
     std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
     let before = stack.metrics();
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
@@ -117,11 +127,14 @@ pub fn run(table: &mut Table, timing: Timing) {
     let result = client.join().expect("client");
     let calls = stack::within(&stack.upstream_gets(), measure_from, until).len();
     stack.stop();
-    report(table, timing, &result, calls, &before, &after);
+    report(table, NAME, timing, &result, calls, &before, &after);
 }
 
-fn report(
+/// The mix rows of scenario `name`: `calls` upstream calls in the measured window, `before` and
+/// `after` the gateway's metrics (summed over a fleet's gateways) at its ends.
+pub fn report(
     table: &mut Table,
+    name: &'static str,
     timing: Timing,
     result: &client::LoadResult,
     calls: usize,
@@ -138,7 +151,7 @@ fn report(
     let secs = timing.measure.as_secs_f64();
     let requests = result.ok.len().max(1);
     table.info(
-        NAME,
+        name,
         "requests/s",
         format!("{:.0}", result.ok.len() as f64 / secs),
     );
@@ -148,27 +161,27 @@ fn report(
         100.0 * hit / lookups,
         100.0 * absent / lookups
     );
-    table.info(NAME, "hit ratio, (account, tag) lookups", ratio);
+    table.info(name, "hit ratio, (account, tag) lookups", ratio);
     let share = 100.0 * result.hits.len() as f64 / requests as f64;
-    table.info(NAME, "all-hit requests", format!("{share:.1} %"));
+    table.info(name, "all-hit requests", format!("{share:.1} %"));
     let whole = |result| delta("answer_cache_requests_total", result);
     let (whole_hits, whole_misses) = (whole("hit"), whole("miss"));
     let whole_share = 100.0 * whole_hits / (whole_hits + whole_misses).max(1.0);
     table.info(
-        NAME,
+        name,
         "requests served whole (answer cache)",
         format!("{whole_share:.1} %"),
     );
     table.info(
-        NAME,
+        name,
         "upstream calls/s",
         format!("{:.1}", calls as f64 / secs),
     );
-    table.latencies(NAME, "caller", &result.ok);
-    table.latencies(NAME, "all-hit", &result.hits);
+    table.latencies(name, "caller", &result.ok);
+    table.latencies(name, "all-hit", &result.hits);
     let errors: u64 = result.errors.values().sum();
     table.target(
-        NAME,
+        name,
         "errors",
         format!("{errors} {:?}", result.errors),
         "0",

@@ -67,23 +67,14 @@ impl Stack {
         }
     }
 
-    /// Scrapes `/metrics`: sample (name with labels) -> value.
+    /// Scrapes the gateway's `/metrics` (see [`metrics`]).
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let text = http_get(self.addr, "/metrics");
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect()
+        metrics(self.addr)
     }
 
     /// The sim's `portrait_get` calls, in arrival order.
     pub fn upstream_gets(&self) -> Vec<SimCall> {
-        let mut calls = self.sim.calls();
-        calls.retain(|c| c.api == Api::PortraitGet);
-        calls
+        upstream_gets(&self.sim)
     }
 
     /// Stops the gateway (draining), then the sim, then the runtime.
@@ -101,6 +92,25 @@ impl Stack {
             sim.shutdown().await;
         });
     }
+}
+
+/// Scrapes `/metrics` of the gateway at `addr`: sample (name with labels) -> value.
+pub fn metrics(addr: SocketAddr) -> HashMap<String, f64> {
+    let text = http_get(addr, "/metrics");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `sim`'s `portrait_get` calls, in arrival order.
+pub fn upstream_gets(sim: &Sim) -> Vec<SimCall> {
+    let mut calls = sim.calls();
+    calls.retain(|c| c.api == Api::PortraitGet);
+    calls
 }
 
 /// The calls of `calls` that arrived in `[from, until)`.

@@ -1,0 +1,277 @@
+//! S7's system under load: a `redis-server` and the gateway processes on free loopback ports,
+//! configured by env vars, plus the sim on a runtime of this process. Starts them, waits until
+//! every gateway reports its mode, drives the load over all of them, scrapes their `/metrics`,
+//! reads the sim's call log and the gateways' logs, and stops everything (SIGTERM, then wait). Owns no figures: `fleet.rs` reads them.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tim_gateway::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
+
+use super::{Run, Scrape, FALLBACK_LOG, FLEET_RPS, GATEWAYS, READY_WITHIN, STOP_WITHIN};
+use crate::client::{self, Plan, Workload};
+use crate::stack;
+use crate::Timing;
+
+/// Gateway 0's `fleet.redis_timeout_ms` alone, when set: one gateway that keeps dropping to
+/// fallback while the others stay in fleet mode.
+const GATEWAY0_REDIS_TIMEOUT_VAR: &str = "S7_GATEWAY0_REDIS_TIMEOUT_MS";
+
+/// The sim, an optional Redis and [`GATEWAYS`] gateway processes.
+pub struct Fleet {
+    sim: Sim,
+    gateways: Vec<Process>,
+    addrs: Vec<SocketAddr>,
+    redis: Option<Process>,
+    /// Every process's output; removed after a clean stop, kept (and named) otherwise.
+    dir: PathBuf,
+    /// Runs the sim; dropped last.
+    rt: tokio::runtime::Runtime,
+}
+
+/// A child process and the name its log and messages use.
+struct Process {
+    name: String,
+    child: Child,
+}
+
+// === impl Fleet ===
+
+impl Fleet {
+    /// Starts the sim with `sim` and the gateways `bin`; `shared`: with one Redis and the fleet's
+    /// budget, otherwise standalone with an equal part of it each.
+    pub fn start(bin: &Path, sim: SimConfig, shared: bool) -> Fleet {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("sim runtime");
+        let sim = rt.block_on(Sim::start(sim)).expect("sim starts");
+        let dir = std::env::temp_dir().join(format!("tim-gateway-s7-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let redis = shared.then(|| start_redis(&dir));
+        let rps = if shared {
+            FLEET_RPS
+        } else {
+            FLEET_RPS / GATEWAYS
+        };
+        let base = stack::base_config();
+        let (mut gateways, mut addrs) = (Vec::new(), Vec::new());
+        for i in 0..GATEWAYS {
+            let addr = free_addr();
+            let mut command = Command::new(bin);
+            command
+                .args(["--config", "/dev/null"])
+                .env("RUST_LOG", "tim_gateway=warn")
+                .env("TIM_GATEWAY__SERVER__LISTEN", addr.to_string())
+                .env("TIM_GATEWAY__UPSTREAM__BASE_URL", sim.base_url())
+                .env("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)
+                .env("TIM_GATEWAY__AUTH__MODE", "none")
+                .env("TIM_GATEWAY__LIMITS__REQUESTS_PER_SECOND", rps.to_string())
+                .env("TIM_GATEWAY__CACHE__TTL_SECONDS", secs(base.cache.ttl))
+                .env(
+                    "TIM_GATEWAY__CACHE__MAX_ENTRIES",
+                    base.cache.max_entries.to_string(),
+                )
+                .env(
+                    "TIM_GATEWAY__SERVER__SHUTDOWN_GRACE_MS",
+                    base.server.shutdown_grace.as_millis().to_string(),
+                );
+            if let Some(redis) = &redis {
+                command.env("TIM_GATEWAY__FLEET__REDIS_URL", redis_url(redis));
+                if let (0, Ok(ms)) = (i, std::env::var(GATEWAY0_REDIS_TIMEOUT_VAR)) {
+                    command.env("TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS", ms);
+                }
+            }
+            gateways.push(Process::spawn(format!("gateway-{i}"), command, &dir));
+            addrs.push(addr);
+        }
+        let mode = if shared { "fleet" } else { "standalone" };
+        for (gateway, addr) in gateways.iter_mut().zip(&addrs) {
+            gateway.wait_for_mode(*addr, mode, &dir);
+        }
+        Fleet {
+            sim,
+            gateways,
+            addrs,
+            redis,
+            dir,
+            rt,
+        }
+    }
+
+    /// Runs `workload` on `conns` connections spread over the gateways, scraping every gateway
+    /// when the measured window opens and when it closes, then stops the fleet.
+    pub fn run<W: Workload>(self, workload: Arc<W>, conns: usize, timing: Timing) -> Run {
+        let plan = Plan::starting_now(conns, timing);
+        let load = client::start(&self.addrs, workload, plan);
+        std::thread::sleep(plan.measure_from.saturating_duration_since(Instant::now()));
+        let before = self.scrape();
+        std::thread::sleep(plan.until.saturating_duration_since(Instant::now()));
+        let after = self.scrape();
+        let result = load.join().expect("load client");
+        let calls = stack::upstream_gets(&self.sim);
+        let fallbacks = self.gateway_log_lines(FALLBACK_LOG);
+        self.stop();
+        Run {
+            plan,
+            result,
+            before,
+            after,
+            calls,
+            fallbacks,
+        }
+    }
+
+    /// Lines containing `text` in the gateways' logs so far.
+    fn gateway_log_lines(&self, text: &str) -> usize {
+        self.gateways
+            .iter()
+            .map(|g| std::fs::read_to_string(self.dir.join(format!("{}.log", g.name))))
+            .map(|log| {
+                log.unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(text))
+                    .count()
+            })
+            .sum()
+    }
+
+    fn scrape(&self) -> Scrape {
+        self.addrs.iter().map(|a| stack::metrics(*a)).collect()
+    }
+
+    /// Stops the gateways (draining), then Redis, then the sim.
+    fn stop(self) {
+        let Fleet {
+            sim,
+            gateways,
+            redis,
+            dir,
+            rt,
+            ..
+        } = self;
+        let mut clean = true;
+        for process in gateways.into_iter().chain(redis) {
+            clean &= process.stop();
+        }
+        rt.block_on(sim.shutdown());
+        if clean {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            eprintln!("S7: logs kept in {}", dir.display());
+        }
+    }
+}
+
+/// A fresh Redis with no persistence on a free port, answering.
+fn start_redis(dir: &Path) -> Process {
+    let port = free_addr().port().to_string();
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir);
+    let mut redis = Process::spawn(format!("redis-{port}"), command, dir);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("redis address");
+    let deadline = Instant::now() + READY_WITHIN;
+    while TcpStream::connect(addr).is_err() {
+        redis.check_alive(dir);
+        assert!(Instant::now() < deadline, "S7: redis-server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    redis
+}
+
+fn redis_url(redis: &Process) -> String {
+    let port = redis.name.trim_start_matches("redis-");
+    format!("redis://127.0.0.1:{port}/0")
+}
+
+/// A loopback address with a port the OS just had free.
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address")
+}
+
+fn secs(d: std::time::Duration) -> String {
+    d.as_secs().to_string()
+}
+
+// === impl Process ===
+
+impl Process {
+    /// Spawns `command` with its output in `dir/<name>.log`.
+    fn spawn(name: String, mut command: Command, dir: &Path) -> Process {
+        let log = File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("S7: cannot start {name}: {e}"));
+        Process { name, child }
+    }
+
+    /// Panics, naming the log, if the process has exited.
+    fn check_alive(&mut self, dir: &Path) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = dir.join(format!("{}.log", self.name));
+            panic!("S7: {} exited ({status}); see {}", self.name, log.display());
+        }
+    }
+
+    /// Waits until the gateway at `addr` reports `tim_gateway_fleet_mode{mode}` = 1.
+    fn wait_for_mode(&mut self, addr: SocketAddr, mode: &str, dir: &Path) {
+        let sample = format!("tim_gateway_fleet_mode{{mode=\"{mode}\"}}");
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            self.check_alive(dir);
+            if TcpStream::connect(addr).is_ok() && stack::metrics(addr).get(&sample) == Some(&1.0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "S7: {} did not report {mode} mode within {READY_WITHIN:?}",
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits; SIGKILL past [`STOP_WITHIN`]. Whether it exited cleanly in time.
+    fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + STOP_WITHIN;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return true,
+                Ok(Some(status)) => {
+                    eprintln!("S7: {} exited with {status}", self.name);
+                    return false;
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        eprintln!(
+            "S7: {} ignored SIGTERM for {STOP_WITHIN:?}; killed",
+            self.name
+        );
+        false
+    }
+}
+
+impl Drop for Process {
+    /// Never leaves a process behind, even when a start-up check panics.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
