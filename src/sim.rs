@@ -109,6 +109,12 @@ pub enum Fault {
     /// trailing whitespace (still valid JSON, far larger than any real answer); then the fault
     /// clears itself to [`Fault::None`].
     Oversized,
+    /// Every other call (the 1st, 3rd, ... since the fault was set) gets this HTTP status; the
+    /// others are answered normally.
+    EveryOther(u16),
+    /// Answer HTTP 200 with Tencent's whole-call 60007 ("frequency exceeds the limit"), as when
+    /// someone else spends the app's budget.
+    OverLimit,
 }
 
 /// Trailing whitespace a [`Fault::Oversized`] answer carries.
@@ -162,6 +168,8 @@ struct SimState {
     latency_nanos: AtomicU64,
     /// The current fault; hung handlers and the accept loop wait on changes.
     fault: watch::Sender<Fault>,
+    /// Calls that met [`Fault::EveryOther`] since it was set.
+    every_other: AtomicU64,
     /// Bumped by every [`Fault::RefuseConnections`]: the accept loop drops its listener and
     /// every connection task drops its connection, even if the fault is cleared before they look.
     epoch: watch::Sender<u64>,
@@ -254,6 +262,7 @@ impl Sim {
             config,
             addr,
             latency_nanos: AtomicU64::new(latency),
+            every_other: AtomicU64::new(0),
             fault: watch::Sender::new(Fault::None),
             epoch: watch::Sender::new(0),
             pending_listener: Mutex::new(None),
@@ -314,6 +323,9 @@ impl Sim {
     /// replacing it re-binds the same port before this returns (if the port is free).
     pub fn set_fault(&self, fault: Fault) {
         let state = &self.state;
+        state
+            .every_other
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let previous = state.fault.send_replace(fault);
         if fault == Fault::RefuseConnections {
             state.pending_listener.lock().take();

@@ -207,18 +207,22 @@ fn transport_error(e: hyper_util::client::legacy::Error) -> Error {
 
 /// The rustls error somewhere in `e`'s causes, as text (names what failed, never a secret).
 fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause = e.source();
-    while let Some(current) = cause {
-        let inner = current
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = inner.or_else(|| current.downcast_ref::<rustls::Error>()) {
-            return Some(tls.to_string());
-        }
-        cause = current.source();
+    find_rustls(e).map(ToString::to_string)
+}
+
+/// Looks through `e`, the `io::Error`s that wrap it (an `io::Error`'s `source()` skips its
+/// inner error, so each is opened by hand), and its causes.
+fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
     }
-    None
+    let inner: Option<&'a (dyn std::error::Error + 'static)> = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    inner
+        .and_then(find_rustls)
+        .or_else(|| e.source().and_then(find_rustls))
 }
 
 /// rustls with the webpki roots and the certificates of `ca_file`; ALPN is set by the

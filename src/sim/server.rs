@@ -214,7 +214,19 @@ async fn handle(
     let at = Instant::now();
     let mut logged = false;
     let oversized = loop {
-        let fault = *state.fault.borrow();
+        let fault = match *state.fault.borrow() {
+            Fault::EveryOther(status) => {
+                let n = state
+                    .every_other
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_multiple_of(2) {
+                    Fault::Status(status)
+                } else {
+                    Fault::None
+                }
+            }
+            fault => fault,
+        };
         if matches!(fault, Fault::None | Fault::Oversized) {
             // Only one call takes an Oversized fault: it clears it for the rest.
             break state.fault.send_if_modified(|f| {
@@ -226,7 +238,12 @@ async fn handle(
             });
         }
         if !logged {
-            log_call(&state, at, api, body.as_deref(), -1);
+            let code = if fault == Fault::OverLimit {
+                code::FREQUENCY_LIMIT
+            } else {
+                -1
+            };
+            log_call(&state, at, api, body.as_deref(), code);
             logged = true;
         }
         if fault != Fault::Hang {
@@ -280,10 +297,17 @@ async fn answer_fault(state: &SimState, fault: Fault) -> Result<SimResponse, Dro
             sleep_latency(state).await;
             Ok(json_response(StatusCode::OK, GARBAGE_BODY.to_vec()))
         }
-        // Refusing closes this connection via the epoch; answer nothing meanwhile.
-        Fault::RefuseConnections | Fault::None | Fault::Hang | Fault::Oversized => {
-            Err(DropConnection)
+        Fault::OverLimit => {
+            sleep_latency(state).await;
+            let body = json::error_body(code::FREQUENCY_LIMIT, json::info::FREQUENCY_LIMIT);
+            Ok(json_response(StatusCode::OK, body))
         }
+        // Refusing closes this connection via the epoch; answer nothing meanwhile.
+        Fault::RefuseConnections
+        | Fault::None
+        | Fault::Hang
+        | Fault::Oversized
+        | Fault::EveryOther(_) => Err(DropConnection),
     }
 }
 

@@ -41,6 +41,7 @@ pub struct TestGateway {
 pub struct GatewayBuilder {
     config: Config,
     sim: SimConfig,
+    upstream: Option<String>,
 }
 
 impl GatewayBuilder {
@@ -54,10 +55,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// Points the gateway at `base_url` instead of the sim (which still runs, unused).
+    pub fn upstream(mut self, base_url: String) -> Self {
+        self.upstream = Some(base_url);
+        self
+    }
+
     pub async fn start(self) -> TestGateway {
         let sim = Sim::start(self.sim).await.expect("sim starts");
         let mut config = self.config;
-        config.upstream.base_url = sim.base_url().parse().expect("sim url");
+        let base_url = self.upstream.unwrap_or_else(|| sim.base_url());
+        config.upstream.base_url = base_url.parse().expect("upstream url");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -127,6 +135,7 @@ impl TestGateway {
         GatewayBuilder {
             config: test_config(),
             sim: SimConfig::default(),
+            upstream: None,
         }
     }
 
