@@ -39,28 +39,35 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod answers;
-pub mod auth;
-pub mod batcher;
-pub mod breaker;
-pub mod cache;
+// The public surface: configuration, the entry points, the simulated Tencent, UserSig tools,
+// and what `build_service` and an `UpstreamApi` implementation name. Everything else is
+// internal; benches and fuzz targets reach what they measure through doc-hidden modules.
 pub mod config;
 pub mod demo;
-pub mod error;
-pub mod fleet;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod metrics;
-pub mod ratelimit;
-pub mod retry;
-pub mod routes;
-pub mod server;
-pub mod service;
 pub mod shutdown;
 pub mod sim;
-pub mod upstream;
 pub mod usersig;
-pub mod wire;
+
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub(crate) mod answers;
+pub(crate) mod auth;
+pub(crate) mod batcher;
+pub(crate) mod breaker;
+pub(crate) mod cache;
+pub(crate) mod error;
+pub(crate) mod fleet;
+pub(crate) mod ratelimit;
+pub(crate) mod retry;
+pub(crate) mod routes;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod upstream;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,6 +76,9 @@ use tracing::{info, warn};
 
 pub use config::Config;
 pub use error::Error;
+pub use service::ProfileService;
+pub use upstream::UpstreamApi;
+pub use wire::STANDARD_TAGS;
 
 use answers::AnswerCache;
 use auth::Authenticator;
@@ -79,8 +89,8 @@ use fleet::{CacheTier, Fleet};
 use metrics::{Api, Metrics};
 use ratelimit::UpstreamLimiter;
 use routes::AppState;
-use service::ProfileService;
-use upstream::{UpstreamApi, UpstreamClient};
+
+use upstream::UpstreamClient;
 
 /// Runs the gateway on `listener` against the configured Tencent upstream until `shutdown`
 /// resolves, then drains within `server.shutdown_grace_ms`.

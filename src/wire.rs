@@ -28,9 +28,6 @@ pub const MAX_ACCOUNTS_PER_REQUEST: usize = 100;
 /// Prefix of every custom profile tag (`Tag_Profile_Custom_Test`).
 pub const CUSTOM_TAG_PREFIX: &str = "Tag_Profile_Custom_";
 
-/// Prefix of Tencent's standard profile tags.
-pub const STANDARD_TAG_PREFIX: &str = "Tag_Profile_IM_";
-
 /// Tencent's standard profile tags (reference §4.2), in a fixed order: a standard [`Tag`] is an
 /// index into this table.
 pub const STANDARD_TAGS: [&str; 12] = [

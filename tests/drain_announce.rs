@@ -7,7 +7,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use support::fleet::Caller;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

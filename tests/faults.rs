@@ -229,7 +229,10 @@ async fn hanging_upstream_with_batches_queued_behind_the_rate_limit_fails_every_
     // A timed-out call may still have reached Tencent late, so its rate-limit slot stays held
     // for one window after the timeout; after that, recovery one at a time: each waits at most
     // one permit interval (340 ms < queue wait).
-    tokio::time::sleep(tim_gateway::ratelimit::WINDOW + Duration::from_millis(200)).await;
+    tokio::time::sleep(
+        Duration::from_millis(1_200), /* one rate-limit window and some */
+    )
+    .await;
     for body in &bodies {
         assert_eq!(gw.portrait_get(body).await, gw.alone(body));
     }

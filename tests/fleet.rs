@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::fleet::{max_in_any_second, Caller, TestFleet};
+use support::fleet::{max_in_any_second, TestFleet};
+use support::Caller;
 use support::{get_body, FAILING_ACCOUNT, GENDER, NICK, SET};
 use tim_gateway::sim::Api;
 

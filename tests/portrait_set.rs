@@ -130,7 +130,7 @@ async fn failed_set_with_an_unknown_custom_tag_is_returned_as_is_and_still_inval
     assert_eq!(gw.upstream_gets().len(), 1);
 
     let answer = set_raw(&gw, set_body("user5", "Tag_Profile_Custom_Nope", r#""x""#)).await;
-    let expected = tim_gateway::wire::encode_error(40009, "Err_Profile_Tag_Not_Found", "");
+    let expected: &[u8] = br#"{"ActionStatus":"FAIL","ErrorCode":40009,"ErrorInfo":"Err_Profile_Tag_Not_Found","ErrorDisplay":""}"#;
     assert_eq!(
         answer,
         expected,
@@ -152,7 +152,7 @@ async fn failed_set_with_an_unknown_custom_tag_is_returned_as_is_and_still_inval
 async fn set_for_a_nonexistent_account_returns_tencents_40003_as_is() {
     let gw = TestGateway::start().await;
     let answer = set_raw(&gw, set_body("nobody", NICK, r#""x""#)).await;
-    let expected = tim_gateway::wire::encode_error(40003, "Err_Profile_Account_Not_Found", "");
+    let expected: &[u8] = br#"{"ActionStatus":"FAIL","ErrorCode":40003,"ErrorInfo":"Err_Profile_Account_Not_Found","ErrorDisplay":""}"#;
     assert_eq!(answer, expected, "{}", String::from_utf8_lossy(&answer));
     assert_eq!(gw.sim.call_count(Api::PortraitSet), 1, "it was forwarded");
     gw.shutdown().await;

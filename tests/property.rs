@@ -12,7 +12,7 @@ use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
 use support::*;
 use tim_gateway::sim::MissingAccount;
-use tim_gateway::wire::STANDARD_TAGS;
+use tim_gateway::STANDARD_TAGS;
 
 /// A custom tag the sim does not know (40009 for the whole call).
 const UNKNOWN_CUSTOM: &str = "Tag_Profile_Custom_Nope";

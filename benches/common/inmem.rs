@@ -19,10 +19,10 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tim_gateway::config::Config;
 use tim_gateway::metrics::{Api, Metrics};
-use tim_gateway::service::ProfileService;
 use tim_gateway::sim::Sim;
-use tim_gateway::upstream::UpstreamApi;
-use tim_gateway::wire::STANDARD_TAGS;
+use tim_gateway::ProfileService;
+use tim_gateway::UpstreamApi;
+use tim_gateway::STANDARD_TAGS;
 
 /// Accounts the benches' sims know: far more than any bench asks for, so fresh accounts exist.
 pub const SIM_ACCOUNTS: u64 = 1 << 40;

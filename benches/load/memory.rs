@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tim_gateway::sim::Sim;
-use tim_gateway::wire::STANDARD_TAGS;
+use tim_gateway::STANDARD_TAGS;
 
 use crate::inmem;
 use crate::report::Table;
@@ -79,7 +79,7 @@ pub fn run(table: &mut Table) {
 }
 
 /// Asks for every account once, `PER_CALL` per request, `CONCURRENCY` requests at a time.
-async fn fill(service: &tim_gateway::service::ProfileService) {
+async fn fill(service: &tim_gateway::ProfileService) {
     let calls = ACCOUNTS / PER_CALL;
     let mut next = 0;
     while next < calls {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use tim_gateway::service::ProfileService;
+use tim_gateway::ProfileService;
 
 use crate::inmem;
 

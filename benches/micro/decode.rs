@@ -2,7 +2,7 @@
 //! (accounts x tags). Throughput is in (account, tag) pairs.
 
 use criterion::{black_box, Criterion, Throughput};
-use tim_gateway::wire;
+use tim_gateway::bench as wire;
 
 use crate::inmem;
 

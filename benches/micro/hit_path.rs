@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{black_box, Criterion, Throughput};
-use tim_gateway::service::ProfileService;
+use tim_gateway::ProfileService;
 
 use crate::inmem;
 

@@ -11,12 +11,10 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use criterion::{black_box, Criterion, Throughput};
-use tim_gateway::batcher::{AccountMiss, BatchConfig, Batcher, PathMetrics, UpstreamPath};
-use tim_gateway::cache::ProfileCache;
-use tim_gateway::fleet::CacheTier;
+use tim_gateway::bench::{self as wire, Account, Tag};
+use tim_gateway::bench::{AccountMiss, BatchConfig, Batcher, PathMetrics, UpstreamPath};
+use tim_gateway::bench::{CacheTier, ProfileCache, UpstreamLimiter};
 use tim_gateway::metrics::{Api, Metrics};
-use tim_gateway::ratelimit::UpstreamLimiter;
-use tim_gateway::wire::{self, Account, Tag};
 
 use crate::inmem;
 

@@ -3,7 +3,7 @@
 //! same query string every time, which answers from its verdict cache after the first call.
 
 use criterion::{black_box, Criterion, Throughput};
-use tim_gateway::auth::Authenticator;
+use tim_gateway::bench::Authenticator;
 use tim_gateway::config::{AuthConfig, AuthMode, SecretKey};
 use tim_gateway::usersig;
 

@@ -1,22 +1,16 @@
 //! Fleet test support: a real `redis-server` on a free loopback port (started, stopped,
 //! paused and restarted by PID), and N gateways in process sharing it in front of one sim.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use tim_gateway::config::{Config, RawConfig};
 use tim_gateway::sim::{Sim, SimConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{auth_query, metric_value, test_config};
+use super::{test_config, Caller};
 
 /// A `redis-server` child process on 127.0.0.1, killed when dropped.
 pub struct RedisServer {
@@ -146,13 +140,6 @@ pub struct FleetMember {
     join: JoinHandle<()>,
 }
 
-/// An HTTP client of one gateway; cheap to clone into caller tasks.
-#[derive(Clone)]
-pub struct Caller {
-    pub addr: SocketAddr,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
 impl std::ops::Deref for FleetMember {
     type Target = Caller;
     fn deref(&self) -> &Caller {
@@ -259,54 +246,6 @@ impl FleetMember {
             Ok(Err(e)) => panic!("gateway task failed: {e}"),
             Err(_) => panic!("gateway did not stop within 15 s"),
         }
-    }
-}
-
-impl Caller {
-    pub fn new(addr: SocketAddr) -> Caller {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1024)
-            .build_http();
-        Caller { addr, client }
-    }
-
-    /// Sends a request; status and body. Panics if the gateway does not answer.
-    pub async fn send(&self, method: &str, path_and_query: &str, body: Bytes) -> (u16, Bytes) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path_and_query}", self.addr))
-            .body(Full::new(body))
-            .expect("request");
-        let response = self.client.request(request).await.expect("gateway answers");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, body)
-    }
-
-    /// POSTs `body` to an API path; the parsed JSON answer (HTTP 200 expected).
-    pub async fn post(&self, path: &str, body: &Value) -> Value {
-        let query = format!("{path}?{}", auth_query());
-        let (status, answer) = self
-            .send("POST", &query, Bytes::from(body.to_string()))
-            .await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-        serde_json::from_slice(&answer).expect("JSON answer")
-    }
-
-    /// One metric sample's value.
-    pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let (_, body) = self.send("GET", "/metrics", Bytes::new()).await;
-        metric_value(&String::from_utf8_lossy(&body), sample)
-    }
-
-    /// A `portrait_get`; the parsed answer.
-    pub async fn get(&self, body: &Value) -> Value {
-        self.post(super::GET, body).await
     }
 }
 

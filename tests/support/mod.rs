@@ -32,9 +32,16 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub sim: Sim,
     pub config: Config,
-    client: Client<HttpConnector, Full<Bytes>>,
+    caller: Caller,
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<()>,
+}
+
+/// An HTTP client of one gateway (pooled, like a real caller's); cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Caller {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// Builds a [`TestGateway`] with tweaks to the gateway's and the sim's config.
@@ -78,20 +85,81 @@ impl GatewayBuilder {
             })
             .await;
         });
+        TestGateway {
+            addr,
+            sim,
+            config,
+            caller: Caller::new(addr),
+            shutdown: Some(tx),
+            join,
+        }
+    }
+}
+
+impl Caller {
+    pub fn new(addr: SocketAddr) -> Caller {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             // Well under any server idle timeout a test sets (hostile tests use 1.5 s): a pooled
             // connection the server is closing at the same instant fails the next request.
             .pool_idle_timeout(Duration::from_millis(500))
             .build_http();
-        TestGateway {
-            addr,
-            sim,
-            config,
-            client,
-            shutdown: Some(tx),
-            join,
+        Caller { addr, client }
+    }
+
+    /// Sends any request; returns status and body. Panics if the gateway does not answer.
+    pub async fn send(&self, method: &str, path_and_query: &str, body: Bytes) -> (u16, Bytes) {
+        let (status, _, body) = self.send_with(method, path_and_query, &[], body).await;
+        (status, body)
+    }
+
+    /// Sends any request with extra headers; returns status, response headers and body.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &[u8])],
+        body: Bytes,
+    ) -> (u16, http::HeaderMap, Bytes) {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path_and_query}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
+        let request = request.body(Full::new(body)).expect("request");
+        let response = self.client.request(request).await.expect("gateway answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, headers, body)
+    }
+
+    /// POSTs `body` to an API path with a valid admin query; the parsed JSON answer (HTTP 200
+    /// expected).
+    pub async fn post(&self, path: &str, body: &Value) -> Value {
+        let query = format!("{path}?{}", auth_query());
+        let (status, answer) = self
+            .send("POST", &query, Bytes::from(body.to_string()))
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        serde_json::from_slice(&answer).expect("JSON answer")
+    }
+
+    /// A `portrait_get`; the parsed answer.
+    pub async fn get(&self, body: &Value) -> Value {
+        self.post(GET, body).await
+    }
+
+    /// One metric sample's value.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.send("GET", "/metrics", Bytes::new()).await;
+        metric_value(&String::from_utf8_lossy(&body), sample)
     }
 }
 
@@ -166,23 +234,10 @@ impl TestGateway {
         headers: &[(&str, &[u8])],
         body: impl Into<Bytes>,
     ) -> (u16, http::HeaderMap, Bytes) {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(self.url(path_and_query));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body.into())).expect("request");
-        let response = self.client.request(request).await.expect("gateway answers");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
+        let body = body.into();
+        self.caller
+            .send_with(method, path_and_query, headers, body)
             .await
-            .expect("body")
-            .to_bytes();
-        (status, headers, body)
     }
 
     /// POSTs raw bytes to `path` with a valid admin query; expects HTTP 200 and JSON.
