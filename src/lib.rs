@@ -6,24 +6,28 @@
 //!
 //! # Layout
 //!
+//! Public: `config`, `demo`, `metrics`, `shutdown`, `sim`, `usersig`; everything else is
+//! internal (`bench` and `fuzzing` are doc-hidden doors for `benches/` and `fuzz/`).
+//!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | TOML + env -> validated [`Config`] |
-//! | [`wire`] | Tencent JSON: request validation, upstream decoding, response encoding |
-//! | [`error`] | the one [`Error`] type and its Tencent error body |
-//! | [`usersig`], [`auth`] | UserSig v2 sign/verify; checking callers' query strings |
-//! | [`cache`] | per-(account, tag) values and absences in moka; invalidation race guard |
-//! | [`answers`] | whole all-hit answers by exact request body, voided by expiry or invalidation |
-//! | [`batcher`] | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
-//! | [`ratelimit`] | FIFO, deadline-bounded governor limiter per upstream API |
-//! | [`upstream`] | HTTP(S) calls to Tencent, signed with the gateway's own admin UserSig |
-//! | [`service`] | API policy: validate -> cache -> batcher -> assemble; portrait_set -> invalidate |
-//! | [`routes`], [`server`] | route table and responses; accept loop and graceful drain |
-//! | [`metrics`] | Prometheus families on an owned registry |
-//! | [`sim`] | the simulated Tencent upstream (demo, `tim-gateway sim`, tests, benches) |
-//! | [`demo`] | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
-//! | [`shutdown`] | the SIGTERM / Ctrl-C future that starts the drain |
-//! | `fuzzing` | hidden entry points for the fuzz targets in `fuzz/` |
+//! | `config` | TOML + env -> validated [`Config`] |
+//! | `wire` | Tencent JSON: request validation, upstream decoding, response and error encoding |
+//! | `error` | the one [`Error`] type: Tencent code, fault, retryable or outage |
+//! | `usersig`, `auth` | UserSig v2 sign/verify; checking callers' query strings |
+//! | `cache` | per-(account, tag) values, absences and stale slots in moka; invalidation stamps |
+//! | `answers` | whole all-hit answers by exact request body, voided by expiry or invalidation |
+//! | `batcher` | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
+//! | `ratelimit` | FIFO, deadline-bounded limiter per upstream API (local or fleet engine), pace |
+//! | `fleet` | Redis: one budget, one shared cache tier, one invalidation channel for N gateways |
+//! | `breaker`, `retry` | stop calling a failing upstream; retries inside a budget |
+//! | `upstream` | HTTP(S) calls to Tencent (rustls, h2 by ALPN), signed as the gateway's admin |
+//! | `service` | API policy: validate -> cache -> tier -> batcher -> assemble; stale; portrait_set |
+//! | `routes`, `server` | route table, probes and responses; bounded connections, announced drain |
+//! | `metrics` | Prometheus families on an owned registry |
+//! | `sim` | the simulated Tencent upstream (demo, `tim-gateway sim`, tests, benches) |
+//! | `demo` | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
+//! | `shutdown` | the SIGTERM / Ctrl-C future that starts the drain |
 //!
 //! # One request
 //!
@@ -31,7 +35,7 @@
 //! query, the body is read up to a limit -> `service` serves a still-valid answer kept for
 //! exactly this body (`answers`), or validates it (`wire`) and looks each (account, tag) up in
 //! `cache`. All hits: the answer is written from cached raw JSON and kept by body, done.
-//! Misses go to `batcher`, whose one worker joins them to fetches in flight or batches them,
+//! In a fleet, misses are looked up in the shared tier (`fleet`) first. The rest go to `batcher`, whose one worker joins them to fetches in flight or batches them,
 //! waits for a `ratelimit` permit and calls `upstream`; it caches what comes back and hands
 //! each caller its own accounts. `service` assembles the answer in `To_Account` and `TagList`
 //! order. Every outcome is HTTP 200 with Tencent's envelope.
