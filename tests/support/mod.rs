@@ -96,6 +96,14 @@ impl GatewayBuilder {
     }
 }
 
+/// A test gateway is also a caller of itself (`send`, `send_with`, `get`, ...).
+impl std::ops::Deref for TestGateway {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
 impl Caller {
     pub fn new(addr: SocketAddr) -> Caller {
         let client = Client::builder(TokioExecutor::new())
@@ -108,7 +116,12 @@ impl Caller {
     }
 
     /// Sends any request; returns status and body. Panics if the gateway does not answer.
-    pub async fn send(&self, method: &str, path_and_query: &str, body: Bytes) -> (u16, Bytes) {
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: impl Into<Bytes>,
+    ) -> (u16, Bytes) {
         let (status, _, body) = self.send_with(method, path_and_query, &[], body).await;
         (status, body)
     }
@@ -119,7 +132,7 @@ impl Caller {
         method: &str,
         path_and_query: &str,
         headers: &[(&str, &[u8])],
-        body: Bytes,
+        body: impl Into<Bytes>,
     ) -> (u16, http::HeaderMap, Bytes) {
         let mut request = http::Request::builder()
             .method(method)
@@ -127,7 +140,7 @@ impl Caller {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(body)).expect("request");
+        let request = request.body(Full::new(body.into())).expect("request");
         let response = self.client.request(request).await.expect("gateway answers");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -213,17 +226,6 @@ impl TestGateway {
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.addr)
-    }
-
-    /// Sends any request; returns status and body.
-    pub async fn send(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        body: impl Into<Bytes>,
-    ) -> (u16, Bytes) {
-        let (status, _, body) = self.send_with(method, path_and_query, &[], body).await;
-        (status, body)
     }
 
     /// Sends any request with extra headers; returns status, response headers and body.
