@@ -83,6 +83,8 @@ struct Lookups<'a> {
     fresh_until: Option<Instant>,
     /// Accounts with values inside the revalidate window, to refresh in the background.
     revalidate: Vec<AccountMiss>,
+    /// No stale value and no remembered failure was used: an all-hit answer may be kept whole.
+    keepable: bool,
 }
 
 /// Finds repeated accounts in a request: a linear scan for short lists, a map for long ones.
@@ -170,21 +172,21 @@ impl ProfileService {
         self.revalidate(std::mem::take(&mut found.revalidate));
         if found.misses.is_empty() {
             let answer = Bytes::from(self.assemble(&request, &found, &[], now));
-            if found
-                .views
-                .iter()
-                .all(|v| v.stale.is_empty() && v.failed.is_none())
-            {
+            if found.keepable {
                 self.keep_answer(body, &found, &answer);
             }
             return Ok(answer);
         }
         let misses = std::mem::take(&mut found.misses);
         let stamps = fetch_stamps(&found, misses.len());
-        let fetched = match self.fetch(stamps, misses.clone()).await {
-            Ok(fetched) => fetched,
-            Err(e) if e.is_outage() => self.stale_on_error(&mut found, &misses, e, now)?,
-            Err(e) => return Err(e),
+        // Serve-stale needs the misses again only when the fetch fails; copied only if enabled.
+        let kept = (!self.0.stale_if_error.is_zero()).then(|| misses.clone());
+        let fetched = match (self.fetch(stamps, misses).await, kept) {
+            (Ok(fetched), _) => fetched,
+            (Err(e), Some(misses)) if e.is_outage() => {
+                self.stale_on_error(&mut found, &misses, e, now)?
+            }
+            (Err(e), _) => return Err(e),
         };
         Ok(Bytes::from(self.assemble(&request, &found, &fetched, now)))
     }
@@ -292,6 +294,7 @@ impl ProfileService {
             absent: 0,
             fresh_until: None,
             revalidate: Vec::new(),
+            keepable: true,
         };
         let revalidate_window = self.0.stale_while_revalidate;
         let mut seen = DistinctAccounts::new(request.accounts.len());
@@ -330,6 +333,7 @@ impl ProfileService {
                 }
             }
             missed += missing.len() as u64;
+            found.keepable &= stale.is_empty() && failed.is_none();
             if !stale.is_empty() {
                 found.revalidate.push(AccountMiss {
                     account: Account::from(name),

@@ -70,7 +70,7 @@ impl ProfileService {
                 })
                 .collect();
             match old {
-                Some(values) if !max_age.is_zero() => {
+                Some(values) => {
                     answered += 1;
                     stale_pairs += values.len() as u64;
                     fetched.push(AccountFetch::Values(values));

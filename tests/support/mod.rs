@@ -228,20 +228,6 @@ impl TestGateway {
         format!("http://{}{path_and_query}", self.addr)
     }
 
-    /// Sends any request with extra headers; returns status, response headers and body.
-    pub async fn send_with(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        headers: &[(&str, &[u8])],
-        body: impl Into<Bytes>,
-    ) -> (u16, http::HeaderMap, Bytes) {
-        let body = body.into();
-        self.caller
-            .send_with(method, path_and_query, headers, body)
-            .await
-    }
-
     /// POSTs raw bytes to `path` with a valid admin query; expects HTTP 200 and JSON.
     pub async fn post_raw(&self, path: &str, body: impl Into<Bytes>) -> Value {
         let body = self.post_bytes(path, body).await;
