@@ -32,6 +32,7 @@ use crate::cache::ProfileCache;
 use crate::error::Error;
 use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
+use crate::upstream::UpstreamPath;
 use crate::wire::{Account, RawJson, Tag};
 
 mod batch;
@@ -40,7 +41,6 @@ mod call;
 mod tests;
 mod worker;
 
-pub use call::{PathMetrics, UpstreamPath};
 pub use worker::BatchWorker;
 
 /// Slack in a caller's deadline for scheduling: past the sum of its waits, the worker has a

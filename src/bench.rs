@@ -3,8 +3,9 @@
 //! nothing outside `benches/` should use it.
 
 pub use crate::auth::Authenticator;
-pub use crate::batcher::{AccountMiss, BatchConfig, Batcher, PathMetrics, UpstreamPath};
+pub use crate::batcher::{AccountMiss, BatchConfig, Batcher};
 pub use crate::cache::ProfileCache;
 pub use crate::fleet::CacheTier;
 pub use crate::ratelimit::UpstreamLimiter;
+pub use crate::upstream::{PathMetrics, UpstreamPath};
 pub use crate::wire::{decode_portrait_get, decode_upstream_get, Account, Tag};

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 pub struct Breaker(Arc<Inner>);
 
 struct Inner {
-    api: &'static str,
+    api: Box<str>,
     threshold: u32,
     open_for: Duration,
     state: Mutex<State>,
@@ -88,9 +88,9 @@ impl BreakerMetrics {
 
 impl Breaker {
     /// A closed breaker for `api` (its metric label).
-    pub fn new(api: &'static str, config: &BreakerConfig, metrics: BreakerMetrics) -> Breaker {
+    pub fn new(api: &str, config: &BreakerConfig, metrics: BreakerMetrics) -> Breaker {
         let breaker = Breaker(Arc::new(Inner {
-            api,
+            api: Box::from(api),
             threshold: config.failure_threshold,
             open_for: config.open,
             state: Mutex::new(State::Closed { failures: 0 }),
@@ -161,8 +161,8 @@ impl Breaker {
     }
 
     /// The API this breaker guards.
-    pub fn api(&self) -> &'static str {
-        self.0.api
+    pub fn api(&self) -> &str {
+        &self.0.api
     }
 
     fn open_until(&self, now: Instant) -> State {
@@ -174,13 +174,13 @@ impl Breaker {
     fn changed(&self, to: State) {
         let name = state_name(to);
         match to {
-            State::Open { .. } => warn!(api = self.0.api, "upstream failing: breaker open"),
-            _ => info!(api = self.0.api, state = name, "breaker state changed"),
+            State::Open { .. } => warn!(api = &*self.0.api, "upstream failing: breaker open"),
+            _ => info!(api = &*self.0.api, state = name, "breaker state changed"),
         }
         self.0
             .metrics
             .transitions
-            .with_label_values(&[self.0.api, name])
+            .with_label_values(&[&self.0.api, name])
             .inc();
         self.show(to);
     }
@@ -188,7 +188,7 @@ impl Breaker {
     fn show(&self, current: State) {
         for name in ["closed", "open", "half_open"] {
             let on = i64::from(name == state_name(current));
-            let gauge = self.0.metrics.state.with_label_values(&[self.0.api, name]);
+            let gauge = self.0.metrics.state.with_label_values(&[&self.0.api, name]);
             gauge.set(on);
         }
     }

@@ -55,6 +55,10 @@ pub struct Config {
     pub fleet: FleetConfig,
     /// `[breaker]`: when to stop calling a failing upstream for a while.
     pub breaker: BreakerConfig,
+    /// `[passthrough]`: every other Tencent API, forwarded under its own limiter.
+    pub passthrough: PassThroughConfig,
+    /// `[callback]`: Tencent's callbacks, received, checked and relayed.
+    pub callback: CallbackConfig,
 }
 
 /// `[server]` settings.
@@ -334,6 +338,8 @@ raw_section!(
         log: RawLog = RawLog::default(),
         fleet: RawFleet = RawFleet::default(),
         breaker: RawBreaker = RawBreaker::default(),
+        passthrough: RawPassThrough = RawPassThrough::default(),
+        callback: RawCallback = RawCallback::default(),
     }
 );
 raw_section!(
@@ -416,6 +422,11 @@ raw_section!(
     RawLog { format: LogFormat = LogFormat::Text, }
 );
 
+// The sections about which APIs are served (they use `raw_section!`, so they come after it).
+mod apis;
+
+pub use apis::{CallbackConfig, PassThroughConfig, RawCallback, RawPassThrough};
+
 // === impl Config ===
 
 impl Config {
@@ -457,6 +468,8 @@ impl Config {
             },
             fleet: raw.fleet.validate()?,
             breaker: raw.breaker.validate()?,
+            passthrough: raw.passthrough.validate()?,
+            callback: raw.callback.validate()?,
             upstream,
         })
     }

@@ -46,6 +46,7 @@
 // The public surface: configuration, the entry points, the simulated Tencent, UserSig tools,
 // and what `build_service` and an `UpstreamApi` implementation name. Everything else is
 // internal; benches and fuzz targets reach what they measure through doc-hidden modules.
+pub mod apis;
 pub mod config;
 pub mod demo;
 pub mod metrics;
@@ -63,8 +64,10 @@ pub(crate) mod auth;
 pub(crate) mod batcher;
 pub(crate) mod breaker;
 pub(crate) mod cache;
+pub(crate) mod callback;
 pub(crate) mod error;
 pub(crate) mod fleet;
+pub(crate) mod passthrough;
 pub(crate) mod ratelimit;
 pub(crate) mod retry;
 pub(crate) mod routes;
@@ -85,47 +88,66 @@ pub use upstream::UpstreamApi;
 pub use wire::STANDARD_TAGS;
 
 use answers::AnswerCache;
+use apis::Api;
 use auth::Authenticator;
-use batcher::{BatchConfig, Batcher, PathMetrics, UpstreamPath};
+use batcher::{BatchConfig, Batcher};
 use cache::ProfileCache;
+use callback::Callbacks;
 use fleet::metrics::FleetMetrics;
 use fleet::{CacheTier, Fleet};
-use metrics::{Api, Metrics};
-use ratelimit::UpstreamLimiter;
-use routes::AppState;
+use metrics::Metrics;
+use passthrough::PassThrough;
+use routes::{AppState, Handlers, Listener};
+use upstream::{PathFactory, UpstreamClient};
 
-use upstream::UpstreamClient;
+/// The sockets a gateway serves: the API listener (`server.listen`) and, when callbacks have
+/// their own port (`callback.listen`), theirs. A bare `TcpListener` is the API listener alone.
+pub struct Listeners {
+    /// `server.listen`.
+    pub api: TcpListener,
+    /// `callback.listen`, bound by the caller; `None` serves callbacks on the API listener
+    /// (or, when `callback.listen` is set, not at all).
+    pub callbacks: Option<TcpListener>,
+}
 
-/// Runs the gateway on `listener` against the configured Tencent upstream until `shutdown`
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Listeners {
+        Listeners {
+            api,
+            callbacks: None,
+        }
+    }
+}
+
+/// Runs the gateway on `listeners` against the configured Tencent upstream until `shutdown`
 /// resolves, then drains within `server.shutdown_grace_ms`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    config: Config,
+    listeners: impl Into<Listeners>,
+    shutdown: impl Future<Output = ()>,
+) {
     let upstream = Arc::new(UpstreamClient::new(&config.upstream));
-    run_with_upstream(config, listener, upstream, shutdown).await;
+    run_with_upstream(config, listeners, upstream, shutdown).await;
 }
 
 /// [`run`] with any [`UpstreamApi`] (benches plug in an in-memory one).
 pub async fn run_with_upstream(
     config: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     upstream: Arc<dyn UpstreamApi>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let listeners = listeners.into();
     let metrics = Metrics::new();
-    let (service, worker) = build_service(&config, upstream, metrics.clone());
+    let (handlers, worker) = build_handlers(&config, upstream, metrics.clone());
     let auth = Authenticator::new(
         &config.auth,
         config.upstream.sdkappid,
         config.upstream.secret_key.clone(),
     );
-    let state = Arc::new(AppState::new(
-        service,
-        auth,
-        metrics,
-        config.server.max_body_bytes,
-        config.server.body_read_timeout,
-    ));
-    log_banner(&config, &listener);
-    let drain_started = server::serve(listener, state, &config.server, shutdown).await;
+    let state = Arc::new(AppState::new(handlers, auth, metrics, &config));
+    log_banner(&config, &listeners);
+    let drain_started = serve_all(listeners, state, &config, shutdown).await;
     // The server held the last handles to the batcher: the worker now flushes what is queued
     // and exits once its channel closes, within what is left of the grace period counted from
     // the shutdown signal.
@@ -139,6 +161,46 @@ pub async fn run_with_upstream(
     info!("tim-gateway stopped");
 }
 
+/// Serves the API listener and the callback listener (if any) until `shutdown`, draining both;
+/// when the API listener's drain started.
+async fn serve_all(
+    listeners: Listeners,
+    state: Arc<AppState>,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::time::Instant {
+    if config.callback.listen.is_some() && listeners.callbacks.is_none() {
+        warn!("callback.listen is set but no callback listener was bound: callbacks not served");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let api = server::serve(
+        listeners.api,
+        Listener::Api,
+        state.clone(),
+        &config.server,
+        stop.cancelled(),
+    );
+    let callbacks = async {
+        if let Some(listener) = listeners.callbacks {
+            let role = Listener::Callbacks;
+            server::serve(
+                listener,
+                role,
+                state.clone(),
+                &config.server,
+                stop.cancelled(),
+            )
+            .await;
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    let (drain_started, (), ()) = tokio::join!(api, callbacks, signal);
+    drain_started
+}
+
 /// Builds the cache, limiters, batch worker and service from `config`, without HTTP (benches
 /// drive the service directly), joining the fleet when `fleet.redis_url` is set. The worker
 /// exits once the service and its clones are dropped; so does the fleet's channel task.
@@ -147,23 +209,28 @@ pub fn build_service(
     upstream: Arc<dyn UpstreamApi>,
     metrics: Metrics,
 ) -> (ProfileService, tokio::task::JoinHandle<()>) {
+    let (handlers, worker) = build_handlers(config, upstream, metrics);
+    (handlers.service, worker)
+}
+
+/// Everything that answers requests: the profile service (cache, tier, batcher, the paths of
+/// the table's APIs), the pass-through router and the callback receiver.
+fn build_handlers(
+    config: &Config,
+    upstream: Arc<dyn UpstreamApi>,
+    metrics: Metrics,
+) -> (Handlers, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
     let cache = ProfileCache::with_evictions(&config.cache, Some(metrics.cache_evictions.clone()));
-    let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics));
-    let limiter_for = |api: Api, rate: std::num::NonZeroU32| {
-        let limiter = match &fleet {
-            Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate), rate),
-            None => UpstreamLimiter::new(rate),
-        };
-        metrics.limiters.watch(api, limiter.clone(), rate.get());
-        limiter
-    };
-    let path_metrics = PathMetrics::register(&metrics);
-    let path_for = |api: Api, rate| {
-        let limiter = limiter_for(api, rate);
-        UpstreamPath::new(api, upstream.clone(), limiter, config, &path_metrics)
-    };
-    let tier = fleet.as_ref().map_or(CacheTier::Local, Fleet::tier);
+    let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics)).map(Arc::new);
+    let paths = PathFactory::new(upstream, fleet.clone(), config, &metrics);
+    let get_path = paths.build(&Api::PORTRAIT_GET, limits.requests_per_second);
+    let set_path = paths.build(&Api::PORTRAIT_SET, limits.set_requests_per_second);
+    let listed = vec![
+        (apis::PORTRAIT_GET.label, get_path.limiter.clone()),
+        (apis::PORTRAIT_SET.label, set_path.limiter.clone()),
+    ];
+    let tier = fleet.as_deref().map_or(CacheTier::Local, Fleet::tier);
     let batch_config = BatchConfig {
         max_accounts: limits.max_accounts_per_batch,
         window: limits.batch_window,
@@ -172,7 +239,7 @@ pub fn build_service(
     };
     let (batcher, worker) = Batcher::spawn(
         batch_config,
-        path_for(Api::PortraitGet, limits.requests_per_second),
+        get_path,
         cache.clone(),
         tier.clone(),
         metrics.clone(),
@@ -182,22 +249,50 @@ pub fn build_service(
         cache,
         tier,
         batcher,
-        path_for(Api::PortraitSet, limits.set_requests_per_second),
-        metrics,
+        set_path,
+        metrics.clone(),
         config,
         fleet,
     );
-    (service, worker)
+    let passthrough = PassThrough::new(
+        &config.passthrough,
+        paths,
+        listed,
+        limits.max_queue_wait,
+        metrics.clone(),
+    );
+    let callbacks = Callbacks::new(
+        &config.callback,
+        config.upstream.sdkappid,
+        service.clone(),
+        passthrough.clone(),
+        &metrics,
+    );
+    let handlers = Handlers {
+        service,
+        passthrough,
+        callbacks,
+    };
+    (handlers, worker)
 }
 
-fn log_banner(config: &Config, listener: &TcpListener) {
-    let listen = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+fn log_banner(config: &Config, listeners: &Listeners) {
+    let address = |listener: &TcpListener| {
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    };
+    let listen = address(&listeners.api);
+    let callbacks = match &listeners.callbacks {
+        Some(listener) => format!("{}{}", address(listener), config.callback.path),
+        None => format!("{listen}{}", config.callback.path),
+    };
     info!(
         version = env!("CARGO_PKG_VERSION"),
         listen,
+        callbacks,
+        passthrough = config.passthrough.enabled,
         upstream = config.upstream.base_url.host_str().unwrap_or(""),
         sdkappid = config.upstream.sdkappid,
         requests_per_second = config.limits.requests_per_second.get(),

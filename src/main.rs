@@ -204,7 +204,19 @@ async fn serve_async(config: Config, demo: bool) -> anyhow::Result<()> {
         println!("{}\n", tim_gateway::demo::curl_command(&config, addr));
         println!("Ctrl-C stops it. Metrics: curl -s http://{addr}/metrics");
     }
-    tim_gateway::run(config, listener, tim_gateway::shutdown::signal()).await;
+    let callbacks = match config.callback.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for callbacks on {addr}"))?,
+        ),
+        None => None,
+    };
+    let listeners = tim_gateway::Listeners {
+        api: listener,
+        callbacks,
+    };
+    tim_gateway::run(config, listeners, tim_gateway::shutdown::signal()).await;
     if let Some(sim) = sim {
         sim.shutdown().await;
     }

@@ -2,7 +2,8 @@
 //!
 //! `run` builds one [`Metrics`] and hands clones to each module; nothing uses the default
 //! registry or statics, so two gateways in one test process never share counters. Label values
-//! come from small fixed sets (api, outcome, result), never from accounts, tags or paths.
+//! come from small fixed sets (api, outcome, result), never from accounts or tags; the `api` of
+//! a passed-through call is its `service/command`, bounded by `passthrough.max_distinct_apis`.
 //! Children with fixed labels are resolved once here, so recording on the hot path is an atomic
 //! add, not a label lookup.
 
@@ -13,34 +14,12 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use crate::apis::Api;
 use crate::error::{Error, Fault};
 
 mod components;
 
 pub use components::{code_class, CacheEvictions, ErrorMetrics, LimiterGauges, UpstreamResults};
-
-/// Which Tencent API a request or upstream call was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `v4/profile/portrait_get`
-    PortraitGet,
-    /// `v4/profile/portrait_set`
-    PortraitSet,
-}
-
-impl Api {
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Api::PortraitGet => "portrait_get",
-            Api::PortraitSet => "portrait_set",
-        }
-    }
-}
-
-impl Api {
-    const ALL: [Api; 2] = [Api::PortraitGet, Api::PortraitSet];
-}
 
 /// How a request or upstream call ended (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,29 +70,47 @@ impl Outcome {
     }
 }
 
-/// A counter and a duration histogram for every (api, outcome), resolved once so that
-/// recording is two atomic updates with no label hashing.
-struct SeriesTable(Vec<(IntCounter, Histogram)>);
+/// A counter and a duration histogram for every (api, outcome): pre-resolved for the APIs of
+/// the table, so that recording is two atomic updates with no label hashing; looked up by label
+/// for passed-through APIs (whose labels the pass-through router bounds).
+struct SeriesTable {
+    listed: Vec<(IntCounter, Histogram)>,
+    count: IntCounterVec,
+    duration: HistogramVec,
+}
 
 impl SeriesTable {
     fn new(count: &IntCounterVec, duration: &HistogramVec) -> SeriesTable {
-        let mut cells = Vec::with_capacity(Api::ALL.len() * Outcome::ALL.len());
-        for api in Api::ALL {
+        let mut listed = Vec::with_capacity(crate::apis::TABLE.len() * Outcome::ALL.len());
+        for spec in crate::apis::TABLE {
             for outcome in Outcome::ALL {
-                let labels = [api.label(), outcome.label()];
-                cells.push((
+                let labels = [spec.label, outcome.label()];
+                listed.push((
                     count.with_label_values(&labels),
                     duration.with_label_values(&labels),
                 ));
             }
         }
-        SeriesTable(cells)
+        SeriesTable {
+            listed,
+            count: count.clone(),
+            duration: duration.clone(),
+        }
     }
 
-    fn record(&self, api: Api, outcome: Outcome, seconds: f64) {
-        let (count, duration) = &self.0[api as usize * Outcome::ALL.len() + outcome as usize];
-        count.inc();
-        duration.observe(seconds);
+    fn record(&self, api: &Api, outcome: Outcome, seconds: f64) {
+        match api.table_index() {
+            Some(index) => {
+                let (count, duration) = &self.listed[index * Outcome::ALL.len() + outcome as usize];
+                count.inc();
+                duration.observe(seconds);
+            }
+            None => {
+                let labels = [api.label(), outcome.label()];
+                self.count.with_label_values(&labels).inc();
+                self.duration.with_label_values(&labels).observe(seconds);
+            }
+        }
     }
 }
 
@@ -272,13 +269,13 @@ impl Metrics {
     }
 
     /// Records one answered API request.
-    pub fn record_request(&self, api: Api, outcome: Outcome, seconds: f64) {
+    pub fn record_request(&self, api: &Api, outcome: Outcome, seconds: f64) {
         self.0.requests.record(api, outcome, seconds);
     }
 
     /// Records one upstream call that ended with `code` (0 when it succeeded, else the
     /// Tencent or gateway ErrorCode).
-    pub fn record_upstream(&self, api: Api, outcome: Outcome, code: i64, seconds: f64) {
+    pub fn record_upstream(&self, api: &Api, outcome: Outcome, code: i64, seconds: f64) {
         self.0.upstream_requests.record(api, outcome, seconds);
         self.0.upstream_results.record(api, code);
     }

@@ -1,8 +1,13 @@
 //! The route table: which path and method go where, body limits, and turning results into
 //! HTTP responses.
 //!
-//! API paths answer HTTP 200 with Tencent's JSON whatever happened, as Tencent does; only
-//! non-API paths and wrong methods get 4xx. `/metrics`, `/healthz` (liveness) and `/readyz`
+//! API paths answer HTTP 200 with Tencent's JSON whatever happened, as Tencent does (a
+//! passed-through API returns the upstream's own status); only non-API paths and wrong methods
+//! get 4xx. Which APIs exist is the API table's business (`apis.rs`): its rows are served by
+//! the service, any other valid `/v4/<service>/<command>` is passed through (`passthrough.rs`).
+//! `callback.path` takes Tencent's callbacks (`callback.rs`), with no caller auth (they are
+//! signed by the callback token instead); on a [`Listener::Callbacks`] listener it is the only
+//! path besides the probes. `/metrics`, `/healthz` (liveness) and `/readyz`
 //! (readiness: 503 once draining) skip auth and are not counted as API requests. Each error is
 //! logged once, here, where it becomes a response: caller faults at debug, upstream and capacity
 //! faults at warn, gateway faults at error.
@@ -22,16 +27,15 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tracing::{debug, error, warn, Instrument};
 
+use crate::apis::{self, Api, Handling, OTHER_LABEL};
 use crate::auth::Authenticator;
 use crate::batcher::REQUEST_ID;
+use crate::callback::Callbacks;
+use crate::config::Config;
 use crate::error::{codes, Error, Fault};
-use crate::metrics::{Api, Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome};
+use crate::passthrough::PassThrough;
 use crate::service::ProfileService;
-
-/// Path of `portrait_get`.
-pub const PORTRAIT_GET_PATH: &str = "/v4/profile/portrait_get";
-/// Path of `portrait_set`.
-pub const PORTRAIT_SET_PATH: &str = "/v4/profile/portrait_set";
 /// The request id header, read from callers and returned to them.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest caller-chosen request id kept; longer ones are replaced.
@@ -40,6 +44,12 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
     service: ProfileService,
+    passthrough: PassThrough,
+    callbacks: Callbacks,
+    /// `callback.path`.
+    callback_path: String,
+    /// Whether callbacks are served on the API listener (`callback.listen` unset).
+    callbacks_on_api_listener: bool,
     auth: Authenticator,
     metrics: Metrics,
     max_body_bytes: usize,
@@ -52,18 +62,21 @@ pub struct AppState {
 impl AppState {
     /// Bundles the handlers' dependencies.
     pub fn new(
-        service: ProfileService,
+        handlers: Handlers,
         auth: Authenticator,
         metrics: Metrics,
-        max_body_bytes: usize,
-        body_read_timeout: Duration,
+        config: &Config,
     ) -> AppState {
         AppState {
-            service,
+            service: handlers.service,
+            passthrough: handlers.passthrough,
+            callbacks: handlers.callbacks,
+            callback_path: config.callback.path.clone(),
+            callbacks_on_api_listener: config.callback.listen.is_none(),
             auth,
             metrics,
-            max_body_bytes,
-            body_read_timeout,
+            max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
             draining: AtomicBool::new(false),
         }
     }
@@ -74,9 +87,37 @@ impl AppState {
     }
 }
 
+/// What answers requests: the profile service, the pass-through router, the callback receiver.
+pub struct Handlers {
+    /// `portrait_get` and `portrait_set`.
+    pub service: ProfileService,
+    /// Every other API.
+    pub passthrough: PassThrough,
+    /// Tencent's callbacks.
+    pub callbacks: Callbacks,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.listen`: the APIs, the probes, `/metrics` (and callbacks unless they have their own).
+    Api,
+    /// `callback.listen`: callbacks and the probes only.
+    Callbacks,
+}
+
+/// Where an API request goes.
+enum Target {
+    /// A row of the API table.
+    Listed(Handling, Api),
+    /// A path that may be passed through.
+    Forward,
+}
+
 /// Routes one request. Never fails: every outcome is a response.
 pub async fn handle<B>(
     state: Arc<AppState>,
+    listener: Listener,
     request: Request<B>,
 ) -> Result<Response<Full<Bytes>>, Infallible>
 where
@@ -84,43 +125,78 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let is_post = request.method() == Method::POST;
-    let response = match (request.uri().path(), is_post) {
-        (PORTRAIT_GET_PATH, true) => api(&state, Api::PortraitGet, request).await,
-        (PORTRAIT_SET_PATH, true) => api(&state, Api::PortraitSet, request).await,
-        (PORTRAIT_GET_PATH | PORTRAIT_SET_PATH, false) => not_served(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only POST is allowed on this path",
-        ),
-        ("/metrics", _) if request.method() == Method::GET => metrics(&state),
-        ("/healthz", _) if request.method() == Method::GET => healthz(&state),
-        ("/readyz", _) if request.method() == Method::GET => readyz(&state),
-        _ => not_served(StatusCode::NOT_FOUND, "no such API on this gateway"),
+    let is_get = request.method() == Method::GET;
+    let path = request.uri().path();
+    let callbacks_here = match listener {
+        Listener::Api => state.callbacks_on_api_listener,
+        Listener::Callbacks => true,
+    };
+    let response = if callbacks_here && path == state.callback_path {
+        match is_post {
+            true => callback(&state, request).await,
+            false => not_served(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only POST is allowed on this path",
+            ),
+        }
+    } else if is_get && (path == "/healthz" || path == "/readyz") {
+        match path {
+            "/healthz" => healthz(&state),
+            _ => readyz(&state),
+        }
+    } else if listener == Listener::Callbacks {
+        not_served(
+            StatusCode::NOT_FOUND,
+            "this listener takes Tencent callbacks only",
+        )
+    } else if is_get && path == "/metrics" {
+        metrics(&state)
+    } else {
+        match target(&state, path) {
+            Some(_) if !is_post => not_served(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only POST is allowed on this path",
+            ),
+            Some(target) => api(&state, target, request).await,
+            None => not_served(StatusCode::NOT_FOUND, "no such API on this gateway"),
+        }
     };
     Ok(response)
 }
 
-async fn api<B>(state: &AppState, api: Api, request: Request<B>) -> Response<Full<Bytes>>
+fn target(state: &AppState, path: &str) -> Option<Target> {
+    match apis::listed(path) {
+        Some(spec) => Some(Target::Listed(spec.handling, Api::of(spec))),
+        None if state.passthrough.enabled() && apis::forwarded_label(path).is_some() => {
+            Some(Target::Forward)
+        }
+        None => None,
+    }
+}
+
+async fn api<B>(state: &AppState, target: Target, request: Request<B>) -> Response<Full<Bytes>>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
     let id = request_id(&request);
-    let span = tracing::info_span!("request", request_id = %id, api = api.label());
-    let result = REQUEST_ID
-        .scope(id.clone(), answer(state, api, request))
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, api = %path);
+    let (api, result) = REQUEST_ID
+        .scope(id.clone(), answer(state, target, request))
         .instrument(span.clone())
         .await;
     state.metrics.record_request(
-        api,
+        &api,
         Outcome::of(result.as_ref().map(|_| ())),
         started.elapsed().as_secs_f64(),
     );
     let mut response = match result {
-        Ok(body) => json(StatusCode::OK, body),
+        Ok((status, body)) => json(status, body),
         Err(e) => {
-            span.in_scope(|| log_error(api, &e));
-            state.metrics.errors.record(api, &e);
+            span.in_scope(|| log_error(&api, &e));
+            state.metrics.errors.record(&api, &e);
             json(StatusCode::OK, Bytes::from(crate::wire::error_body(&e)))
         }
     };
@@ -146,13 +222,87 @@ fn request_id<B>(request: &Request<B>) -> Arc<str> {
     }
 }
 
-async fn answer<B>(state: &AppState, api: Api, request: Request<B>) -> Result<Bytes, Error>
+/// Authenticates, reads the body and answers: the API it was counted as, and the answer's
+/// status and body.
+async fn answer<B>(
+    state: &AppState,
+    target: Target,
+    request: Request<B>,
+) -> (Api, Result<(StatusCode, Bytes), Error>)
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match target {
+        Target::Listed(Handling::Cached, api) => {
+            let result = match authenticated_body(state, request).await {
+                Ok(body) => state.service.portrait_get(&body).await,
+                Err(e) => Err(e),
+            };
+            (api, result.map(|body| (StatusCode::OK, body)))
+        }
+        Target::Listed(Handling::Invalidating, api) => {
+            let result = match authenticated_body(state, request).await {
+                Ok(body) => state.service.portrait_set(body).await,
+                Err(e) => Err(e),
+            };
+            (api, result.map(|body| (StatusCode::OK, body)))
+        }
+        Target::Listed(Handling::PassThrough, _) | Target::Forward => forward(state, request).await,
+    }
+}
+
+/// A passed-through API, counted under its own label only once it has one: unauthenticated
+/// requests must not create limiters or metric series.
+async fn forward<B>(
+    state: &AppState,
+    request: Request<B>,
+) -> (Api, Result<(StatusCode, Bytes), Error>)
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = request.uri().path().to_owned();
+    let known = state.passthrough.known(&path);
+    let api = known.as_ref().map_or_else(
+        || Api::forwarded(&path, OTHER_LABEL),
+        |route| route.api.clone(),
+    );
+    let body = match authenticated_body(state, request).await {
+        Ok(body) => body,
+        Err(e) => return (api, Err(e)),
+    };
+    let Some(route) = known.or_else(|| state.passthrough.route(&path)) else {
+        return (
+            api,
+            Err(Error::Internal(Arc::from(
+                "pass-through is off for this path",
+            ))),
+        );
+    };
+    let result = state.passthrough.forward(&route, body).await.map(|answer| {
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        (status, answer.body)
+    });
+    (route.api, result)
+}
+
+/// The caller's credentials checked, then the body read within its size and time limits.
+async fn authenticated_body<B>(state: &AppState, request: Request<B>) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     state.auth.check(request.uri().query())?;
-    let body = tokio::time::timeout(
+    read_body_in_time(state, request).await
+}
+
+async fn read_body_in_time<B>(state: &AppState, request: Request<B>) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    tokio::time::timeout(
         state.body_read_timeout,
         read_body(request, state.max_body_bytes),
     )
@@ -161,11 +311,28 @@ where
         Error::InvalidField(Arc::from(
             "request body was not received within server.body_read_timeout_ms",
         ))
-    })??;
-    match api {
-        Api::PortraitGet => state.service.portrait_get(&body).await,
-        Api::PortraitSet => state.service.portrait_set(body).await,
-    }
+    })?
+}
+
+/// A Tencent callback: no caller auth (the receiver checks Tencent's own signature).
+async fn callback<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let query = request.uri().query().map(str::to_owned);
+    let answer = match read_body_in_time(state, request).await {
+        Ok(body) => state.callbacks.receive(query.as_deref(), body).await,
+        Err(e) => {
+            debug!(error = %e, "callback body unreadable");
+            state
+                .callbacks
+                .receive(query.as_deref(), Bytes::new())
+                .await
+        }
+    };
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    json(status, answer.body)
 }
 
 /// Reads the whole body, refusing more than `limit` bytes. A refused body is still read (and
@@ -209,7 +376,7 @@ where
 /// How much of a refused body is read and discarded before the connection is simply closed.
 const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
-fn log_error(api: Api, e: &Error) {
+fn log_error(api: &Api, e: &Error) {
     let (api, code) = (api.label(), e.code());
     match e.fault() {
         Fault::Caller => debug!(api, code, error = %e, "request refused"),
@@ -295,23 +462,19 @@ mod tests {
         let config = crate::Config::default();
         let metrics = Metrics::new();
         let upstream = Arc::new(UpstreamClient::new(&config.upstream));
-        let (service, _worker) = crate::build_service(&config, upstream, metrics.clone());
+        let (handlers, _worker) = crate::build_handlers(&config, upstream, metrics.clone());
         let secret = config.upstream.secret_key.clone();
         let auth = Authenticator::new(&config.auth, config.upstream.sdkappid, secret);
-        Arc::new(AppState::new(
-            service,
-            auth,
-            metrics,
-            1024,
-            Duration::from_secs(10),
-        ))
+        Arc::new(AppState::new(handlers, auth, metrics, &config))
     }
 
     async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, Bytes) {
         let request = Request::get(path)
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let response = handle(state.clone(), request).await.expect("infallible");
+        let response = handle(state.clone(), Listener::Api, request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let body = response.into_body().collect().await.expect("body");
         (status, body.to_bytes())

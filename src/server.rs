@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, Listener};
 
 mod conn;
 
@@ -35,6 +35,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 #[derive(Clone)]
 struct Shared {
     state: Arc<AppState>,
+    /// What this listener serves.
+    role: Listener,
     builder: Arc<auto::Builder<TokioExecutor>>,
     registry: Arc<Registry>,
     limits: ConnLimits,
@@ -50,12 +52,14 @@ struct Shared {
 /// counts from.
 pub async fn serve(
     listener: TcpListener,
+    role: Listener,
     state: Arc<AppState>,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Instant {
     let shared = Shared {
         state: state.clone(),
+        role,
         builder: Arc::new(builder(config)),
         registry: Arc::new(Registry::new(config.max_connections)),
         limits: ConnLimits {
@@ -151,13 +155,13 @@ async fn serve_connection(
     conn: &Arc<ConnState>,
     peer: std::net::SocketAddr,
 ) {
-    let state = shared.state.clone();
+    let (state, role) = (shared.state.clone(), shared.role);
     let counted = conn.clone();
     let service = service_fn(move |request| {
         let guard = counted.request_started();
         let state = state.clone();
         async move {
-            let response = routes::handle(state, request).await;
+            let response = routes::handle(state, role, request).await;
             drop(guard);
             response
         }

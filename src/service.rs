@@ -18,12 +18,13 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::answers::{AnswerCache, CachedAnswer};
-use crate::batcher::{AccountFetch, AccountMiss, Batcher, UpstreamPath};
+use crate::batcher::{AccountFetch, AccountMiss, Batcher};
 use crate::cache::{AccountFailure, CachedAccount, Lookup, ProfileCache, Stamp};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fleet::{CacheTier, Fleet};
 use crate::metrics::Metrics;
+use crate::upstream::UpstreamPath;
 use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
 
 mod set;
@@ -50,7 +51,7 @@ struct Inner {
     /// Accounts being refreshed in the background: at most one refresh each at a time.
     refreshing: parking_lot::Mutex<std::collections::HashSet<Account>>,
     /// The fleet membership, if any: kept alive (and its channel task running) by the service.
-    _fleet: Option<Fleet>,
+    _fleet: Option<Arc<Fleet>>,
 }
 
 /// One distinct account of a request: what the cache had, and where its misses went.
@@ -133,7 +134,7 @@ impl ProfileService {
         set_path: UpstreamPath,
         metrics: Metrics,
         config: &Config,
-        fleet: Option<Fleet>,
+        fleet: Option<Arc<Fleet>>,
     ) -> ProfileService {
         ProfileService(Arc::new(Inner {
             answers,

@@ -27,15 +27,27 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tracing::{error, warn};
 
+use crate::apis::Api;
 use crate::config::UpstreamConfig;
 use crate::error::Error;
-use crate::metrics::Api;
 use crate::usersig;
 
-/// Sends one Tencent API call and returns the answer body (HTTP 200 only).
+mod path;
+
+pub use path::{Forwarded, PathFactory, PathMetrics, UpstreamPath};
+
+/// Sends one Tencent API call.
 pub trait UpstreamApi: Send + Sync + 'static {
-    /// POSTs `body` to `api` and resolves to the answer's body.
-    fn call(&self, api: Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>>;
+    /// POSTs `body` to `api` and resolves to the answer's body (HTTP 200 only; another status
+    /// is [`Error::UpstreamStatus`]).
+    fn call(&self, api: &Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>>;
+
+    /// POSTs `body` to `api` and resolves to the answer's HTTP status and body, whatever the
+    /// status (what a pass-through returns to its caller as is).
+    fn forward(&self, api: &Api, body: Bytes) -> BoxFuture<'static, Result<(u16, Bytes), Error>> {
+        let call = self.call(api, body);
+        Box::pin(async move { call.await.map(|body| (200, body)) })
+    }
 }
 
 /// The real upstream: Tencent IM (or anything speaking its REST API, such as the sim).
@@ -116,25 +128,23 @@ impl UpstreamClient {
         }
     }
 
-    fn url(&self, api: Api) -> String {
+    fn url(&self, api: &Api) -> String {
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let path = match api {
-            Api::PortraitGet => "/v4/profile/portrait_get",
-            Api::PortraitSet => "/v4/profile/portrait_set",
-        };
         format!(
-            "{}{path}?{}&usersig={}&random={}&contenttype=json",
+            "{}{}?{}&usersig={}&random={}&contenttype=json",
             self.0.base,
+            api.path(),
             self.0.fixed_query,
             self.admin_usersig(now_unix),
             rand::random::<u32>()
         )
     }
 
-    async fn send(self, api: Api, body: Bytes) -> Result<Bytes, Error> {
-        let request = http::Request::post(self.url(api))
+    /// Sends `body` to `api`: the answer's status and body.
+    async fn send(self, api: Api, body: Bytes) -> Result<(u16, Bytes), Error> {
+        let request = http::Request::post(self.url(&api))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|_| Error::Internal(Arc::from("could not build the upstream request")))?;
@@ -145,12 +155,9 @@ impl UpstreamClient {
                 .request(request)
                 .await
                 .map_err(transport_error)?;
-            let status = response.status();
+            let status = response.status().as_u16();
             let body = read_limited(response, self.0.max_response_bytes).await?;
-            if status != http::StatusCode::OK {
-                return Err(Error::UpstreamStatus(status.as_u16()));
-            }
-            Ok(body)
+            Ok((status, body))
         };
         match tokio::time::timeout(self.0.timeout, exchange).await {
             Ok(result) => result,
@@ -160,8 +167,18 @@ impl UpstreamClient {
 }
 
 impl UpstreamApi for UpstreamClient {
-    fn call(&self, api: Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
-        Box::pin(self.clone().send(api, body))
+    fn call(&self, api: &Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
+        let send = self.clone().send(api.clone(), body);
+        Box::pin(async move {
+            match send.await? {
+                (200, body) => Ok(body),
+                (status, _) => Err(Error::UpstreamStatus(status)),
+            }
+        })
+    }
+
+    fn forward(&self, api: &Api, body: Bytes) -> BoxFuture<'static, Result<(u16, Bytes), Error>> {
+        Box::pin(self.clone().send(api.clone(), body))
     }
 }
 
@@ -227,7 +244,7 @@ fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustl
 
 /// rustls with the webpki roots and the certificates of `ca_file`; ALPN is set by the
 /// connector (h2, then http/1.1).
-fn tls_config(ca_file: Option<&Path>) -> rustls::ClientConfig {
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {

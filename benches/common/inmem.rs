@@ -68,13 +68,18 @@ impl SimUpstream {
 }
 
 impl UpstreamApi for SimUpstream {
-    fn call(&self, api: Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, tim_gateway::Error>> {
+    fn call(
+        &self,
+        api: &Api,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, tim_gateway::Error>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let answer = match api {
-            Api::PortraitGet => Bytes::from(self.sim.answer_portrait_get(&body)),
-            Api::PortraitSet => Bytes::from_static(
+        let answer = if *api == Api::PORTRAIT_GET {
+            Bytes::from(self.sim.answer_portrait_get(&body))
+        } else {
+            Bytes::from_static(
                 br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorDisplay":""}"#,
-            ),
+            )
         };
         let latency = self.latency;
         Box::pin(async move {
@@ -99,7 +104,7 @@ impl FixedUpstream {
 }
 
 impl UpstreamApi for FixedUpstream {
-    fn call(&self, _: Api, _: Bytes) -> BoxFuture<'static, Result<Bytes, tim_gateway::Error>> {
+    fn call(&self, _: &Api, _: Bytes) -> BoxFuture<'static, Result<Bytes, tim_gateway::Error>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let answer = self.answer.clone();
         Box::pin(async move { Ok(answer) })

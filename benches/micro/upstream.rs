@@ -50,7 +50,7 @@ pub fn bench(c: &mut Criterion) {
     };
     let metrics = Metrics::new();
     let path = UpstreamPath::new(
-        Api::PortraitGet,
+        &Api::PORTRAIT_GET,
         upstream.clone(),
         UpstreamLimiter::new(NonZeroU32::new(inmem::UNLIMITED_RPS).expect("non-zero")),
         &config,

@@ -3,105 +3,17 @@
 //! while the retry budget and the callers' deadline allow (retry.rs); Tencent's 60007 also
 //! lowers this gateway's pace (ratelimit/pace.rs).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts};
 
 use super::batch::split_answer;
 use super::AccountFetch;
-use crate::breaker::{Breaker, BreakerMetrics};
-use crate::config::Config;
+use crate::apis::Api;
 use crate::error::{codes, Error, Fault};
-use crate::metrics::{Api, Metrics, Outcome};
-use crate::ratelimit::{CallPermit, UpstreamLimiter};
-use crate::retry::Retries;
-use crate::upstream::UpstreamApi;
+use crate::metrics::{Metrics, Outcome};
+use crate::ratelimit::CallPermit;
+use crate::upstream::UpstreamPath;
 use crate::wire::{Account, Tag};
-
-/// Everything between a batch and Tencent: the client, the limiter, the breaker and the retry
-/// policy; cheap to clone.
-#[derive(Clone)]
-pub struct UpstreamPath {
-    /// The upstream client.
-    pub client: Arc<dyn UpstreamApi>,
-    /// The `portrait_get` budget (local or fleet).
-    pub limiter: UpstreamLimiter,
-    /// The `portrait_get` breaker.
-    pub breaker: Breaker,
-    /// Retry policy and budget.
-    pub retries: Retries,
-    /// `upstream_retries_total{api="portrait_get"}`.
-    pub retried: IntCounter,
-}
-
-/// The families every API's path reports into, registered once per gateway.
-#[derive(Clone)]
-pub struct PathMetrics {
-    breakers: BreakerMetrics,
-    retried: IntCounterVec,
-    pace: GaugeVec,
-}
-
-impl PathMetrics {
-    /// Registers the breaker, retry and pace families.
-    pub fn register(metrics: &Metrics) -> PathMetrics {
-        let retried = IntCounterVec::new(
-            Opts::new(
-                "upstream_retries_total",
-                "Upstream calls sent again after a retryable failure",
-            ),
-            &["api"],
-        )
-        .expect("valid metric");
-        let pace = GaugeVec::new(
-            Opts::new(
-                "upstream_pace_requests_per_second",
-                "This gateway's own upstream pace: the configured rate, lowered after a 60007",
-            ),
-            &["api"],
-        )
-        .expect("valid metric");
-        let registry = metrics.registry();
-        for collector in [
-            Box::new(retried.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(pace.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("path metrics are registered once per registry");
-        }
-        PathMetrics {
-            breakers: BreakerMetrics::register(metrics),
-            retried,
-            pace,
-        }
-    }
-}
-
-impl UpstreamPath {
-    /// The path of `api` through `limiter`, with the breaker and retry policy of `config`.
-    pub fn new(
-        api: Api,
-        client: Arc<dyn UpstreamApi>,
-        limiter: UpstreamLimiter,
-        config: &Config,
-        metrics: &PathMetrics,
-    ) -> UpstreamPath {
-        limiter.show_pace_in(metrics.pace.with_label_values(&[api.label()]));
-        UpstreamPath {
-            client,
-            limiter,
-            breaker: Breaker::new(api.label(), &config.breaker, metrics.breakers.clone()),
-            retries: Retries::new(
-                config.upstream.max_retries,
-                config.upstream.retry_budget_percent,
-            ),
-            retried: metrics.retried.with_label_values(&[api.label()]),
-        }
-    }
-}
+use bytes::Bytes;
 
 /// One batch's call, ready to run on its own task.
 pub(super) struct BatchCall {
@@ -126,7 +38,7 @@ impl BatchCall {
             let result = match self
                 .path
                 .client
-                .call(Api::PortraitGet, self.body.clone())
+                .call(&Api::PORTRAIT_GET, self.body.clone())
                 .await
             {
                 Ok(answer) => split_answer(&answer, &self.accounts, &self.tags),
@@ -138,7 +50,7 @@ impl BatchCall {
             let code = result.as_ref().map_or_else(Error::code, |_| 0);
             let seconds = started.elapsed().as_secs_f64();
             self.metrics
-                .record_upstream(Api::PortraitGet, outcome, code, seconds);
+                .record_upstream(&Api::PORTRAIT_GET, outcome, code, seconds);
             let Err(error) = &result else {
                 return result;
             };

@@ -14,6 +14,7 @@ use crate::config::CacheConfig;
 use crate::metrics::Api;
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::UpstreamApi;
+use crate::upstream::{PathMetrics, UpstreamPath};
 
 /// Answers every account with `"<account>/<tag>"` for each tag, except accounts starting with
 /// `fail` (per-account 40006) and any call containing account `bad` (whole-call 40003).
@@ -24,7 +25,7 @@ struct FakeUpstream {
 }
 
 impl UpstreamApi for FakeUpstream {
-    fn call(&self, _api: Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
+    fn call(&self, _api: &Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
         let request: Value = serde_json::from_slice(&body).expect("batcher sends JSON");
         let accounts: Vec<String> =
             serde_json::from_value(request["To_Account"].clone()).expect("accounts");
@@ -76,7 +77,7 @@ fn start(
     let limiter = UpstreamLimiter::new(NonZeroU32::new(rps).expect("non-zero"));
     let metrics = Metrics::new();
     let path = UpstreamPath::new(
-        Api::PortraitGet,
+        &Api::PORTRAIT_GET,
         upstream,
         limiter,
         &crate::Config::default(),

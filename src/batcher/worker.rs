@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, Instrument};
 
 use super::batch::{Batch, BatchId, Subscriber, WaiterId};
-use super::call::{BatchCall, UpstreamPath};
+use super::call::BatchCall;
 use super::{AccountFetch, BatchConfig, FetchMessage, CALLER_SLACK};
 use crate::breaker::Admission;
 use crate::cache::ProfileCache;
@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
 use crate::ratelimit::CallPermit;
+use crate::upstream::UpstreamPath;
 use crate::wire::{Account, RawJson, Tag};
 
 mod admission;

@@ -43,7 +43,7 @@ impl ErrorMetrics {
     }
 
     /// Records an error answered to a caller of `api`.
-    pub fn record(&self, api: Api, error: &Error) {
+    pub fn record(&self, api: &Api, error: &Error) {
         let code = error.code().to_string();
         self.by_code.with_label_values(&[api.label(), &code]).inc();
         if let Error::Auth { .. } = error {
@@ -67,7 +67,7 @@ impl UpstreamResults {
     }
 
     /// Records one call that ended with `code` (0: ok; else the Tencent or gateway code).
-    pub fn record(&self, api: Api, code: i64) {
+    pub fn record(&self, api: &Api, code: i64) {
         self.0
             .with_label_values(&[api.label(), code_class(code)])
             .inc();
@@ -162,8 +162,10 @@ impl LimiterGauges {
     }
 
     /// Reports `limiter` (allowing `limit` calls per second) as `api`'s window.
-    pub fn watch(&self, api: Api, limiter: UpstreamLimiter, limit: u32) {
-        self.watched.lock().push((api, limiter, i64::from(limit)));
+    pub fn watch(&self, api: &Api, limiter: UpstreamLimiter, limit: u32) {
+        self.watched
+            .lock()
+            .push((api.clone(), limiter, i64::from(limit)));
     }
 }
 

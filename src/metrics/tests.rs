@@ -6,11 +6,11 @@ use crate::error::Error;
 #[test]
 fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
     let m = Metrics::new();
-    m.record_request(Api::PortraitGet, Outcome::Ok, 0.001);
-    m.record_upstream(Api::PortraitGet, Outcome::Ok, 0, 0.01);
-    m.record_upstream(Api::PortraitGet, Outcome::UpstreamError, 60008, 0.01);
+    m.record_request(&Api::PORTRAIT_GET, Outcome::Ok, 0.001);
+    m.record_upstream(&Api::PORTRAIT_GET, Outcome::Ok, 0, 0.01);
+    m.record_upstream(&Api::PORTRAIT_GET, Outcome::UpstreamError, 60008, 0.01);
     m.errors.record(
-        Api::PortraitGet,
+        &Api::PORTRAIT_GET,
         &Error::Auth {
             code: 70001,
             reason: "expired",
@@ -20,7 +20,7 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
         .record(moka::notification::RemovalCause::Size);
     let limiter =
         crate::ratelimit::UpstreamLimiter::new(std::num::NonZeroU32::new(200).expect("non-zero"));
-    m.limiters.watch(Api::PortraitGet, limiter, 200);
+    m.limiters.watch(&Api::PORTRAIT_GET, limiter, 200);
     m.cache_hits.inc();
     m.batch_accounts.observe(100.0);
     m.ratelimit_wait.observe(0.0);
