@@ -1,16 +1,19 @@
-//! tim-gateway: a drop-in sidecar for Tencent Cloud IM `v4/profile/portrait_get`.
+//! tim-gateway: a drop-in sidecar for Tencent Cloud IM's REST API, caching and coalescing
+//! `v4/profile/portrait_get`.
 //!
 //! Callers point their existing Tencent client at the gateway (only the host changes) and get
 //! exactly what Tencent would answer; Tencent sees far fewer, fuller calls, never more than its
-//! per-second limit.
+//! per-second limit. Every other API is passed through under its own limit, and Tencent's
+//! callbacks keep the cache true when profiles change elsewhere.
 //!
 //! # Layout
 //!
-//! Public: `config`, `demo`, `metrics`, `shutdown`, `sim`, `usersig`; everything else is
+//! Public: `apis`, `config`, `demo`, `metrics`, `shutdown`, `sim`, `usersig`; everything else is
 //! internal (`bench` and `fuzzing` are doc-hidden doors for `benches/` and `fuzz/`).
 //!
 //! | module | owns |
 //! |---|---|
+//! | `apis` | the one table of APIs: path, metric label, handling (cached, invalidating, pass-through) |
 //! | `config` | TOML + env -> validated [`Config`] |
 //! | `wire` | Tencent JSON: request validation, upstream decoding, response and error encoding |
 //! | `error` | the one [`Error`] type: Tencent code, fault, retryable or outage |
@@ -21,7 +24,9 @@
 //! | `ratelimit` | FIFO, deadline-bounded limiter per upstream API (local or fleet engine), pace |
 //! | `fleet` | Redis: one budget, one shared cache tier, one invalidation channel for N gateways |
 //! | `breaker`, `retry` | stop calling a failing upstream; retries inside a budget |
-//! | `upstream` | HTTP(S) calls to Tencent (rustls, h2 by ALPN), signed as the gateway's admin |
+//! | `upstream` | HTTP(S) calls to Tencent (rustls, h2 by ALPN), signed as the gateway's admin; each API's path (limiter, breaker, retries) |
+//! | `passthrough` | every other `/v4/<service>/<command>`, forwarded byte for byte under its own limiter |
+//! | `callback` | Tencent's callbacks: Sign check, invalidation, over-limit pacing, relay to the app |
 //! | `service` | API policy: validate -> cache -> tier -> batcher -> assemble; stale; portrait_set |
 //! | `routes`, `server` | route table, probes and responses; bounded connections, announced drain |
 //! | `metrics` | Prometheus families on an owned registry |
