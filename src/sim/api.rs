@@ -120,7 +120,8 @@ pub(super) fn check_query(config: &SimConfig, query: &str, now_unix: u64) -> Res
     .map_err(|e| Outcome::fail(e.tencent_code(), &e.to_string()))
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -21,6 +21,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use super::api::unix_now;
+
 /// Tencent gives up on a callback after this long (reference §7.1).
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -330,12 +332,6 @@ pub fn request_over_limit_callback(
 
 fn to_vec(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("strings, integers and Values always serialise")
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn unix_now_ms() -> u64 {
