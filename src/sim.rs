@@ -1,10 +1,12 @@
 //! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set` over real
-//! HTTP/1.1 on 127.0.0.1, answered the way Tencent answers them.
+//! HTTP/1.1 on 127.0.0.1, answered the way Tencent answers them; every other
+//! `/v4/<service>/<command>` answered with a recognisable echo ([`Api::Other`]); and Tencent's
+//! callbacks ([`CallbackSender`]), fired by the sim after profile changes or sent by tests.
 //!
 //! Owns: seeded, deterministic profiles for `user0..user{accounts-1}` (with `portrait_set`
 //! overrides layered on top), Tencent's query-string and UserSig checks, a per-API sliding-window
 //! rate limit (60007), error and latency injection ([`Fault`], [`Sim::set_latency`]) and a call log
-//! ([`SimCall`]). It is the oracle the equality tests judge the gateway by, so it reads requests
+//! ([`SimCall`]: what crossed the wire). It is the oracle the equality tests judge the gateway by, so it reads requests
 //! and writes answers with its own plain `serde_json` code (`sim/json.rs`), sharing nothing with
 //! the gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
 //! [`crate::usersig::verify`].
@@ -13,8 +15,9 @@
 //! the crate's one fake Tencent, in the spirit of linkerd's integration servers.
 //!
 //! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener,
-//! connections and fault injection; `sim/api.rs` the auth, rate-limit and answer logic;
-//! `sim/json.rs` Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides;
+//! connections and fault injection; `sim/api.rs` the auth and answer logic; `sim/rate.rs` the
+//! per-API windows; `sim/json.rs` Tencent's JSON; `sim/profiles.rs` the generated profiles and
+//! overrides; `sim/callbacks.rs` sending callbacks; `sim/fire.rs` the sim's own callbacks;
 //! `sim/flap.rs` the soak's fault timetable.
 
 use std::fmt;
@@ -23,73 +26,45 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use hyper::StatusCode;
 use parking_lot::Mutex;
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 mod api;
+mod callbacks;
+mod config;
+mod fire;
 mod flap;
 pub(crate) mod json;
 mod profiles;
+mod rate;
+mod route;
 mod server;
 #[cfg(test)]
 mod tests;
 
+pub use callbacks::{
+    portrait_set_callback, request_over_limit_callback, sign, CallbackError, CallbackRequest,
+    CallbackSender, SimCallbacks, CALLBACK_TIMEOUT, PORTRAIT_SET_COMMAND,
+    REQUEST_OVER_LIMIT_COMMAND,
+};
+pub use config::{MissingAccount, SimConfig};
+pub use fire::ClientSetError;
 pub use flap::{flap, SPIKE_LATENCY};
+pub use route::Api;
 
-use api::RateWindow;
 use profiles::Profiles;
+use rate::RateWindows;
 
 /// The secret key of the demo app. Not a secret: it only ever signs UserSigs for the sim.
 pub const DEMO_SECRET_KEY: &str = "tim-gateway-demo-key-not-a-secret";
 
-/// How the simulated Tencent is set up.
-#[derive(Clone)]
-pub struct SimConfig {
-    /// The app's SDKAppID; requests naming another one get 70014.
-    pub sdkappid: u64,
-    /// The SecretKey UserSigs are verified with.
-    pub secret_key: String,
-    /// App admin UserIDs; any other `identifier` gets 40004.
-    pub admins: Vec<String>,
-    /// Whether to check `usersig` (off lets benches skip signing).
-    pub verify_usersig: bool,
-    /// Existing accounts are `user0` ..= `user{accounts-1}` (canonical decimal only).
-    pub accounts: u64,
-    /// Custom tags that exist; any other `Tag_Profile_Custom_*` gets 40009.
-    pub custom_tags: Vec<String>,
-    /// Accepted calls per API in any sliding 1 s window; more get 60007. 0 disables the limit.
-    pub requests_per_second: u32,
-    /// Added before every answer.
-    pub latency: Duration,
-    /// How a `portrait_get` naming a nonexistent account fails.
-    pub missing_account: MissingAccount,
-    /// Whether to keep the call log ([`Sim::calls`]); a long-running sim turns it off and
-    /// reads [`Sim::stats`] instead, which is always kept.
-    pub call_log: bool,
-}
-
-/// How `portrait_get` reports accounts that do not exist (reference §2.3: Tencent's choice is
-/// unknown, so the sim can play either).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingAccount {
-    /// That account's entry gets `ResultCode` 40003 and is listed in `Fail_Account`.
-    PerAccount,
-    /// The whole call fails with `ErrorCode` 40003.
-    WholeCall,
-}
-
-/// The two REST APIs the sim serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `v4/profile/portrait_get`.
-    PortraitGet,
-    /// `v4/profile/portrait_set`.
-    PortraitSet,
-}
-
-/// An injected failure, applied to every call of both APIs until replaced.
+/// An injected failure, applied to every call of every API until replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Answer normally.
@@ -127,12 +102,18 @@ pub struct SimStats {
     pub portrait_get_calls: u64,
     /// `portrait_set` calls received.
     pub portrait_set_calls: u64,
+    /// Calls of echoed APIs ([`Api::Other`]) received.
+    pub other_calls: u64,
     /// Calls refused with 60007 because the caller went over `requests_per_second`.
     pub rate_limited: u64,
     /// Calls a fault answered instead of the API (every fault but [`Fault::Oversized`]).
     pub faulted: u64,
     /// Answers sent padded by [`Fault::Oversized`].
     pub oversized: u64,
+    /// `Profile.CallbackPortraitSet` callbacks the sim sent, counted once answered or failed.
+    pub callbacks_sent: u64,
+    /// Of those, the ones not answered HTTP 200 with a JSON body (Tencent's rule), or not at all.
+    pub callback_failures: u64,
 }
 
 /// One call as the sim saw it.
@@ -142,6 +123,12 @@ pub struct SimCall {
     pub at: Instant,
     /// Which API was called.
     pub api: Api,
+    /// The URL path as received, e.g. `/v4/openim/sendmsg`.
+    pub path: String,
+    /// The raw query string as received (`""` if none).
+    pub query: String,
+    /// The raw request body (empty if it was over the 1 MiB the sim reads).
+    pub body: Bytes,
     /// `To_Account` (portrait_get) or `[From_Account]` (portrait_set); empty if undecodable.
     pub accounts: Vec<String>,
     /// `TagList` (portrait_get) or the `ProfileItem` tags (portrait_set); empty if undecodable.
@@ -178,70 +165,13 @@ struct SimState {
     pending_listener: Mutex<Option<std::net::TcpListener>>,
     calls: Mutex<Vec<SimCall>>,
     stats: Mutex<SimStats>,
-    /// Sliding windows of accepted calls, indexed by [`Api::index`].
-    rate: [RateWindow; 2],
+    /// Sliding windows of accepted calls, per API.
+    rate: RateWindows,
+    /// Sends the sim's own callbacks, if [`SimConfig::callback`] is set.
+    callback: Option<CallbackSender>,
+    /// Callbacks fired in the background after a REST `portrait_set`; awaited on shutdown.
+    callback_tasks: TaskTracker,
     shutdown: CancellationToken,
-}
-
-// === impl SimConfig ===
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            sdkappid: 1_400_000_000,
-            secret_key: DEMO_SECRET_KEY.to_owned(),
-            admins: vec!["administrator".to_owned()],
-            verify_usersig: true,
-            accounts: 1_000_000,
-            custom_tags: vec!["Tag_Profile_Custom_Test".to_owned()],
-            requests_per_second: 200,
-            latency: Duration::ZERO,
-            missing_account: MissingAccount::WholeCall,
-            call_log: true,
-        }
-    }
-}
-
-impl fmt::Debug for SimConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimConfig")
-            .field("sdkappid", &self.sdkappid)
-            .field("secret_key", &"<redacted>")
-            .field("admins", &self.admins)
-            .field("verify_usersig", &self.verify_usersig)
-            .field("accounts", &self.accounts)
-            .field("custom_tags", &self.custom_tags)
-            .field("requests_per_second", &self.requests_per_second)
-            .field("latency", &self.latency)
-            .field("missing_account", &self.missing_account)
-            .field("call_log", &self.call_log)
-            .finish()
-    }
-}
-
-// === impl Api ===
-
-impl Api {
-    /// The URL path Tencent serves this API on.
-    pub fn path(self) -> &'static str {
-        match self {
-            Api::PortraitGet => "/v4/profile/portrait_get",
-            Api::PortraitSet => "/v4/profile/portrait_set",
-        }
-    }
-
-    fn from_path(path: &str) -> Option<Api> {
-        [Api::PortraitGet, Api::PortraitSet]
-            .into_iter()
-            .find(|api| api.path() == path)
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Api::PortraitGet => 0,
-            Api::PortraitSet => 1,
-        }
-    }
 }
 
 // === impl Sim ===
@@ -257,6 +187,13 @@ impl Sim {
         let listener = server::bind(addr)?;
         let addr = listener.local_addr()?;
         let latency = duration_nanos(config.latency);
+        let callback = match &config.callback {
+            Some(target) => Some(
+                CallbackSender::try_new(config.sdkappid, target.token.clone(), &target.url)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let state = Arc::new(SimState {
             profiles: Profiles::new(config.accounts, &config.custom_tags),
             config,
@@ -268,7 +205,9 @@ impl Sim {
             pending_listener: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
             stats: Mutex::new(SimStats::default()),
-            rate: [RateWindow::default(), RateWindow::default()],
+            rate: RateWindows::default(),
+            callback,
+            callback_tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
         let acceptor = tokio::spawn(server::accept_loop(Arc::clone(&state), listener));
@@ -289,7 +228,7 @@ impl Sim {
         format!("http://{}", self.state.addr)
     }
 
-    /// The call log in arrival order: every call to either API path, including rejected and
+    /// The call log in arrival order: every call to an API path, including rejected and
     /// faulted ones. A call held by [`Fault::Hang`] stays logged with error code -1.
     pub fn calls(&self) -> Vec<SimCall> {
         let mut calls = self.state.calls.lock().clone();
@@ -351,17 +290,38 @@ impl Sim {
         api::answer_get(&self.state.config, &self.state.profiles, body).body
     }
 
+    /// Changes `account`'s profile as a user editing it in the app would (a client SDK: no REST
+    /// call, no rate limit, not in the call log; refused like a `portrait_set` of the same
+    /// items), then, if [`SimConfig::callback`] is set, sends `Profile.CallbackPortraitSet` to
+    /// it and returns its answer (`None` without a callback URL).
+    pub async fn client_portrait_set(
+        &self,
+        account: &str,
+        items: &[(&str, Value)],
+    ) -> Result<Option<(StatusCode, Bytes)>, ClientSetError> {
+        fire::client_set(&self.state, account, items).await
+    }
+
+    /// A sender of callbacks to [`SimConfig::callback`] for this app, if set, for tests that
+    /// send callbacks of their own (`Alert.RequestOverLimit`, deliberately wrong ones).
+    pub fn callback_sender(&self) -> Option<CallbackSender> {
+        self.state.callback.clone()
+    }
+
     /// A profile value as stored now (after any portrait_set), for tests: raw JSON text, or None
     /// if the tag is unset or the account does not exist.
     pub fn profile_value(&self, account: &str, tag: &str) -> Option<String> {
         self.state.profiles.value_text(account, tag)
     }
 
-    /// Stops accepting, closes every connection and awaits every sim task. Re-raises a panic of
-    /// any sim task, so a test fails loudly instead of hanging.
+    /// Stops accepting, closes every connection, abandons callbacks in flight and awaits every
+    /// sim task. Re-raises a panic of any connection task, so a test fails loudly instead of
+    /// hanging.
     pub async fn shutdown(mut self) {
         self.state.shutdown.cancel();
         self.state.pending_listener.lock().take();
+        self.state.callback_tasks.close();
+        self.state.callback_tasks.wait().await;
         if let Some(acceptor) = self.acceptor.take() {
             if let Err(e) = acceptor.await {
                 if e.is_panic() {
@@ -400,6 +360,7 @@ impl SimState {
             match call.api {
                 Api::PortraitGet => stats.portrait_get_calls += 1,
                 Api::PortraitSet => stats.portrait_set_calls += 1,
+                Api::Other => stats.other_calls += 1,
             }
             match call.error_code {
                 api::FREQUENCY_LIMIT => stats.rate_limited += 1,
@@ -414,6 +375,14 @@ impl SimState {
 
     fn count_oversized(&self) {
         self.stats.lock().oversized += 1;
+    }
+
+    fn count_callback(&self, answer: &Result<(StatusCode, Bytes), CallbackError>) {
+        let mut stats = self.stats.lock();
+        stats.callbacks_sent += 1;
+        if !fire::delivered(answer) {
+            stats.callback_failures += 1;
+        }
     }
 }
 

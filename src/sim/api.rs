@@ -1,12 +1,11 @@
-//! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit, and
-//! the `portrait_get` / `portrait_set` answers. Synchronous and socket-free; `server.rs` calls in,
-//! and the JSON itself is read and written by `json.rs`.
+//! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit
+//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, and the echo of every other API.
+//! Synchronous and socket-free; `server.rs` calls in, and the JSON itself is read and written by
+//! `json.rs`.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -18,18 +17,11 @@ use crate::wire::STANDARD_TAGS;
 /// The code of a call refused by the rate limit (counted in [`super::SimStats`]).
 pub(super) const FREQUENCY_LIMIT: i64 = code::FREQUENCY_LIMIT;
 
-/// The rate limit's sliding window.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-
 /// A decided call: the whole-call `ErrorCode` and the body to send with HTTP 200.
 pub(super) struct Outcome {
     pub code: i64,
     pub body: Vec<u8>,
 }
-
-/// Arrival times of the calls accepted in the last second, for one API.
-#[derive(Default)]
-pub(super) struct RateWindow(Mutex<VecDeque<Instant>>);
 
 // === impl Outcome ===
 
@@ -49,48 +41,30 @@ impl From<Refusal> for Outcome {
     }
 }
 
-// === impl RateWindow ===
-
-impl RateWindow {
-    /// Admits a call arriving `at` if fewer than `limit` calls were admitted in `(at - 1s, at]`.
-    /// Rejected calls are not counted. A `limit` of 0 admits everything.
-    pub fn admit(&self, at: Instant, limit: u32) -> bool {
-        if limit == 0 {
-            return true;
-        }
-        let mut window = self.0.lock();
-        if let Some(start) = at.checked_sub(RATE_WINDOW) {
-            while window.front().is_some_and(|t| *t <= start) {
-                window.pop_front();
-            }
-        }
-        if window.len() >= limit as usize {
-            return false;
-        }
-        window.push_back(at);
-        true
-    }
-}
-
 // === calls ===
 
-/// Answers one HTTP call: query checks, then the rate limit, then the body.
-pub(super) fn answer_call(
-    state: &SimState,
-    api: Api,
-    query: Option<&str>,
-    body: &[u8],
-    at: Instant,
-) -> Outcome {
-    if let Err(refused) = check_query(&state.config, query.unwrap_or(""), unix_now()) {
+/// One HTTP call as routed: its API, URL path, raw query string and body.
+pub(super) struct Call<'a> {
+    pub api: Api,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: &'a [u8],
+    pub at: Instant,
+}
+
+/// Answers one HTTP call: query checks, then the rate limit of its path, then the body.
+pub(super) fn answer_call(state: &SimState, call: &Call<'_>) -> Outcome {
+    if let Err(refused) = check_query(&state.config, call.query, unix_now()) {
         return refused;
     }
-    if !state.rate[api.index()].admit(at, state.config.requests_per_second) {
+    let limit = state.config.requests_per_second;
+    if !state.rate.admit(call.api, call.path, call.at, limit) {
         return Outcome::fail(code::FREQUENCY_LIMIT, info::FREQUENCY_LIMIT);
     }
-    match api {
-        Api::PortraitGet => answer_get(&state.config, &state.profiles, body),
-        Api::PortraitSet => answer_set(&state.profiles, body),
+    match call.api {
+        Api::PortraitGet => answer_get(&state.config, &state.profiles, call.body),
+        Api::PortraitSet => answer_set(&state.profiles, call.body),
+        Api::Other => answer_echo(call.path, call.body),
     }
 }
 
@@ -146,7 +120,8 @@ pub(super) fn check_query(config: &SimConfig, query: &str, now_unix: u64) -> Res
     .map_err(|e| Outcome::fail(e.tencent_code(), &e.to_string()))
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -271,6 +246,23 @@ fn parses(value: &RawValue) -> bool {
     serde_json::from_str::<serde_json::Value>(value.get()).is_ok()
 }
 
+// === any other API ===
+
+/// The echo of an API the sim does not implement: the API (`service/command`) and the request
+/// body verbatim, if the body is a JSON object; else the whole-call 40001 an undecodable
+/// `portrait_get` gets.
+pub(super) fn answer_echo(path: &str, body: &[u8]) -> Outcome {
+    let is_object = serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+    let (true, Ok(text)) = (is_object, std::str::from_utf8(body)) else {
+        return Outcome::fail(code::DECODE_FAIL, info::DECODE_FAIL);
+    };
+    let api = path.strip_prefix("/v4/").unwrap_or(path);
+    Outcome {
+        code: 0,
+        body: json::echo_answer(api, text),
+    }
+}
+
 // === call log ===
 
 #[derive(Deserialize)]
@@ -295,7 +287,8 @@ struct LooseItem {
     tag: String,
 }
 
-/// The accounts and tags a call names, for the call log; empty where the body does not decode.
+/// The accounts and tags a call names, for the call log; empty where the body does not decode
+/// and for echoed APIs.
 pub(super) fn call_subject(api: Api, body: &[u8]) -> (Vec<String>, Vec<String>) {
     match api {
         Api::PortraitGet => serde_json::from_slice::<LooseGet>(body)
@@ -307,5 +300,6 @@ pub(super) fn call_subject(api: Api, body: &[u8]) -> (Vec<String>, Vec<String>) 
                 (set.from_account.into_iter().collect(), tags)
             })
             .unwrap_or_default(),
+        Api::Other => Default::default(),
     }
 }

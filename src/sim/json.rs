@@ -272,6 +272,19 @@ pub(crate) fn get_answer(entries: Vec<Entry>) -> Vec<u8> {
     })
 }
 
+/// The echo of an API the sim does not implement (`api` as `service/command`), with `body`, a
+/// JSON object, embedded byte for byte.
+pub(crate) fn echo_answer(api: &str, body: &str) -> Vec<u8> {
+    let api = serde_json::to_string(api).expect("a string always serialises");
+    let mut out = Vec::with_capacity(body.len() + api.len() + 80);
+    out.extend_from_slice(br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","Echo":{"Api":"#);
+    out.extend_from_slice(api.as_bytes());
+    out.extend_from_slice(br#","Body":"#);
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(b"}}");
+    out
+}
+
 fn ok_envelope() -> Envelope<'static> {
     Envelope {
         action_status: "OK",

@@ -20,9 +20,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::api::{self, Outcome};
+use super::api::{self, Call, Outcome};
 use super::json::{self, code};
-use super::{Api, Fault, SimCall, SimState, OVERSIZED_PADDING_BYTES};
+use super::{fire, Api, Fault, SimCall, SimState, OVERSIZED_PADDING_BYTES};
 
 /// Largest request body read; larger ones get 40001.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -202,7 +202,8 @@ async fn handle(
         return Ok(json_response(StatusCode::NOT_FOUND, body));
     };
     let is_post = request.method() == Method::POST;
-    let query = request.uri().query().map(str::to_owned);
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
     let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -212,8 +213,72 @@ async fn handle(
         Err(_) => return Err(DropConnection),
     };
     let at = Instant::now();
+    // The call without its body (logged apart from it), and with it (answered).
+    let head = Call {
+        api,
+        path: &path,
+        query: &query,
+        body: b"",
+        at,
+    };
+    let pass = match pass_faults(&state, &head, body.as_ref()).await {
+        Ok(pass) => pass,
+        Err(faulted) => return faulted,
+    };
+    let outcome = match &body {
+        _ if !is_post => Outcome::fail(code::BAD_PATH, "Err_Http_Method_Not_Allowed"),
+        None => Outcome::fail(code::DECODE_FAIL, "Err_Request_Body_Too_Large"),
+        Some(bytes) => api::answer_call(
+            &state,
+            &Call {
+                body: bytes,
+                ..head
+            },
+        ),
+    };
+    if !pass.logged {
+        log_call(&state, &head, body.as_ref(), outcome.code);
+    }
+    if let (Api::PortraitSet, 0, Some(bytes)) = (api, outcome.code, &body) {
+        fire::after_rest_set(&state, &query, bytes);
+    }
+    sleep_latency(&state).await;
+    Ok(respond(&state, is_post, outcome, pass.oversized))
+}
+
+/// The answer to a call that got past the faults: 200 (405 if not a POST), padded if
+/// `oversized`.
+fn respond(state: &SimState, is_post: bool, outcome: Outcome, oversized: bool) -> SimResponse {
+    let status = if is_post {
+        StatusCode::OK
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED
+    };
+    let mut body = outcome.body;
+    if oversized {
+        state.count_oversized();
+        body.resize(body.len() + OVERSIZED_PADDING_BYTES, b' ');
+    }
+    json_response(status, body)
+}
+
+/// A call the faults let through to be answered normally.
+struct Pass {
+    /// It took the [`Fault::Oversized`]: pad its answer.
+    oversized: bool,
+    /// It was already logged (held by [`Fault::Hang`] first, as -1).
+    logged: bool,
+}
+
+/// Applies the current fault to `call`: `Err` with the fault's answer (the call logged), or
+/// the [`Pass`] to answer it normally, after waiting out a [`Fault::Hang`].
+async fn pass_faults(
+    state: &SimState,
+    call: &Call<'_>,
+    body: Option<&Bytes>,
+) -> Result<Pass, Result<SimResponse, DropConnection>> {
     let mut logged = false;
-    let oversized = loop {
+    loop {
         let fault = match *state.fault.borrow() {
             Fault::EveryOther(status) => {
                 let n = state
@@ -229,13 +294,14 @@ async fn handle(
         };
         if matches!(fault, Fault::None | Fault::Oversized) {
             // Only one call takes an Oversized fault: it clears it for the rest.
-            break state.fault.send_if_modified(|f| {
+            let oversized = state.fault.send_if_modified(|f| {
                 let mine = *f == Fault::Oversized;
                 if mine {
                     *f = Fault::None;
                 }
                 mine
             });
+            return Ok(Pass { oversized, logged });
         }
         if !logged {
             let code = if fault == Fault::OverLimit {
@@ -243,43 +309,29 @@ async fn handle(
             } else {
                 -1
             };
-            log_call(&state, at, api, body.as_deref(), code);
+            log_call(state, call, body, code);
             logged = true;
         }
         if fault != Fault::Hang {
-            return answer_fault(&state, fault).await;
+            return Err(answer_fault(state, fault).await);
         }
         // Held until the fault changes; shutdown or a refusal drops the whole connection.
         let mut changes = state.fault.subscribe();
         let _ = changes.wait_for(|f| *f != Fault::Hang).await.map(drop);
-    };
-    let outcome = match &body {
-        _ if !is_post => Outcome::fail(code::BAD_PATH, "Err_Http_Method_Not_Allowed"),
-        None => Outcome::fail(code::DECODE_FAIL, "Err_Request_Body_Too_Large"),
-        Some(bytes) => api::answer_call(&state, api, query.as_deref(), bytes, at),
-    };
-    if !logged {
-        log_call(&state, at, api, body.as_deref(), outcome.code);
     }
-    sleep_latency(&state).await;
-    let status = if is_post {
-        StatusCode::OK
-    } else {
-        StatusCode::METHOD_NOT_ALLOWED
-    };
-    let mut body = outcome.body;
-    if oversized {
-        state.count_oversized();
-        body.resize(body.len() + OVERSIZED_PADDING_BYTES, b' ');
-    }
-    Ok(json_response(status, body))
 }
 
-fn log_call(state: &SimState, at: Instant, api: Api, body: Option<&[u8]>, error_code: i64) {
-    let (accounts, tags) = body.map(|b| api::call_subject(api, b)).unwrap_or_default();
+/// Logs `call` (its body is `body`: `None` if it was too large to read).
+fn log_call(state: &SimState, call: &Call<'_>, body: Option<&Bytes>, error_code: i64) {
+    let (accounts, tags) = body
+        .map(|b| api::call_subject(call.api, b))
+        .unwrap_or_default();
     state.log(SimCall {
-        at,
-        api,
+        at: call.at,
+        api: call.api,
+        path: call.path.to_owned(),
+        query: call.query.to_owned(),
+        body: body.cloned().unwrap_or_default(),
         accounts,
         tags,
         error_code,

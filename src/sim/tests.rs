@@ -1,5 +1,6 @@
 //! Shared helpers for the sim's tests (a keep-alive hyper client over real TCP on 127.0.0.1) and
-//! the auth tests; answers, faults and portrait_set live in the child files.
+//! the auth tests; answers, faults, portrait_set, echoed APIs and callbacks live in the child
+//! files.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,9 +14,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::api::{check_query, RateWindow};
+use super::api::check_query;
+use super::rate::{RateWindow, RateWindows, MAX_TRACKED_PATHS};
 use super::*;
 
+mod callbacks;
+mod echo;
 mod faults;
 mod get;
 mod set;
