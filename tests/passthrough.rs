@@ -75,11 +75,19 @@ async fn a_sendmsg_is_forwarded_byte_for_byte_with_the_gateways_signature() {
         let param = |name| query_param(&call.query, name);
         assert_eq!(param("identifier").as_deref(), Some(GATEWAY_ADMIN));
         assert_ne!(param("usersig"), Some(caller_usersig.clone()));
-        assert_ne!(param("random").as_deref(), Some("42"), "the caller's random");
+        assert_ne!(
+            param("random").as_deref(),
+            Some("42"),
+            "the caller's random"
+        );
         assert_eq!(param("contenttype").as_deref(), Some("json"));
     }
     let random = |call: &SimCall| query_param(&call.query, "random");
-    assert_ne!(random(&forwarded[0]), random(&forwarded[1]), "a fresh random per call");
+    assert_ne!(
+        random(&forwarded[0]),
+        random(&forwarded[1]),
+        "a fresh random per call"
+    );
     let count = "tim_gateway_requests_total{api=\"openim/sendmsg\",outcome=\"ok\"}";
     assert_eq!(gw.metric(count).await, Some(2.0));
     gw.shutdown().await;
@@ -183,7 +191,11 @@ async fn bad_paths_and_bad_credentials_are_answered_locally() {
             .send("POST", &format!("{path}?{}", auth_query()), SENDMSG_BODY)
             .await;
         let answer: Value = serde_json::from_slice(&body).expect("JSON");
-        assert_eq!((status, &answer["ErrorCode"]), (404, &Value::from(60009)), "{path}");
+        assert_eq!(
+            (status, &answer["ErrorCode"]),
+            (404, &Value::from(60009)),
+            "{path}"
+        );
     }
     let (status, _) = gw
         .send("GET", &format!("{SENDMSG}?{}", auth_query()), Bytes::new())
@@ -218,7 +230,9 @@ async fn with_pass_through_off_other_apis_are_404_and_the_table_still_served() {
         .send("POST", &format!("{SENDMSG}?{}", auth_query()), SENDMSG_BODY)
         .await;
     assert_eq!(status, 404);
-    let answer = gw.get(&support::get_body(&["user1"], &[support::NICK])).await;
+    let answer = gw
+        .get(&support::get_body(&["user1"], &[support::NICK]))
+        .await;
     assert_eq!(answer["ErrorCode"], 0);
     assert!(calls_to(&gw, SENDMSG).is_empty());
     gw.shutdown().await;
@@ -232,7 +246,10 @@ async fn past_max_distinct_apis_further_apis_share_the_other_label() {
         .await;
     gw.post_bytes(SENDMSG, SENDMSG_BODY).await;
     let answer = gw.post_raw(FRIEND_GET, SENDMSG_BODY).await;
-    assert_eq!(answer["Echo"]["Api"], "sns/friend_get", "still its own path upstream");
+    assert_eq!(
+        answer["Echo"]["Api"], "sns/friend_get",
+        "still its own path upstream"
+    );
     let own = "tim_gateway_requests_total{api=\"openim/sendmsg\",outcome=\"ok\"}";
     let other = "tim_gateway_requests_total{api=\"other\",outcome=\"ok\"}";
     assert_eq!(gw.metric(own).await, Some(1.0));

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tim_gateway::config::{AuthMode, Config, SecretKey};
-use tim_gateway::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
+use tim_gateway::sim::{CallbackSender, Sim, SimCallbacks, SimConfig, DEMO_SECRET_KEY};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -30,6 +30,8 @@ pub const SET: &str = "/v4/profile/portrait_set";
 /// A running sim + gateway pair.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// Where the gateway takes Tencent's callbacks: `addr`, or its own listener.
+    pub callback_addr: SocketAddr,
     pub sim: Sim,
     pub config: Config,
     caller: Caller,
@@ -49,6 +51,8 @@ pub struct GatewayBuilder {
     config: Config,
     sim: SimConfig,
     upstream: Option<String>,
+    sim_calls_back: bool,
+    callback_listener: bool,
 }
 
 impl GatewayBuilder {
@@ -68,25 +72,63 @@ impl GatewayBuilder {
         self
     }
 
+    /// The sim sends its `Profile.CallbackPortraitSet` callbacks to this gateway, signed with
+    /// `callback.token`.
+    pub fn sim_calls_back(mut self) -> Self {
+        self.sim_calls_back = true;
+        self
+    }
+
+    /// Callbacks get their own listener (`callback.listen`), on another free port.
+    pub fn callback_listener(mut self) -> Self {
+        self.callback_listener = true;
+        self
+    }
+
     pub async fn start(self) -> TestGateway {
-        let sim = Sim::start(self.sim).await.expect("sim starts");
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let listener = bind().await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let callbacks = match self.callback_listener {
+            true => Some(bind().await.expect("bind")),
+            false => None,
+        };
+        let callback_addr = callbacks
+            .as_ref()
+            .map_or(addr, |l| l.local_addr().expect("addr"));
         let mut config = self.config;
+        if let Some(listener) = &callbacks {
+            config.callback.listen = Some(listener.local_addr().expect("addr"));
+        }
+        let mut sim_config = self.sim;
+        if self.sim_calls_back {
+            sim_config.callback = Some(SimCallbacks {
+                url: format!("http://{callback_addr}{}", config.callback.path),
+                token: config
+                    .callback
+                    .token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned()),
+            });
+        }
+        let sim = Sim::start(sim_config).await.expect("sim starts");
         let base_url = self.upstream.unwrap_or_else(|| sim.base_url());
         config.upstream.base_url = base_url.parse().expect("upstream url");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let gateway_config = config.clone();
+        let listeners = tim_gateway::Listeners {
+            api: listener,
+            callbacks,
+        };
         let join = tokio::spawn(async move {
-            tim_gateway::run(gateway_config, listener, async {
+            tim_gateway::run(gateway_config, listeners, async {
                 let _ = rx.await;
             })
             .await;
         });
         TestGateway {
             addr,
+            callback_addr,
             sim,
             config,
             caller: Caller::new(addr),
@@ -217,11 +259,25 @@ impl TestGateway {
             config: test_config(),
             sim: SimConfig::default(),
             upstream: None,
+            sim_calls_back: false,
+            callback_listener: false,
         }
     }
 
     pub async fn start() -> TestGateway {
         Self::builder().start().await
+    }
+
+    /// A sender of Tencent-style callbacks to this gateway, signed with its `callback.token`.
+    pub fn callback_sender(&self) -> CallbackSender {
+        let url = format!("http://{}{}", self.callback_addr, self.config.callback.path);
+        let token = self
+            .config
+            .callback
+            .token
+            .as_ref()
+            .map(|t| t.expose().to_owned());
+        CallbackSender::try_new(SDKAPPID, token, &url).expect("callback url")
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
