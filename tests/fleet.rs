@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use support::fleet::{max_in_any_second, TestFleet};
 use support::Caller;
 use support::{get_body, FAILING_ACCOUNT, GENDER, NICK, SET};
-use tim_gateway::sim::Api;
+use tim_gateway::sim::{portrait_set_callback, Api, CallbackSender, PORTRAIT_SET_COMMAND};
 
 /// The sim's app limit in the budget tests, and every gateway's configured budget.
 const APP_LIMIT: u32 = 30;
@@ -154,6 +154,59 @@ async fn three_gateways_share_one_budget_in_any_sliding_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_through_api_is_held_to_its_limit_by_the_whole_fleet() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    const SENDMSG_LIMIT: u32 = 6;
+    let fleet = TestFleet::start(
+        3,
+        |sim| sim.requests_per_second = SENDMSG_LIMIT,
+        |config| {
+            let limit = SENDMSG_LIMIT.try_into().expect("non-zero");
+            config
+                .passthrough
+                .limits
+                .insert("openim/sendmsg".to_owned(), limit);
+            config.limits.max_queue_wait = Duration::from_millis(2500);
+        },
+    )
+    .await;
+    let mut callers = Vec::new();
+    for (i, gateway) in callers_of(&fleet).into_iter().cycle().take(45).enumerate() {
+        callers.push(tokio::spawn(async move {
+            let body =
+                format!(r#"{{"From_Account":"user1","To_Account":"user{i}","MsgRandom":{i}}}"#);
+            let (status, answer) = gateway.send("POST", "/v4/openim/sendmsg", body).await;
+            assert_eq!(status, 200);
+            let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+            answer["ErrorCode"].as_i64().expect("code")
+        }));
+    }
+    for caller in callers {
+        let code = caller.await.expect("caller");
+        assert!(code == 0 || code == 60007, "{code}");
+    }
+    let calls: Vec<_> = fleet
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == "/v4/openim/sendmsg")
+        .collect();
+    let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
+    eprintln!("{} sendmsg calls, max {max} in any second", calls.len());
+    assert!(max <= SENDMSG_LIMIT as usize, "{max} calls in one second");
+    assert!(
+        calls.iter().all(|c| c.error_code == 0),
+        "the sim answered 60007"
+    );
+    assert!(
+        calls.len() >= 2 * SENDMSG_LIMIT as usize,
+        "only {}",
+        calls.len()
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_fetched_through_one_gateway_is_answered_by_another_without_upstream() {
     let fleet = TestFleet::start(3, |_| {}, |_| {}).await;
     let body = get_body(&["user1", "user2", FAILING_ACCOUNT], &[NICK, GENDER]);
@@ -218,6 +271,41 @@ async fn a_set_through_one_gateway_is_seen_through_every_other_within_100_ms() {
         "visible everywhere {:?} after the set's answer",
         answered.elapsed()
     );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_callback_received_by_one_gateway_refreshes_every_other() {
+    let fleet = TestFleet::start(3, |_| {}, |_| {}).await;
+    let body = get_body(&["user6"], &[NICK]);
+    for gateway in &fleet.gateways {
+        assert_eq!(nick_of(&gateway.get(&body).await), json!("nick-6"));
+    }
+    // A user renames themselves in the app; Tencent calls back whichever gateway the ingress picks.
+    let changed = fleet
+        .sim
+        .client_portrait_set("user6", &[(NICK, json!("renamed in the app"))])
+        .await
+        .expect("profile changed");
+    assert!(
+        changed.is_none(),
+        "the sim has no callback URL of its own here"
+    );
+    let url = format!("http://{}/tim/callback", fleet.gateways[0].addr);
+    let sender = CallbackSender::try_new(support::SDKAPPID, None, &url).expect("url");
+    let callback = portrait_set_callback("user6", &[(NICK, json!("renamed in the app"))]);
+    let (status, _) = sender
+        .send(PORTRAIT_SET_COMMAND, callback)
+        .await
+        .expect("answered");
+    assert_eq!(status, 200);
+    for gateway in &fleet.gateways {
+        let fresh = support::eventually(Duration::from_millis(100), || async {
+            nick_of(&gateway.get(&body).await) == json!("renamed in the app")
+        })
+        .await;
+        assert!(fresh, "not visible within 100 ms of the callback's answer");
+    }
     fleet.shutdown().await;
 }
 
