@@ -7,7 +7,8 @@
 //! the service, any other valid `/v4/<service>/<command>` is passed through (`passthrough.rs`).
 //! `callback.path` takes Tencent's callbacks (`callback.rs`), with no caller auth (they are
 //! signed by the callback token instead); on a [`Listener::Callbacks`] listener it is the only
-//! path besides the probes. `/metrics`, `/healthz` (liveness) and `/readyz`
+//! path besides the probes. Bodies are read in `routes/body.rs`, the probes answered in
+//! `routes/probes.rs`. `/metrics`, `/healthz` (liveness) and `/readyz`
 //! (readiness: 503 once draining) skip auth and are not counted as API requests. Each error is
 //! logged once, here, where it becomes a response: caller faults at debug, upstream and capacity
 //! faults at warn, gateway faults at error.
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tracing::{debug, error, warn, Instrument};
 
 use crate::apis::{self, Api, Handling, OTHER_LABEL};
@@ -36,6 +37,12 @@ use crate::error::{codes, Error, Fault};
 use crate::metrics::{Metrics, Outcome};
 use crate::passthrough::PassThrough;
 use crate::service::ProfileService;
+
+mod body;
+mod probes;
+
+use body::read_body;
+use probes::{healthz, metrics, readyz};
 /// The request id header, read from callers and returned to them.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest caller-chosen request id kept; longer ones are replaced.
@@ -335,47 +342,6 @@ where
     json(status, answer.body)
 }
 
-/// Reads the whole body, refusing more than `limit` bytes. A refused body is still read (and
-/// discarded) up to [`DRAIN_LIMIT_BYTES`]: closing a connection with unread bytes in it makes
-/// the kernel reset it, and the caller would lose the answer that explains the refusal.
-async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, Error>
-where
-    B: hyper::body::Body<Data = Bytes> + Send,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT_BYTES as u64) {
-        return Err(Error::BodyTooLarge(limit));
-    }
-    let unreadable = || Error::InvalidField(Arc::from("request body could not be read"));
-    let body = request.into_body();
-    let mut body = std::pin::pin!(body);
-    let mut kept: Vec<u8> = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
-            continue; // trailers
-        };
-        seen = seen.saturating_add(data.len());
-        if seen > DRAIN_LIMIT_BYTES {
-            break;
-        }
-        if seen <= limit {
-            kept.extend_from_slice(&data);
-        }
-    }
-    if seen > limit {
-        return Err(Error::BodyTooLarge(limit));
-    }
-    Ok(Bytes::from(kept))
-}
-
-/// How much of a refused body is read and discarded before the connection is simply closed.
-const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
-
 fn log_error(api: &Api, e: &Error) {
     let (api, code) = (api.label(), e.code());
     match e.fault() {
@@ -383,56 +349,6 @@ fn log_error(api: &Api, e: &Error) {
         Fault::Upstream | Fault::Capacity => warn!(api, code, error = %e, "request failed"),
         Fault::Internal => error!(api, code, error = %e, "request failed"),
     }
-}
-
-fn metrics(state: &AppState) -> Response<Full<Bytes>> {
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let (pairs, answer_bytes) = state.service.cache_sizes();
-    state.metrics.cache_entries.set(gauge(pairs));
-    state.metrics.answer_cache_bytes.set(gauge(answer_bytes));
-    let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
-}
-
-fn healthz(state: &AppState) -> Response<Full<Bytes>> {
-    let (status, text) = if state.draining.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::OK, "ok\n")
-    };
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = status;
-    response
-}
-
-/// Readiness: 200 while serving, 503 with the reason once draining. The breakers' states are
-/// in the body, never in the status: a sidecar's readiness gates its whole pod, and a Tencent
-/// outage must not take every pod of the app out of service at once.
-fn readyz(state: &AppState) -> Response<Full<Bytes>> {
-    let breakers: Vec<String> = state
-        .service
-        .breakers()
-        .iter()
-        .map(|b| format!("{}={}", b.api(), b.state_name()))
-        .collect();
-    let (status, text) = if state.draining.load(Ordering::Acquire) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining: shutting down, send no new requests\n".to_owned(),
-        )
-    } else {
-        (
-            StatusCode::OK,
-            format!("ready; breakers {}\n", breakers.join(" ")),
-        )
-    };
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = status;
-    response
 }
 
 /// A 4xx with a Tencent-style body (60009: bad resource or URL path).
@@ -454,46 +370,4 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::upstream::UpstreamClient;
-
-    fn state() -> Arc<AppState> {
-        let config = crate::Config::default();
-        let metrics = Metrics::new();
-        let upstream = Arc::new(UpstreamClient::new(&config.upstream));
-        let (handlers, _worker) = crate::build_handlers(&config, upstream, metrics.clone());
-        let secret = config.upstream.secret_key.clone();
-        let auth = Authenticator::new(&config.auth, config.upstream.sdkappid, secret);
-        Arc::new(AppState::new(handlers, auth, metrics, &config))
-    }
-
-    async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, Bytes) {
-        let request = Request::get(path)
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let response = handle(state.clone(), Listener::Api, request)
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let body = response.into_body().collect().await.expect("body");
-        (status, body.to_bytes())
-    }
-
-    #[tokio::test]
-    async fn readyz_is_ready_while_serving_and_503_with_a_reason_once_draining() {
-        let state = state();
-        assert_eq!(
-            get(&state, "/readyz").await,
-            (
-                StatusCode::OK,
-                Bytes::from_static(b"ready; breakers portrait_get=closed portrait_set=closed\n")
-            )
-        );
-        state.start_draining();
-        let (status, body) = get(&state, "/readyz").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        let reason = String::from_utf8_lossy(&body);
-        assert!(reason.starts_with("draining: ") && reason.lines().count() == 1);
-    }
-}
+mod tests;
