@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tim_gateway::config::{Config, LogFormat, ProcessEnv};
-use tim_gateway::sim::{Sim, SimConfig};
+use tim_gateway::sim::{Sim, SimCallbacks, SimConfig};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_CONFIG_PATH: &str = "config/tim-gateway.toml";
@@ -76,6 +76,18 @@ struct SimArgs {
     /// healthy for the remaining 20 %. 0 never flaps.
     #[arg(long, default_value_t = 0)]
     flap_period_seconds: u64,
+    /// Send `Profile.CallbackPortraitSet` here after every successful portrait_set, as Tencent
+    /// does (e.g. http://127.0.0.1:8080/tim/callback); empty sends none.
+    #[arg(long, default_value = "")]
+    callback_url: String,
+    /// The callback token to sign callbacks with (Tencent's Sign); empty sends them unsigned.
+    #[arg(
+        long,
+        default_value = "",
+        env = "TIM_SIM_CALLBACK_TOKEN",
+        hide_env_values = true
+    )]
+    callback_token: String,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +168,10 @@ async fn run_sim(mut config: Config, args: SimArgs) -> anyhow::Result<()> {
         requests_per_second: args.requests_per_second,
         latency: Duration::from_millis(args.latency_ms),
         call_log: false,
+        callback: (!args.callback_url.is_empty()).then(|| SimCallbacks {
+            url: args.callback_url.clone(),
+            token: (!args.callback_token.is_empty()).then(|| args.callback_token.clone()),
+        }),
         ..tim_gateway::demo::sim_config(&mut config)
     };
     let latency = sim_config.latency;
@@ -178,9 +194,12 @@ async fn run_sim(mut config: Config, args: SimArgs) -> anyhow::Result<()> {
     let counters = serde_json::json!({
         "portrait_get_calls": stats.portrait_get_calls,
         "portrait_set_calls": stats.portrait_set_calls,
+        "other_calls": stats.other_calls,
         "rate_limited": stats.rate_limited,
         "faulted": stats.faulted,
         "oversized": stats.oversized,
+        "callbacks_sent": stats.callbacks_sent,
+        "callback_failures": stats.callback_failures,
     });
     println!("{counters}");
     Ok(())
