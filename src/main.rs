@@ -25,7 +25,7 @@ const EXIT_USAGE: u8 = 64;
 #[command(
     name = "tim-gateway",
     version,
-    about = "Caching, coalescing, rate-limiting gateway for Tencent IM portrait_get"
+    about = "Caching, coalescing, rate-limiting gateway for the Tencent IM REST API"
 )]
 struct Cli {
     /// Config file (TOML); env TIM_GATEWAY__<SECTION>__<KEY> overrides any key.
