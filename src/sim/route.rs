@@ -1,6 +1,9 @@
 //! The sim's routing: which REST API a URL path names ([`Api`]), and the path of each.
 //!
-//! Read by `server.rs` for every request; the answers themselves are `api.rs`'s.
+//! Read by `server.rs` for every request; the answers themselves are `api.rs`'s. The paths of
+//! the APIs the gateway lists come from its one API table (`crate::apis`), a fact both sides
+//! share; which other paths are valid the sim decides with its own code, so the gateway's
+//! pass-through validation is still judged by an independent oracle.
 
 /// The REST APIs the sim serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,8 +26,8 @@ impl Api {
     /// (see [`SimCall::path`](super::SimCall::path)).
     pub fn path(self) -> &'static str {
         match self {
-            Api::PortraitGet => "/v4/profile/portrait_get",
-            Api::PortraitSet => "/v4/profile/portrait_set",
+            Api::PortraitGet => crate::apis::PORTRAIT_GET.path,
+            Api::PortraitSet => crate::apis::PORTRAIT_SET.path,
             Api::Other => "",
         }
     }
