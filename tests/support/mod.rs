@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 pub const ADMIN: &str = "administrator";
 /// The app every test uses.
 pub const SDKAPPID: u64 = 1_400_000_000;
-pub const GET: &str = "/v4/profile/portrait_get";
-pub const SET: &str = "/v4/profile/portrait_set";
+pub const GET: &str = tim_gateway::apis::PORTRAIT_GET.path;
+pub const SET: &str = tim_gateway::apis::PORTRAIT_SET.path;
 
 /// A running sim + gateway pair.
 pub struct TestGateway {
