@@ -21,7 +21,7 @@ use prometheus::IntCounterVec;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::{CallbackConfig, SecretKey};
 use crate::metrics::Metrics;
@@ -211,7 +211,8 @@ impl Callbacks {
             ),
             Refusal::Body => ("refused_body", "the body is not a valid callback"),
         };
-        warn!(reason = result, "callback refused");
+        // At debug like every caller fault: anyone can send these; the counter shows them.
+        debug!(reason = result, "callback refused");
         self.0.counted.with_label_values(&["any", result]).inc();
         let body = serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": 1, "ErrorInfo": info});
         CallbackAnswer {

@@ -23,7 +23,7 @@ use crate::retry::Retries;
 use crate::upstream::UpstreamApi;
 use crate::wire;
 
-/// Everything between a batch and Tencent: the client, the limiter, the breaker and the retry
+/// Everything between a request and Tencent for one API: the client, the limiter, the breaker and the retry
 /// policy; cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamPath {
