@@ -122,7 +122,7 @@ fn response_writer_builds_tencent_shape() {
     let value = RawValue::from_string("\"n\\\"1\"".to_string()).expect("raw");
     let mut w = ResponseWriter::with_capacity(64);
     w.begin_account("a\"1");
-    w.tag_value(&nick, &value);
+    w.tag_value(&nick, value.get());
     w.end_account();
     w.begin_account("empty");
     w.end_account();
@@ -155,4 +155,30 @@ fn error_body_is_tencent_envelope() {
         body,
         json!({"ActionStatus":"FAIL","ErrorCode":60007,"ErrorInfo":"slow down","ErrorDisplay":""})
     );
+}
+
+#[test]
+fn arrays_of_strings_split_by_scanning_match_serde_json() {
+    let cases = [
+        r#"["a","b"]"#,
+        " [ \"a\" ,\n\t\"b\" ] ",
+        r#"[]"#,
+        r#"[ ]"#,
+        r#"["用户😀",""]"#,
+        r#"["a\"b","c"]"#,
+        r#"["back\\slash"]"#,
+        r#"["\u0041"]"#,
+        r#"["a",1]"#,
+        r#"["a",null]"#,
+        r#""a""#,
+        r#"{"a":"b"}"#,
+        r#"[["a"]]"#,
+    ];
+    for json in cases {
+        let raw: Box<RawValue> = serde_json::from_str(json).expect("valid JSON");
+        let ours = super::strings(&raw).map_err(|e| e.to_string());
+        let serde: Result<Vec<std::borrow::Cow<'_, str>>, _> =
+            serde_json::from_str(raw.get()).map_err(|e| e.to_string());
+        assert_eq!(ours, serde, "{json}");
+    }
 }
