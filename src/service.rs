@@ -26,6 +26,7 @@ use crate::fleet::{CacheTier, Fleet};
 use crate::metrics::Metrics;
 use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
 
+mod hit;
 mod set;
 mod stale;
 
@@ -108,9 +109,10 @@ impl<'a> DistinctAccounts<'a> {
         }
     }
 
-    fn get(&self, name: &str, views: &[AccountView<'_>]) -> Option<usize> {
+    /// `name`'s index among the distinct `names` seen so far.
+    fn get<'n>(&self, name: &str, mut names: impl Iterator<Item = &'n str>) -> Option<usize> {
         match self {
-            DistinctAccounts::Scan => views.iter().position(|v| v.name == name),
+            DistinctAccounts::Scan => names.position(|n| n == name),
             DistinctAccounts::Map(map) => map.get(name).copied(),
         }
     }
@@ -168,12 +170,21 @@ impl ProfileService {
         }
         let request = wire::decode_portrait_get(body)?;
         self.answer_known_missing_tags(&request)?;
+        if let Some(hit) = self.answer_all_hit(&request, now) {
+            return Ok(self.all_hit_answer(body, hit));
+        }
         let mut found = self.lookup(&request, now);
         self.revalidate(std::mem::take(&mut found.revalidate));
         if found.misses.is_empty() {
             let answer = Bytes::from(self.assemble(&request, &found, &[], now));
-            if found.keepable {
-                self.keep_answer(body, &found, &answer);
+            if let Some(fresh_until) = found.fresh_until.filter(|_| found.keepable) {
+                self.keep_answer(body, || CachedAnswer {
+                    body: answer.clone(),
+                    fresh_until,
+                    sources: found.views.iter().map(|v| v.stamp).collect(),
+                    hits: found.hits,
+                    absent: found.absent,
+                });
             }
             return Ok(answer);
         }
@@ -255,20 +266,12 @@ impl ProfileService {
         Some(answer.body.clone())
     }
 
-    /// Keeps an all-hit answer by body, valid until its first slot goes stale and voided by an
-    /// invalidation of any of its accounts.
-    fn keep_answer(&self, body: &[u8], found: &Lookups<'_>, answer: &Bytes) {
-        let Some(fresh_until) = found.fresh_until.filter(|_| self.0.answers.is_enabled()) else {
-            return;
-        };
-        let kept = CachedAnswer {
-            body: answer.clone(),
-            fresh_until,
-            sources: found.views.iter().map(|v| v.stamp).collect(),
-            hits: found.hits,
-            absent: found.absent,
-        };
-        self.0.answers.insert(body, kept);
+    /// Keeps an all-hit answer by body (on the body's second sighting, answers.rs), valid until
+    /// its first slot goes stale and voided by an invalidation of any of its accounts.
+    fn keep_answer(&self, body: &[u8], kept: impl FnOnce() -> CachedAnswer) {
+        if self.0.answers.admit(body) {
+            self.0.answers.insert(body, kept());
+        }
     }
 
     /// A tag Tencent recently said does not exist fails the request locally, as it would
@@ -300,7 +303,7 @@ impl ProfileService {
         let mut seen = DistinctAccounts::new(request.accounts.len());
         let mut missed = 0u64;
         for name in request.accounts.iter().map(Cow::as_ref) {
-            if let Some(view) = seen.get(name, &found.views) {
+            if let Some(view) = seen.get(name, found.views.iter().map(|v| v.name)) {
                 found.positions.push(view);
                 continue;
             }
@@ -410,10 +413,10 @@ fn value_of<'a>(
     fresh: Option<&'a AccountFetch>,
     tag: &Tag,
     now: Instant,
-) -> Option<&'a RawValue> {
+) -> Option<&'a str> {
     let in_list = |values: &'a [(Tag, Option<RawJson>)]| {
         let found = values.iter().find(|(t, _)| t == tag)?;
-        Some(found.1.as_deref())
+        Some(found.1.as_deref().map(RawValue::get))
     };
     match view
         .cached

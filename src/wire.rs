@@ -176,6 +176,14 @@ impl Tag {
         }
     }
 
+    /// The standard tag's index in [`STANDARD_TAGS`]; `None` for a custom tag.
+    pub fn standard_index(&self) -> Option<u8> {
+        match self.0 {
+            TagName::Standard(i) => Some(i),
+            TagName::Custom(_) => None,
+        }
+    }
+
     /// Whether this is an app-defined `Tag_Profile_Custom_*` tag (the only kind Tencent can
     /// answer 40009 "tag not found" for, since standard tags are checked locally).
     pub fn is_custom(&self) -> bool {

@@ -6,8 +6,6 @@
 
 use std::io::Write as _;
 
-use serde_json::value::RawValue;
-
 use super::Tag;
 use crate::error::Error;
 
@@ -44,8 +42,8 @@ impl ResponseWriter {
         self.first_tag = true;
     }
 
-    /// Adds one `{Tag, Value}` pair to the open account entry.
-    pub fn tag_value(&mut self, tag: &Tag, value: &RawValue) {
+    /// Adds one `{Tag, Value}` pair to the open account entry; `value` is raw JSON text.
+    pub fn tag_value(&mut self, tag: &Tag, value: &str) {
         if !self.first_tag {
             self.buf.push(b',');
         }
@@ -54,7 +52,7 @@ impl ResponseWriter {
         self.buf.extend_from_slice(br#"{"Tag":""#);
         self.buf.extend_from_slice(tag.as_str().as_bytes());
         self.buf.extend_from_slice(br#"","Value":"#);
-        self.buf.extend_from_slice(value.get().as_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
         self.buf.push(b'}');
     }
 

@@ -122,7 +122,7 @@ fn response_writer_builds_tencent_shape() {
     let value = RawValue::from_string("\"n\\\"1\"".to_string()).expect("raw");
     let mut w = ResponseWriter::with_capacity(64);
     w.begin_account("a\"1");
-    w.tag_value(&nick, &value);
+    w.tag_value(&nick, value.get());
     w.end_account();
     w.begin_account("empty");
     w.end_account();

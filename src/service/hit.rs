@@ -1,0 +1,122 @@
+//! The all-hit path in one pass: what a body seen for the first time costs when every (account,
+//! tag) it asks for is cached and fresh.
+//!
+//! Each distinct account is read from the cache once, each pair looked up once, and the answer
+//! written as the lookups go, with no per-account views or miss lists. The first pair that is not
+//! a fresh hit (a miss, a stale value, an account not cached or remembered as failed) abandons
+//! the pass; the general path (service.rs `lookup` -> `assemble`) then takes the request from
+//! the start. Nothing is counted in the metrics until the pass succeeds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{DistinctAccounts, ProfileService};
+use crate::answers::CachedAnswer;
+use crate::cache::{CachedAccount, Stamp, Ticks};
+use crate::wire::{PortraitGetRequest, ResponseWriter};
+
+/// An answer written wholly from the cache, and what keeping it by body needs.
+pub(super) struct AllHit {
+    answer: Vec<u8>,
+    /// Each distinct account's stamp, taken before its entry was read.
+    sources: Vec<Stamp>,
+    /// When the first of its pairs goes stale.
+    fresh_until: Option<Ticks>,
+    /// Distinct pairs answered with a value, and as unset.
+    hits: u64,
+    absent: u64,
+}
+
+/// The tags of a request as a bit set of first occurrences (distinct pairs are what the lookup
+/// metrics count); `None` past 64 tags, which the general path handles.
+fn first_occurrences(request: &PortraitGetRequest<'_>) -> Option<u64> {
+    let tags = &request.tags;
+    if tags.len() > 64 {
+        return None;
+    }
+    let first = (0..tags.len())
+        .filter(|&i| !tags[..i].contains(&tags[i]))
+        .fold(0u64, |set, i| set | (1 << i));
+    Some(first)
+}
+
+impl ProfileService {
+    /// Answers `request` in one pass if every pair is a fresh hit; `None` otherwise.
+    pub(super) fn answer_all_hit(
+        &self,
+        request: &PortraitGetRequest<'_>,
+        now: Instant,
+    ) -> Option<AllHit> {
+        let first = first_occurrences(request)?;
+        let now = Ticks::at(now);
+        let cache = &self.0.cache;
+        let accounts = request.accounts.len();
+        let capacity = 96 + accounts * (80 + request.tags.len() * 96);
+        let mut out = ResponseWriter::with_capacity(capacity);
+        let mut hit = AllHit {
+            answer: Vec::new(),
+            sources: Vec::with_capacity(accounts),
+            fresh_until: None,
+            hits: 0,
+            absent: 0,
+        };
+        let mut names: Vec<&str> = Vec::with_capacity(accounts);
+        let mut entries: Vec<Arc<CachedAccount>> = Vec::with_capacity(accounts);
+        let mut seen = DistinctAccounts::new(accounts);
+        // Stamps matter only to an answer kept by body.
+        let stamped = self.0.answers.is_enabled();
+        for name in request.accounts.iter().map(|n| n.as_ref()) {
+            let (index, distinct) = match seen.get(name, names.iter().copied()) {
+                Some(index) => (index, false),
+                None => {
+                    if stamped {
+                        hit.sources.push(cache.stamp(name));
+                    }
+                    entries.push(cache.get(name)?);
+                    seen.insert(name, names.len());
+                    names.push(name);
+                    (names.len() - 1, true)
+                }
+            };
+            let entry = &entries[index];
+            out.begin_account(name);
+            for (i, tag) in request.tags.iter().enumerate() {
+                let (value, until) = entry.find(tag, now)?;
+                if distinct && first & (1 << i) != 0 {
+                    match value {
+                        Some(_) => hit.hits += 1,
+                        None => hit.absent += 1,
+                    }
+                    hit.fresh_until = Some(hit.fresh_until.map_or(until, |f| f.min(until)));
+                }
+                if let Some(value) = value {
+                    out.tag_value(tag, value);
+                }
+            }
+            out.end_account();
+        }
+        hit.answer = out.finish();
+        Some(hit)
+    }
+
+    /// Counts an all-hit answer's lookups, keeps it by body (answers.rs decides whether to keep
+    /// it yet) and hands it out.
+    pub(super) fn all_hit_answer(&self, body: &[u8], hit: AllHit) -> Bytes {
+        let metrics = &self.0.metrics;
+        metrics.cache_hits.inc_by(hit.hits);
+        metrics.cache_absent.inc_by(hit.absent);
+        let answer = Bytes::from(hit.answer);
+        if let Some(fresh_until) = hit.fresh_until {
+            self.keep_answer(body, || CachedAnswer {
+                body: answer.clone(),
+                fresh_until: fresh_until.instant(),
+                sources: hit.sources.into_boxed_slice(),
+                hits: hit.hits,
+                absent: hit.absent,
+            });
+        }
+        answer
+    }
+}
