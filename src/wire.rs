@@ -221,7 +221,7 @@ pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error>
         serde_json::from_slice(body).map_err(|e| Error::InvalidJson(json_message(&e)))?;
     let accounts: Vec<Cow<'_, str>> = match raw.to_account {
         None => return Err(Error::MissingAccounts),
-        Some(v) => serde_json::from_str(v.get())
+        Some(v) => strings(v)
             .map_err(|e| Error::invalid_field("To_Account must be an array of strings", &e))?,
     };
     if accounts.is_empty() {
@@ -232,7 +232,7 @@ pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error>
     }
     let names: Vec<Cow<'_, str>> = match raw.tag_list {
         None => return Err(Error::InvalidField(Arc::from("TagList is missing"))),
-        Some(v) => serde_json::from_str(v.get())
+        Some(v) => strings(v)
             .map_err(|e| Error::invalid_field("TagList must be an array of strings", &e))?,
     };
     if names.is_empty() {
@@ -243,6 +243,44 @@ pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error>
         .map(|n| Tag::parse(n))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PortraitGetRequest { accounts, tags })
+}
+
+/// A field's raw JSON as an array of strings, exactly as `serde_json::from_str` would decode it.
+/// The body was parsed once already (as [`RawValue`]s), so the text is valid JSON: an array of
+/// strings without escapes is split by scanning for quotes and borrowed as it is; anything
+/// else (escapes, other types) takes serde_json's path, with its errors.
+fn strings(raw: &RawValue) -> Result<Vec<Cow<'_, str>>, serde_json::Error> {
+    match plain_strings(raw.get()) {
+        Some(strings) => Ok(strings),
+        None => serde_json::from_str(raw.get()),
+    }
+}
+
+/// The strings of `json`, known to be valid JSON, if it is an array of strings without escapes.
+fn plain_strings(json: &str) -> Option<Vec<Cow<'_, str>>> {
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let bytes = json.as_bytes();
+    let mut at = bytes.iter().position(|b| !is_ws(b))?;
+    (bytes[at] == b'[').then_some(())?;
+    let mut out = Vec::new();
+    loop {
+        at += 1 + bytes[at + 1..].iter().position(|b| !is_ws(b))?;
+        match bytes[at] {
+            b']' if out.is_empty() => return Some(out),
+            b'"' => {}
+            _ => return None,
+        }
+        let len = memchr::memchr2(b'"', b'\\', &bytes[at + 1..])?;
+        (bytes[at + 1 + len] == b'"').then_some(())?;
+        out.push(Cow::Borrowed(json.get(at + 1..at + 1 + len)?));
+        at += 1 + len;
+        at += 1 + bytes[at + 1..].iter().position(|b| !is_ws(b))?;
+        match bytes[at] {
+            b',' => {}
+            b']' => return Some(out),
+            _ => return None,
+        }
+    }
 }
 
 /// Decodes an upstream `portrait_get` answer. A whole-request failure (`ErrorCode != 0` or

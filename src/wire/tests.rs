@@ -156,3 +156,29 @@ fn error_body_is_tencent_envelope() {
         json!({"ActionStatus":"FAIL","ErrorCode":60007,"ErrorInfo":"slow down","ErrorDisplay":""})
     );
 }
+
+#[test]
+fn arrays_of_strings_split_by_scanning_match_serde_json() {
+    let cases = [
+        r#"["a","b"]"#,
+        " [ \"a\" ,\n\t\"b\" ] ",
+        r#"[]"#,
+        r#"[ ]"#,
+        r#"["用户😀",""]"#,
+        r#"["a\"b","c"]"#,
+        r#"["back\\slash"]"#,
+        r#"["\u0041"]"#,
+        r#"["a",1]"#,
+        r#"["a",null]"#,
+        r#""a""#,
+        r#"{"a":"b"}"#,
+        r#"[["a"]]"#,
+    ];
+    for json in cases {
+        let raw: Box<RawValue> = serde_json::from_str(json).expect("valid JSON");
+        let ours = super::strings(&raw).map_err(|e| e.to_string());
+        let serde: Result<Vec<std::borrow::Cow<'_, str>>, _> =
+            serde_json::from_str(raw.get()).map_err(|e| e.to_string());
+        assert_eq!(ours, serde, "{json}");
+    }
+}
