@@ -1,14 +1,16 @@
-//! ProfileCache: what the gateway knows about each (account, tag), held in moka.
+//! ProfileCache: what the gateway knows about each (account, tag), held in an [`AccountStore`]
+//! (cache/store.rs: sharded, bounded in slots, CLOCK eviction; moka keeps the small failure
+//! and missing-tag caches).
 //!
-//! One moka entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
+//! One entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
 //! costs one hash lookup per account however many tags are asked for, and the per-pair
-//! overhead is a slot, not a moka entry. Each slot keeps its own expiry, so the TTL is per
+//! overhead is a slot, not a map entry. Each slot keeps its own expiry, so the TTL is per
 //! (account, tag) even though storage is per account. A slot is a value or "absent" (the
 //! upstream answered the account but not this tag). Per-account failures are never stored.
 //!
 //! Writes come only from the batch worker (one task), so a read-modify-write of an account's
 //! slots never races another write. `portrait_set` invalidates. Each account has an
-//! invalidation [`Stamp`]: a counter in one of a fixed set of stripes, independent of moka's
+//! invalidation [`Stamp`]: a counter in one of a fixed set of stripes, independent of the store's
 //! entries and their eviction, bumped by every invalidation of an account of that stripe.
 //! Whatever was read or sent before an invalidation carries an older stamp and knows it is
 //! void without a lookup: a fetch dispatched before it never writes its older values back
@@ -24,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use parking_lot::Mutex;
+
+mod store;
 use serde_json::value::RawValue;
+use store::AccountStore;
 
 use crate::config::CacheConfig;
 use crate::error::Error;
@@ -34,12 +39,11 @@ use crate::wire::{Account, RawJson, Tag};
 #[derive(Clone)]
 pub struct ProfileCache(Arc<Inner>);
 
-/// moka's default SipHash is a visible cost on the hit path (one hash per account); foldhash
-/// is much faster and still seeded per process.
+/// Seeded per process, and much faster than SipHash.
 type Hasher = foldhash::fast::RandomState;
 
 struct Inner {
-    profiles: Cache<Account, Arc<CachedAccount>, Hasher>,
+    profiles: AccountStore,
     ttl: Duration,
     /// How long past its TTL a slot is kept (for serve-stale and stale-while-revalidate).
     stale_keep: Duration,
@@ -150,22 +154,17 @@ impl ProfileCache {
         Self::with_evictions(config, None)
     }
 
-    /// Builds the caches, telling `on_evict` why moka removed an account on its own.
+    /// Builds the caches, telling `on_evict` of each account evicted for room.
     pub fn with_evictions(
         config: &CacheConfig,
         on_evict: Option<crate::metrics::CacheEvictions>,
     ) -> ProfileCache {
-        let mut builder = Cache::builder().max_capacity(config.max_entries);
-        if let Some(evictions) = on_evict {
-            builder = builder.eviction_listener(move |_, _, cause| evictions.record(cause));
-        }
-        let profiles = builder
-            .weigher(|_: &Account, v: &Arc<CachedAccount>| {
-                u32::try_from(v.slots.len()).unwrap_or(u32::MAX)
-            })
-            // No moka TTL: freshness is checked per slot, and a TTL would make every `get`
-            // read the clock. Stale accounts stay until re-fetched or evicted by size.
-            .build_with_hasher(Hasher::default());
+        let on_evict = on_evict.map(|evictions| -> store::OnEvict {
+            Box::new(move || evictions.record(moka::notification::RemovalCause::Size))
+        });
+        // No TTL: freshness is checked per slot. Stale accounts stay until re-fetched or
+        // evicted for room.
+        let profiles = AccountStore::new(config.max_entries, on_evict);
         let missing_tags = Cache::builder()
             .max_capacity(10_000)
             .time_to_live(config.missing_tag_ttl)
@@ -255,7 +254,7 @@ impl ProfileCache {
             values,
             Ticks::at(fresh_until),
         );
-        self.0.profiles.insert(account.clone(), Arc::new(entry));
+        self.0.profiles.insert(account, Arc::new(entry));
     }
 
     /// Drops everything cached for `account` and moves its stamp, which fences off fetches
@@ -263,7 +262,7 @@ impl ProfileCache {
     pub fn invalidate(&self, account: &Account) {
         let stripe = &self.0.stripes[self.stripe_index(account.as_str())];
         let _write = stripe.write.lock();
-        self.0.profiles.invalidate(account.as_str());
+        self.0.profiles.remove(account.as_str());
         if let Some(failures) = &self.0.failures {
             failures.invalidate(account.as_str());
         }
@@ -296,8 +295,7 @@ impl ProfileCache {
         }
         // Bumped first, cleared second: a racing store either fails its stamp check or
         // inserted before the clear.
-        self.0.profiles.invalidate_all();
-        self.0.profiles.run_pending_tasks();
+        self.0.profiles.clear();
         if let Some(failures) = &self.0.failures {
             failures.invalidate_all();
         }
@@ -313,14 +311,31 @@ impl ProfileCache {
         self.0.missing_tags.get(tag)
     }
 
-    /// Cached (account, tag) slots, approximately (moka applies writes lazily).
+    /// Cached (account, tag) slots.
     pub fn weighted_size(&self) -> u64 {
-        self.0.profiles.run_pending_tasks();
-        self.0.profiles.weighted_size()
+        self.0.profiles.weight()
     }
 }
 
 impl CachedAccount {
+    /// The slots it holds: its weight against `cache.max_entries`.
+    pub fn weight(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    /// An entry of `n` standard tags cached as unset, long expired (store tests).
+    #[cfg(test)]
+    fn with_absent_slots(n: usize) -> CachedAccount {
+        let mut out = Builder::default();
+        for tag in 0..n {
+            out.push(tag as u8, "", None, Ticks(0));
+        }
+        CachedAccount {
+            slots: out.slots.into_boxed_slice(),
+            text: out.text.into_boxed_str(),
+        }
+    }
+
     /// The cached value of `tag` as an owned handle, if fresh at `now` (`Some(None)`: cached
     /// as unset).
     pub fn fresh(&self, tag: &Tag, now: Instant) -> Option<Option<RawJson>> {
@@ -585,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn an_invalidation_moves_the_accounts_stamp_whatever_moka_holds() {
+    fn an_invalidation_moves_the_accounts_stamp_whatever_the_store_holds() {
         let c = cache(Duration::from_secs(60));
         let a = Account::from("a");
         let now = Instant::now();
@@ -607,7 +622,10 @@ mod tests {
             "another account's invalidation leaves this stamp alone unless they share a stripe"
         );
         c.invalidate(&a);
-        assert!(!c.is_current(later), "even with no entry in moka to remove");
+        assert!(
+            !c.is_current(later),
+            "even with no entry in the store to remove"
+        );
     }
 
     #[test]
