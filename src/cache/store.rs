@@ -8,13 +8,13 @@
 //! entry costs its key, an `Arc` and a flag in a shard's table.
 //!
 //! Accounts are spread over [`SHARDS`] shards by hash. Each shard holds its entries in a `Vec`
-//! (the CLOCK ring) indexed by a map from account to position. When an insert takes a shard
-//! past its share of `max_entries` slots, the hand sweeps the ring: a visited entry is spared
-//! once (its flag cleared), an unvisited one is evicted and reported.
+//! (the CLOCK ring) indexed by a map from account to position. When an insert takes the store
+//! past `max_entries` slots, the hand of the shard it went into sweeps that shard's ring: a
+//! visited entry is spared once (its flag cleared), an unvisited one is evicted and reported.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -36,8 +36,9 @@ pub type OnEvict = Box<dyn Fn() + Send + Sync>;
 pub struct AccountStore {
     shards: Box<[RwLock<Shard>]>,
     hasher: Hasher,
-    /// Slots each shard may hold.
-    shard_capacity: u64,
+    /// Slots the store may hold, and holds.
+    capacity: u64,
+    total: AtomicU64,
     on_evict: Option<OnEvict>,
 }
 
@@ -63,7 +64,8 @@ impl AccountStore {
         AccountStore {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: Hasher::default(),
-            shard_capacity: max_slots.div_ceil(SHARDS as u64).max(1),
+            capacity: max_slots,
+            total: AtomicU64::new(0),
             on_evict,
         }
     }
@@ -82,7 +84,8 @@ impl AccountStore {
         Some(entry.value.clone())
     }
 
-    /// Inserts or replaces `account`'s entry, evicting others past the shard's share.
+    /// Inserts or replaces `account`'s entry, evicting others of its shard while the store is
+    /// over capacity.
     pub fn insert(&self, account: &Account, value: Arc<CachedAccount>) {
         let weight = value.weight();
         let mut evicted = 0;
@@ -93,6 +96,7 @@ impl AccountStore {
                 Some(&at) => {
                     let old = std::mem::replace(&mut shard.ring[at].value, value);
                     shard.weight = shard.weight - old.weight() + weight;
+                    self.total.fetch_sub(old.weight(), Ordering::Relaxed);
                 }
                 None => {
                     shard.index.insert(account.clone(), shard.ring.len());
@@ -104,8 +108,10 @@ impl AccountStore {
                     shard.weight += weight;
                 }
             }
-            while shard.weight > self.shard_capacity && shard.ring.len() > 1 {
-                shard.evict_one(account.as_str());
+            let mut total = self.total.fetch_add(weight, Ordering::Relaxed) + weight;
+            while total > self.capacity && shard.ring.len() > 1 {
+                let freed = shard.evict_one(account.as_str());
+                total = self.total.fetch_sub(freed, Ordering::Relaxed) - freed;
                 evicted += 1;
             }
         }
@@ -118,14 +124,17 @@ impl AccountStore {
     pub fn remove(&self, account: &str) {
         let mut shard = self.shard(account).write();
         if let Some(at) = shard.index.get(account).copied() {
-            shard.remove_at(at);
+            let freed = shard.remove_at(at);
+            self.total.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            *shard.write() = Shard::default();
+            let mut shard = shard.write();
+            self.total.fetch_sub(shard.weight, Ordering::Relaxed);
+            *shard = Shard::default();
         }
     }
 
@@ -137,8 +146,9 @@ impl AccountStore {
 
 impl Shard {
     /// Sweeps the hand to the first unvisited entry other than `keep` (the account just
-    /// inserted), clearing visited ones, and removes it. Needs another entry than `keep`.
-    fn evict_one(&mut self, keep: &str) {
+    /// inserted), clearing visited ones, and removes it; returns its weight. Needs another
+    /// entry than `keep`.
+    fn evict_one(&mut self, keep: &str) -> u64 {
         loop {
             if self.hand >= self.ring.len() {
                 self.hand = 0;
@@ -148,19 +158,20 @@ impl Shard {
                 self.hand += 1;
                 continue;
             }
-            self.remove_at(self.hand);
-            return;
+            return self.remove_at(self.hand);
         }
     }
 
-    /// Removes the entry at `at`, moving the last entry into its place.
-    fn remove_at(&mut self, at: usize) {
+    /// Removes the entry at `at`, moving the last entry into its place; returns its weight.
+    fn remove_at(&mut self, at: usize) -> u64 {
         let removed = self.ring.swap_remove(at);
         self.index.remove(removed.account.as_str());
-        self.weight -= removed.value.weight();
+        let weight = removed.value.weight();
+        self.weight -= weight;
         if let Some(moved) = self.ring.get(at) {
             self.index.insert(moved.account.clone(), at);
         }
+        weight
     }
 }
 
