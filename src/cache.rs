@@ -213,6 +213,16 @@ impl ProfileCache {
         self.0.profiles.get(account)
     }
 
+    /// A per-process hash of `account` (the hit path also finds repeated accounts with it).
+    pub fn hash(&self, account: &str) -> u64 {
+        self.0.profiles.hash(account)
+    }
+
+    /// [`ProfileCache::get`] with the account's [`ProfileCache::hash`] already taken.
+    pub fn get_hashed(&self, account: &str, hash: u64) -> Option<Arc<CachedAccount>> {
+        self.0.profiles.get_hashed(account, hash)
+    }
+
     /// Merges freshly fetched values for `account` into its entry, unless the account was
     /// invalidated after the fetch was dispatched (`dispatched`: its stamp then). Called by the
     /// batch worker only.

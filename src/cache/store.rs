@@ -70,13 +70,27 @@ impl AccountStore {
         }
     }
 
+    /// `account`'s hash, which picks its shard.
+    pub fn hash(&self, account: &str) -> u64 {
+        self.hasher.hash_one(account)
+    }
+
     fn shard(&self, account: &str) -> &RwLock<Shard> {
-        &self.shards[self.hasher.hash_one(account) as usize % SHARDS]
+        self.shard_of(self.hash(account))
+    }
+
+    fn shard_of(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[hash as usize % SHARDS]
     }
 
     /// The cached tags of `account`; marks it visited.
     pub fn get(&self, account: &str) -> Option<Arc<CachedAccount>> {
-        let shard = self.shard(account).read();
+        self.get_hashed(account, self.hash(account))
+    }
+
+    /// [`AccountStore::get`] with the account's [`AccountStore::hash`] already taken.
+    pub fn get_hashed(&self, account: &str, hash: u64) -> Option<Arc<CachedAccount>> {
+        let shard = self.shard_of(hash).read();
         let entry = &shard.ring[*shard.index.get(account)?];
         if !entry.visited.load(Ordering::Relaxed) {
             entry.visited.store(true, Ordering::Relaxed);

@@ -5,8 +5,9 @@
 //! Field order follows Tencent's own examples.
 
 use std::io::Write as _;
+use std::sync::OnceLock;
 
-use super::Tag;
+use super::{Tag, STANDARD_TAGS};
 use crate::error::Error;
 
 /// Builds a `portrait_get` answer entry by entry: accounts in request order, tags in `TagList`
@@ -44,16 +45,23 @@ impl ResponseWriter {
 
     /// Adds one `{Tag, Value}` pair to the open account entry; `value` is raw JSON text.
     pub fn tag_value(&mut self, tag: &Tag, value: &str) {
+        let buf = &mut self.buf;
+        buf.reserve(value.len() + 64);
         if !self.first_tag {
-            self.buf.push(b',');
+            buf.push(b',');
         }
         self.first_tag = false;
-        // Tag names are validated to [A-Za-z0-9_] (wire::Tag::parse): nothing to escape.
-        self.buf.extend_from_slice(br#"{"Tag":""#);
-        self.buf.extend_from_slice(tag.as_str().as_bytes());
-        self.buf.extend_from_slice(br#"","Value":"#);
-        self.buf.extend_from_slice(value.as_bytes());
-        self.buf.push(b'}');
+        match tag.standard_index() {
+            Some(i) => buf.extend_from_slice(standard_tag_prefix(i)),
+            None => {
+                // Tag names are validated to [A-Za-z0-9_] (wire::Tag::parse): nothing to escape.
+                buf.extend_from_slice(br#"{"Tag":""#);
+                buf.extend_from_slice(tag.as_str().as_bytes());
+                buf.extend_from_slice(br#"","Value":"#);
+            }
+        }
+        buf.extend_from_slice(value.as_bytes());
+        buf.push(b'}');
     }
 
     /// Closes a successful account entry.
@@ -99,6 +107,18 @@ impl ResponseWriter {
         }
         self.first_account = false;
     }
+}
+
+/// `{"Tag":"<name>","Value":` of each standard tag, built once: one copy per pair.
+fn standard_tag_prefix(index: u8) -> &'static [u8] {
+    static PREFIXES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let prefixes = PREFIXES.get_or_init(|| {
+        STANDARD_TAGS
+            .iter()
+            .map(|name| format!(r#"{{"Tag":"{name}","Value":"#).into_bytes())
+            .collect()
+    });
+    prefixes.get(usize::from(index)).map_or(&[], Vec::as_slice)
 }
 
 /// A whole-request failure body: `{"ActionStatus":"FAIL","ErrorCode":..,"ErrorInfo":..,"ErrorDisplay":..}`.
