@@ -19,7 +19,6 @@
 //! store's read-modify-write of an entry with an invalidation's removal. Tags Tencent says do
 //! not exist are remembered here too, so the next caller asking for one is answered locally.
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,9 +38,6 @@ use crate::wire::{Account, RawJson, Tag};
 #[derive(Clone)]
 pub struct ProfileCache(Arc<Inner>);
 
-/// Seeded per process, and much faster than SipHash.
-type Hasher = foldhash::fast::RandomState;
-
 struct Inner {
     profiles: AccountStore,
     ttl: Duration,
@@ -51,9 +47,9 @@ struct Inner {
     failures: Option<Cache<Account, AccountFailure>>,
     /// Custom tags the upstream said do not exist, with the error it gave.
     missing_tags: Cache<Tag, Error>,
-    /// Invalidation counters and write locks, an account's chosen by `stripe_hasher`.
+    /// Invalidation counters and write locks, an account's chosen by the high bits of its
+    /// store hash (the store's shards use the low bits).
     stripes: Box<[Stripe]>,
-    stripe_hasher: Hasher,
 }
 
 /// How many stripes share out the accounts. An invalidation voids what was read for any account
@@ -182,14 +178,18 @@ impl ProfileCache {
             failures,
             missing_tags,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
-            stripe_hasher: Hasher::default(),
         }))
     }
 
     /// The invalidation stamp of `account`. Read it before the account's entry: the stamp is
     /// then current only while nothing was invalidated after that read.
     pub fn stamp(&self, account: &str) -> Stamp {
-        let stripe = self.stripe_index(account);
+        self.stamp_hashed(self.hash(account))
+    }
+
+    /// [`ProfileCache::stamp`] with the account's [`ProfileCache::hash`] already taken.
+    pub fn stamp_hashed(&self, hash: u64) -> Stamp {
+        let stripe = stripe_of(hash);
         Stamp {
             stripe: stripe as u32,
             generation: self.0.stripes[stripe].generation.load(Ordering::Acquire),
@@ -205,7 +205,7 @@ impl ProfileCache {
     }
 
     fn stripe_index(&self, account: &str) -> usize {
-        (self.0.stripe_hasher.hash_one(account) as usize) % STRIPES
+        stripe_of(self.hash(account))
     }
 
     /// The cached tags of `account`, if any. Check each tag with [`CachedAccount::lookup`].
@@ -325,6 +325,11 @@ impl ProfileCache {
     pub fn weighted_size(&self) -> u64 {
         self.0.profiles.weight()
     }
+}
+
+/// The stripe of an account with store hash `hash`.
+fn stripe_of(hash: u64) -> usize {
+    (hash >> 32) as usize % STRIPES
 }
 
 impl CachedAccount {

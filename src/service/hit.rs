@@ -100,7 +100,7 @@ impl ProfileService {
                 Ok(index) => (index, false),
                 Err(free) => {
                     if stamped {
-                        hit.sources.push(cache.stamp(name));
+                        hit.sources.push(cache.stamp_hashed(hash));
                     }
                     entries.push(cache.get_hashed(name, hash)?);
                     seen.table[free] = u8::try_from(names.len() + 1).ok()?;
