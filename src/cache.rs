@@ -1,16 +1,14 @@
-//! ProfileCache: what the gateway knows about each (account, tag), held in an [`AccountStore`]
-//! (cache/store.rs: sharded, bounded in slots, CLOCK eviction; moka keeps the small failure
-//! and missing-tag caches).
+//! ProfileCache: what the gateway knows about each (account, tag), held in moka.
 //!
-//! One entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
+//! One moka entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
 //! costs one hash lookup per account however many tags are asked for, and the per-pair
-//! overhead is a slot, not a map entry. Each slot keeps its own expiry, so the TTL is per
+//! overhead is a slot, not a moka entry. Each slot keeps its own expiry, so the TTL is per
 //! (account, tag) even though storage is per account. A slot is a value or "absent" (the
 //! upstream answered the account but not this tag). Per-account failures are never stored.
 //!
 //! Writes come only from the batch worker (one task), so a read-modify-write of an account's
 //! slots never races another write. `portrait_set` invalidates. Each account has an
-//! invalidation [`Stamp`]: a counter in one of a fixed set of stripes, independent of the store's
+//! invalidation [`Stamp`]: a counter in one of a fixed set of stripes, independent of moka's
 //! entries and their eviction, bumped by every invalidation of an account of that stripe.
 //! Whatever was read or sent before an invalidation carries an older stamp and knows it is
 //! void without a lookup: a fetch dispatched before it never writes its older values back
@@ -19,16 +17,14 @@
 //! store's read-modify-write of an entry with an invalidation's removal. Tags Tencent says do
 //! not exist are remembered here too, so the next caller asking for one is answered locally.
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use parking_lot::Mutex;
-
-mod store;
 use serde_json::value::RawValue;
-use store::AccountStore;
 
 use crate::config::CacheConfig;
 use crate::error::Error;
@@ -38,8 +34,12 @@ use crate::wire::{Account, RawJson, Tag};
 #[derive(Clone)]
 pub struct ProfileCache(Arc<Inner>);
 
+/// moka's default SipHash is a visible cost on the hit path (one hash per account); foldhash
+/// is much faster and still seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
 struct Inner {
-    profiles: AccountStore,
+    profiles: Cache<Account, Arc<CachedAccount>, Hasher>,
     ttl: Duration,
     /// How long past its TTL a slot is kept (for serve-stale and stale-while-revalidate).
     stale_keep: Duration,
@@ -48,8 +48,10 @@ struct Inner {
     /// Custom tags the upstream said do not exist, with the error it gave.
     missing_tags: Cache<Tag, Error>,
     /// Invalidation counters and write locks, an account's chosen by the high bits of its
-    /// store hash (the store's shards use the low bits).
+    /// [`ProfileCache::hash`].
     stripes: Box<[Stripe]>,
+    /// Finds an account's stripe and repeated accounts of a request.
+    hasher: Hasher,
 }
 
 /// How many stripes share out the accounts. An invalidation voids what was read for any account
@@ -150,17 +152,23 @@ impl ProfileCache {
         Self::with_evictions(config, None)
     }
 
-    /// Builds the caches, telling `on_evict` of each account evicted for room.
+    /// Builds the caches, telling `on_evict` why moka removed an account on its own.
     pub fn with_evictions(
         config: &CacheConfig,
         on_evict: Option<crate::metrics::CacheEvictions>,
     ) -> ProfileCache {
-        let on_evict = on_evict.map(|evictions| -> store::OnEvict {
-            Box::new(move || evictions.record(moka::notification::RemovalCause::Size))
-        });
-        // No TTL: freshness is checked per slot. Stale accounts stay until re-fetched or
-        // evicted for room.
-        let profiles = AccountStore::new(config.max_entries, on_evict);
+        let mut builder = Cache::builder().max_capacity(config.max_entries);
+        if let Some(evictions) = on_evict {
+            builder = builder.eviction_listener(move |_, _, cause| evictions.record(cause));
+        }
+        let profiles = builder
+            .weigher(|_: &Account, v: &Arc<CachedAccount>| {
+                u32::try_from(v.slots.len()).unwrap_or(u32::MAX)
+            })
+            // No moka TTL: freshness is checked per slot, and a TTL would make every `get`
+            // read the clock. Stale accounts stay until re-fetched or evicted by size.
+            .build_with_hasher(Hasher::default());
+        let hasher = Hasher::default();
         let missing_tags = Cache::builder()
             .max_capacity(10_000)
             .time_to_live(config.missing_tag_ttl)
@@ -178,6 +186,7 @@ impl ProfileCache {
             failures,
             missing_tags,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            hasher,
         }))
     }
 
@@ -215,12 +224,13 @@ impl ProfileCache {
 
     /// A per-process hash of `account` (the hit path also finds repeated accounts with it).
     pub fn hash(&self, account: &str) -> u64 {
-        self.0.profiles.hash(account)
+        self.0.hasher.hash_one(account)
     }
 
-    /// [`ProfileCache::get`] with the account's [`ProfileCache::hash`] already taken.
-    pub fn get_hashed(&self, account: &str, hash: u64) -> Option<Arc<CachedAccount>> {
-        self.0.profiles.get_hashed(account, hash)
+    /// [`ProfileCache::get`] for an account whose [`ProfileCache::hash`] was taken (moka's
+    /// sync API hashes again).
+    pub fn get_hashed(&self, account: &str, _hash: u64) -> Option<Arc<CachedAccount>> {
+        self.0.profiles.get(account)
     }
 
     /// Merges freshly fetched values for `account` into its entry, unless the account was
@@ -264,7 +274,7 @@ impl ProfileCache {
             values,
             Ticks::at(fresh_until),
         );
-        self.0.profiles.insert(account, Arc::new(entry));
+        self.0.profiles.insert(account.clone(), Arc::new(entry));
     }
 
     /// Drops everything cached for `account` and moves its stamp, which fences off fetches
@@ -272,7 +282,7 @@ impl ProfileCache {
     pub fn invalidate(&self, account: &Account) {
         let stripe = &self.0.stripes[self.stripe_index(account.as_str())];
         let _write = stripe.write.lock();
-        self.0.profiles.remove(account.as_str());
+        self.0.profiles.invalidate(account.as_str());
         if let Some(failures) = &self.0.failures {
             failures.invalidate(account.as_str());
         }
@@ -305,7 +315,8 @@ impl ProfileCache {
         }
         // Bumped first, cleared second: a racing store either fails its stamp check or
         // inserted before the clear.
-        self.0.profiles.clear();
+        self.0.profiles.invalidate_all();
+        self.0.profiles.run_pending_tasks();
         if let Some(failures) = &self.0.failures {
             failures.invalidate_all();
         }
@@ -321,36 +332,19 @@ impl ProfileCache {
         self.0.missing_tags.get(tag)
     }
 
-    /// Cached (account, tag) slots.
+    /// Cached (account, tag) slots, approximately (moka applies writes lazily).
     pub fn weighted_size(&self) -> u64 {
-        self.0.profiles.weight()
+        self.0.profiles.run_pending_tasks();
+        self.0.profiles.weighted_size()
     }
 }
 
-/// The stripe of an account with store hash `hash`.
+/// The stripe of an account with [`ProfileCache::hash`] `hash`.
 fn stripe_of(hash: u64) -> usize {
     (hash >> 32) as usize % STRIPES
 }
 
 impl CachedAccount {
-    /// The slots it holds: its weight against `cache.max_entries`.
-    pub fn weight(&self) -> u64 {
-        self.slots.len() as u64
-    }
-
-    /// An entry of `n` standard tags cached as unset, long expired (store tests).
-    #[cfg(test)]
-    fn with_absent_slots(n: usize) -> CachedAccount {
-        let mut out = Builder::default();
-        for tag in 0..n {
-            out.push(tag as u8, "", None, Ticks(0));
-        }
-        CachedAccount {
-            slots: out.slots.into_boxed_slice(),
-            text: out.text.into_boxed_str(),
-        }
-    }
-
     /// The cached value of `tag` as an owned handle, if fresh at `now` (`Some(None)`: cached
     /// as unset).
     pub fn fresh(&self, tag: &Tag, now: Instant) -> Option<Option<RawJson>> {
@@ -615,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn an_invalidation_moves_the_accounts_stamp_whatever_the_store_holds() {
+    fn an_invalidation_moves_the_accounts_stamp_whatever_moka_holds() {
         let c = cache(Duration::from_secs(60));
         let a = Account::from("a");
         let now = Instant::now();
@@ -637,10 +631,7 @@ mod tests {
             "another account's invalidation leaves this stamp alone unless they share a stripe"
         );
         c.invalidate(&a);
-        assert!(
-            !c.is_current(later),
-            "even with no entry in the store to remove"
-        );
+        assert!(!c.is_current(later), "even with no entry in moka to remove");
     }
 
     #[test]

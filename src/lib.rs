@@ -15,7 +15,7 @@
 //! | `wire` | Tencent JSON: request validation, upstream decoding, response and error encoding |
 //! | `error` | the one [`Error`] type: Tencent code, fault, retryable or outage |
 //! | `usersig`, `auth` | UserSig v2 sign/verify; checking callers' query strings |
-//! | `cache` | per-(account, tag) values, absences and stale slots in a sharded CLOCK store; invalidation stamps |
+//! | `cache` | per-(account, tag) values, absences and stale slots in moka; invalidation stamps |
 //! | `answers` | whole all-hit answers by exact request body, voided by expiry or invalidation |
 //! | `batcher` | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
 //! | `ratelimit` | FIFO, deadline-bounded limiter per upstream API (local or fleet engine), pace |

@@ -43,7 +43,7 @@ fn first_occurrences(request: &PortraitGetRequest<'_>) -> Option<u64> {
 }
 
 /// The distinct accounts of a request (at most 100, wire.rs) by hash: an open-addressed table
-/// on the stack, using the hash the cache takes anyway.
+/// on the stack, keyed on the hash that also picks the account's invalidation stripe.
 struct Distinct {
     /// 0: free; else the account's index among the distinct names + 1.
     table: [u8; 256],
