@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{DistinctAccounts, ProfileService};
+use super::ProfileService;
 use crate::answers::CachedAnswer;
 use crate::cache::{CachedAccount, Stamp, Ticks};
 use crate::wire::{PortraitGetRequest, ResponseWriter};
@@ -42,6 +42,33 @@ fn first_occurrences(request: &PortraitGetRequest<'_>) -> Option<u64> {
     Some(first)
 }
 
+/// The distinct accounts of a request (at most 100, wire.rs) by hash: an open-addressed table
+/// on the stack, keyed on the hash that also picks the account's invalidation stripe.
+struct Distinct {
+    /// 0: free; else the account's index among the distinct names + 1.
+    table: [u8; 256],
+}
+
+impl Default for Distinct {
+    fn default() -> Self {
+        Distinct { table: [0; 256] }
+    }
+}
+
+impl Distinct {
+    /// `Ok(index)` of `name` among `names`, or `Err(free slot)` to record it in.
+    fn find(&self, name: &str, hash: u64, names: &[&str]) -> Result<usize, usize> {
+        let mut at = (hash >> 40) as usize % self.table.len();
+        loop {
+            match usize::from(self.table[at]) {
+                0 => return Err(at),
+                i if names.get(i - 1) == Some(&name) => return Ok(i - 1),
+                _ => at = (at + 1) % self.table.len(),
+            }
+        }
+    }
+}
+
 impl ProfileService {
     /// Answers `request` in one pass if every pair is a fresh hit; `None` otherwise.
     pub(super) fn answer_all_hit(
@@ -64,18 +91,19 @@ impl ProfileService {
         };
         let mut names: Vec<&str> = Vec::with_capacity(accounts);
         let mut entries: Vec<Arc<CachedAccount>> = Vec::with_capacity(accounts);
-        let mut seen = DistinctAccounts::new(accounts);
+        let mut seen = Distinct::default();
         // Stamps matter only to an answer kept by body.
         let stamped = self.0.answers.is_enabled();
         for name in request.accounts.iter().map(|n| n.as_ref()) {
-            let (index, distinct) = match seen.get(name, names.iter().copied()) {
-                Some(index) => (index, false),
-                None => {
+            let hash = cache.hash(name);
+            let (index, distinct) = match seen.find(name, hash, &names) {
+                Ok(index) => (index, false),
+                Err(free) => {
                     if stamped {
-                        hit.sources.push(cache.stamp(name));
+                        hit.sources.push(cache.stamp_hashed(hash));
                     }
-                    entries.push(cache.get(name)?);
-                    seen.insert(name, names.len());
+                    entries.push(cache.get_hashed(name, hash)?);
+                    seen.table[free] = u8::try_from(names.len() + 1).ok()?;
                     names.push(name);
                     (names.len() - 1, true)
                 }
