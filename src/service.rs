@@ -301,6 +301,10 @@ impl ProfileService {
             keepable: true,
         };
         let revalidate_window = self.0.stale_while_revalidate;
+        // A remembered "account not found" answers only requests of standard tags: Tencent
+        // checks custom tags first (an unknown one is 40009 for the whole call, whatever the
+        // accounts), and this gateway cannot know every custom tag is still defined.
+        let failures_apply = tags.iter().all(|t| t.standard_index().is_some());
         let mut seen = DistinctAccounts::new(request.accounts.len());
         let mut missed = 0u64;
         for name in request.accounts.iter().map(Cow::as_ref) {
@@ -310,8 +314,7 @@ impl ProfileService {
             }
             let stamp = self.0.cache.stamp(name);
             let cached = self.0.cache.get(name);
-            let failed = cached
-                .is_none()
+            let failed = (cached.is_none() && failures_apply)
                 .then(|| self.0.cache.failure(name))
                 .flatten();
             let (mut missing, mut stale) = (Vec::new(), Vec::new());
