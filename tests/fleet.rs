@@ -215,18 +215,27 @@ async fn an_account_fetched_through_one_gateway_is_answered_by_another_without_u
     };
     let first = a.get(&body).await;
     assert_eq!(upstream_gets(&fleet).len(), 1);
-    // The shared tier is written right after the answer; give that write a moment.
-    let settled = support::eventually(Duration::from_secs(2), || async {
-        let hits = r#"tim_gateway_shared_cache_lookups_total{result="hit"}"#;
-        let before = b.metric(hits).await.unwrap_or(0.0);
-        let second = b.get(&body).await;
-        assert_eq!(second, first, "the fleet answers like one gateway");
-        b.metric(hits).await.unwrap_or(0.0) > before
+    // The shared tier is written right after the answer: B asks only once A's write is done
+    // (asked earlier, B would fetch and keep the values in its own L1, never asking again).
+    let put = r#"tim_gateway_redis_command_duration_seconds_count{command="cache_put"}"#;
+    let written = support::eventually(Duration::from_secs(5), || async {
+        a.metric(put).await.unwrap_or(0.0) >= 1.0
     })
     .await;
     assert!(
-        settled,
-        "gateway B never found A's values in the shared tier"
+        written,
+        "gateway A never wrote its values to the shared tier"
+    );
+    let hits = r#"tim_gateway_shared_cache_lookups_total{result="hit"}"#;
+    let before = b.metric(hits).await.unwrap_or(0.0);
+    assert_eq!(
+        b.get(&body).await,
+        first,
+        "the fleet answers like one gateway"
+    );
+    assert!(
+        b.metric(hits).await.unwrap_or(0.0) > before,
+        "gateway B did not find A's values in the shared tier"
     );
     assert_eq!(c.get(&body).await, first);
     let calls = upstream_gets(&fleet);
