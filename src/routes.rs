@@ -188,8 +188,16 @@ where
 {
     let started = Instant::now();
     let id = request_id(&request);
-    let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, api = %path);
+    // The span records its fields now: the label (a table row's) or path (passed through) is
+    // borrowed, not copied.
+    let span = match &target {
+        Target::Listed(_, api) => {
+            tracing::info_span!("request", request_id = %id, api = api.label())
+        }
+        Target::Forward => {
+            tracing::info_span!("request", request_id = %id, api = request.uri().path())
+        }
+    };
     let (api, result) = REQUEST_ID
         .scope(id.clone(), answer(state, target, request))
         .instrument(span.clone())
