@@ -8,15 +8,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// How the gateway handles an API.
+/// How the gateway handles an API of the table; any API not in it is passed through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
     /// Answered per (account, tag) from the cache; misses coalesced and batched.
     Cached,
     /// Forwarded, then the account's cached tags are dropped on every gateway.
     Invalidating,
-    /// Forwarded byte for byte under its own limiter; nothing cached.
-    PassThrough,
 }
 
 /// One row of the table.

@@ -60,28 +60,17 @@ pub struct BreakerMetrics {
 impl BreakerMetrics {
     /// Registers `breaker_state{api,state}` and `breaker_transitions_total{api,to}`.
     pub fn register(metrics: &Metrics) -> BreakerMetrics {
-        let state = IntGaugeVec::new(
+        let state = metrics.register(IntGaugeVec::new(
             Opts::new("breaker_state", "1 for the state each API's breaker is in"),
             &["api", "state"],
-        )
-        .expect("valid metric");
-        let transitions = IntCounterVec::new(
+        ));
+        let transitions = metrics.register(IntCounterVec::new(
             Opts::new(
                 "breaker_transitions_total",
                 "Breaker state changes, by new state",
             ),
             &["api", "to"],
-        )
-        .expect("valid metric");
-        for collector in [
-            Box::new(state.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(transitions.clone()),
-        ] {
-            metrics
-                .registry()
-                .register(collector)
-                .expect("breaker metrics are registered once per registry");
-        }
+        ));
         BreakerMetrics { state, transitions }
     }
 }

@@ -96,19 +96,14 @@ impl Callbacks {
         passthrough: PassThrough,
         metrics: &Metrics,
     ) -> Callbacks {
-        let counted = IntCounterVec::new(
+        let counted = metrics.register(IntCounterVec::new(
             prometheus::Opts::new(
                 "callbacks_total",
                 "Tencent callbacks received, by command (portrait_set, request_over_limit, other) \
                  and result (handled, or refused_<why>)",
             ),
             &["command", "result"],
-        )
-        .expect("valid metric");
-        metrics
-            .registry()
-            .register(Box::new(counted.clone()))
-            .expect("registered once per registry");
+        ));
         Callbacks(Arc::new(Inner {
             sdkappid,
             token: config.token.clone(),

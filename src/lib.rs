@@ -13,7 +13,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `apis` | the one table of APIs: path, metric label, handling (cached, invalidating, pass-through) |
+//! | `apis` | the one table of APIs: path, metric label, handling (cached, invalidating); the rest passed through |
 //! | `config` | TOML + env -> validated [`Config`] |
 //! | `wire` | Tencent JSON: request validation, upstream decoding, response and error encoding |
 //! | `error` | the one [`Error`] type: Tencent code, fault, retryable or outage |

@@ -285,6 +285,15 @@ impl Metrics {
         &self.0.registry
     }
 
+    /// Registers a component's family (as built, `metric`) on the gateway's registry and
+    /// returns it; panics only on programmer error (an invalid or duplicate name).
+    pub fn register<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: prometheus::Result<M>,
+    ) -> M {
+        Registrar(&self.0.registry).register(metric.expect("valid metric"))
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);

@@ -249,21 +249,17 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     match target {
-        Target::Listed(Handling::Cached, api) => {
+        Target::Listed(handling, api) => {
             let result = match authenticated_body(state, request).await {
-                Ok(body) => state.service.portrait_get(&body).await,
+                Ok(body) => match handling {
+                    Handling::Cached => state.service.portrait_get(&body).await,
+                    Handling::Invalidating => state.service.portrait_set(body).await,
+                },
                 Err(e) => Err(e),
             };
             (api, result.map(|body| (StatusCode::OK, body)))
         }
-        Target::Listed(Handling::Invalidating, api) => {
-            let result = match authenticated_body(state, request).await {
-                Ok(body) => state.service.portrait_set(body).await,
-                Err(e) => Err(e),
-            };
-            (api, result.map(|body| (StatusCode::OK, body)))
-        }
-        Target::Listed(Handling::PassThrough, _) | Target::Forward => forward(state, request).await,
+        Target::Forward => forward(state, request).await,
     }
 }
 

@@ -47,18 +47,13 @@ impl Relay {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        let results = IntCounterVec::new(
+        let results = metrics.register(IntCounterVec::new(
             Opts::new(
                 "callback_relays_total",
                 "Callbacks relayed to callback.forward_url, by result (ok, failed)",
             ),
             &["result"],
-        )
-        .expect("valid metric");
-        metrics
-            .registry()
-            .register(Box::new(results.clone()))
-            .expect("registered once per registry");
+        ));
         Relay {
             client,
             url,

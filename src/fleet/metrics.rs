@@ -4,8 +4,8 @@
 //! Label values are fixed sets: `mode` (standalone, fleet, fallback), `command` (one per
 //! Redis script or command the gateway sends), `result`, `direction`.
 
+use prometheus::Opts;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
-use prometheus::{Opts, Registry};
 
 use crate::metrics::Metrics;
 
@@ -109,55 +109,39 @@ const WAIT_BUCKETS_SECONDS: [f64; 12] = [
 impl FleetMetrics {
     /// Registers the fleet families on the gateway's registry.
     pub fn register(metrics: &Metrics) -> FleetMetrics {
-        let registry = metrics.registry();
-        let mode = register(
-            registry,
-            IntGaugeVec::new(
-                Opts::new("fleet_mode", "1 for the mode this gateway is in"),
-                &["mode"],
+        let mode = metrics.register(IntGaugeVec::new(
+            Opts::new("fleet_mode", "1 for the mode this gateway is in"),
+            &["mode"],
+        ));
+        let duration = metrics.register(HistogramVec::new(
+            HistogramOpts::new(
+                "redis_command_duration_seconds",
+                "Duration of Redis commands, including those that failed",
+            )
+            .buckets(REDIS_BUCKETS_SECONDS.to_vec()),
+            &["command"],
+        ));
+        let errors = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "redis_errors_total",
+                "Redis commands that failed or passed fleet.redis_timeout_ms",
             ),
-        );
-        let duration = register(
-            registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "redis_command_duration_seconds",
-                    "Duration of Redis commands, including those that failed",
-                )
-                .buckets(REDIS_BUCKETS_SECONDS.to_vec()),
-                &["command"],
+            &["command"],
+        ));
+        let lookups = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "shared_cache_lookups_total",
+                "(account, tag) pairs looked up in the shared tier after an L1 miss",
             ),
-        );
-        let errors = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "redis_errors_total",
-                    "Redis commands that failed or passed fleet.redis_timeout_ms",
-                ),
-                &["command"],
+            &["result"],
+        ));
+        let invalidations = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "fleet_invalidations_total",
+                "Account invalidations sent to and received from the fleet",
             ),
-        );
-        let lookups = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "shared_cache_lookups_total",
-                    "(account, tag) pairs looked up in the shared tier after an L1 miss",
-                ),
-                &["result"],
-            ),
-        );
-        let invalidations = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "fleet_invalidations_total",
-                    "Account invalidations sent to and received from the fleet",
-                ),
-                &["direction"],
-            ),
-        );
+            &["direction"],
+        ));
         for command in Command::ALL {
             errors.with_label_values(&[command.label()]);
         }
@@ -168,23 +152,17 @@ impl FleetMetrics {
             l2_skipped: lookups.with_label_values(&["skipped"]),
             invalidations_sent: invalidations.with_label_values(&["sent"]),
             invalidations_received: invalidations.with_label_values(&["received"]),
-            l1_flushes: register(
-                registry,
-                IntCounter::new(
-                    "fleet_l1_flushes_total",
-                    "Whole local caches dropped because invalidations may have been missed",
-                ),
-            ),
-            budget_wait: register(
-                registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "fleet_budget_wait_seconds",
-                        "Wait for a hold in the fleet's upstream budget",
-                    )
-                    .buckets(WAIT_BUCKETS_SECONDS.to_vec()),
-                ),
-            ),
+            l1_flushes: metrics.register(IntCounter::new(
+                "fleet_l1_flushes_total",
+                "Whole local caches dropped because invalidations may have been missed",
+            )),
+            budget_wait: metrics.register(Histogram::with_opts(
+                HistogramOpts::new(
+                    "fleet_budget_wait_seconds",
+                    "Wait for a hold in the fleet's upstream budget",
+                )
+                .buckets(WAIT_BUCKETS_SECONDS.to_vec()),
+            )),
             mode,
             duration,
             errors,
@@ -211,15 +189,4 @@ impl FleetMetrics {
             self.errors.with_label_values(&[command.label()]).inc();
         }
     }
-}
-
-fn register<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: prometheus::Result<M>,
-) -> M {
-    let metric = metric.expect("valid metric");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("fleet metrics are registered once per registry");
-    metric
 }

@@ -52,31 +52,21 @@ pub struct PathMetrics {
 impl PathMetrics {
     /// Registers the breaker, retry and pace families.
     pub fn register(metrics: &Metrics) -> PathMetrics {
-        let retried = IntCounterVec::new(
+        let retried = metrics.register(IntCounterVec::new(
             Opts::new(
                 "upstream_retries_total",
                 "Upstream calls sent again after a retryable failure",
             ),
             &["api"],
-        )
-        .expect("valid metric");
-        let pace = GaugeVec::new(
+        ));
+        let pace = metrics.register(GaugeVec::new(
             Opts::new(
                 "upstream_pace_requests_per_second",
-                "This gateway's own upstream pace: the configured rate, lowered after a 60007",
+                "This gateway's own upstream pace: the configured rate, lowered after a 60007 \
+                 or an Alert.RequestOverLimit callback",
             ),
             &["api"],
-        )
-        .expect("valid metric");
-        let registry = metrics.registry();
-        for collector in [
-            Box::new(retried.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(pace.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("path metrics are registered once per registry");
-        }
+        ));
         PathMetrics {
             breakers: BreakerMetrics::register(metrics),
             retried,
