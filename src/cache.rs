@@ -1,21 +1,23 @@
-//! ProfileCache: what the gateway knows about each (account, tag), held in moka.
+//! ProfileCache: what the gateway knows about each (account, tag).
 //!
-//! One moka entry per account holds that account's cached tags (interned [`Tag`]s), so a hit
-//! costs one hash lookup per account however many tags are asked for, and the per-pair
-//! overhead is a slot, not a moka entry. Each slot keeps its own expiry, so the TTL is per
-//! (account, tag) even though storage is per account. A slot is a value or "absent" (the
-//! upstream answered the account but not this tag). Per-account failures are never stored.
+//! One entry per account holds that account's cached tags (interned [`Tag`]s), so a hit costs
+//! one hash lookup per account however many tags are asked for, and the per-pair overhead is a
+//! slot, not an entry. Each slot keeps its own expiry, so the TTL is per (account, tag) even
+//! though storage is per account. A slot is a value or "absent" (the upstream answered the
+//! account but not this tag). Per-account failures are never stored. The accounts live in an
+//! `AccountTable` (table.rs) read without moka's per-read bookkeeping, moka deciding admission and
+//! eviction for groups of them.
 //!
-//! Writes come only from the batch worker (one task), so a read-modify-write of an account's
-//! slots never races another write. `portrait_set` invalidates. Each account has an
-//! invalidation [`Stamp`]: a counter in one of a fixed set of stripes, independent of moka's
-//! entries and their eviction, bumped by every invalidation of an account of that stripe.
-//! Whatever was read or sent before an invalidation carries an older stamp and knows it is
-//! void without a lookup: a fetch dispatched before it never writes its older values back
-//! ([`ProfileCache::store`]) and is not joined by later callers (the batcher), and a whole
-//! cached answer built before it is not served (answers.rs). The stripe's lock serialises a
-//! store's read-modify-write of an entry with an invalidation's removal. Tags Tencent says do
-//! not exist are remembered here too, so the next caller asking for one is answered locally.
+//! Writes come from the batch worker and the fleet's tier reads. `portrait_set` invalidates.
+//! Each account has an invalidation [`Stamp`]: a counter in one of a fixed set of stripes,
+//! independent of the stored entries and their eviction, bumped by every invalidation of an
+//! account of that stripe. Whatever was read or sent before an invalidation carries an older
+//! stamp and knows it is void without a lookup: a fetch dispatched before it never writes its
+//! older values back ([`ProfileCache::store`]) and is not joined by later callers (the batcher),
+//! and a whole cached answer built before it is not served (answers.rs). The stripe's lock
+//! serialises a store's read-modify-write of an entry with an invalidation's removal. Tags
+//! Tencent says do not exist are remembered here too, so the next caller asking for one is
+//! answered locally.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,18 +32,19 @@ use crate::error::Error;
 use crate::wire::{Account, RawJson, Tag};
 
 mod account;
+mod table;
 pub use account::{CachedAccount, Ticks};
+use table::AccountTable;
 
 /// Cheap-to-clone handle to the gateway's caches.
 #[derive(Clone)]
 pub struct ProfileCache(Arc<Inner>);
 
-/// moka's default SipHash is a visible cost on the hit path (one hash per account); foldhash
-/// is much faster and still seeded per process.
+/// The account hash (one per account on the hit path): foldhash, seeded per process.
 type Hasher = foldhash::fast::RandomState;
 
 struct Inner {
-    profiles: Cache<Account, Arc<CachedAccount>, Hasher>,
+    profiles: AccountTable,
     ttl: Duration,
     /// How long past its TTL a slot is kept (for serve-stale and stale-while-revalidate).
     stale_keep: Duration,
@@ -103,15 +106,9 @@ impl ProfileCache {
         config: &CacheConfig,
         on_evict: Option<crate::metrics::CacheEvictions>,
     ) -> ProfileCache {
-        let mut builder = Cache::builder().max_capacity(config.max_entries);
-        if let Some(evictions) = on_evict {
-            builder = builder.eviction_listener(move |_, _, cause| evictions.record(cause));
-        }
-        let profiles = builder
-            .weigher(|_: &Account, v: &Arc<CachedAccount>| v.weight())
-            // No moka TTL: freshness is checked per slot, and a TTL would make every `get`
-            // read the clock. Stale accounts stay until re-fetched or evicted by size.
-            .build_with_hasher(Hasher::default());
+        // No TTL in moka: freshness is checked per slot. Stale accounts stay until re-fetched
+        // or evicted by size.
+        let profiles = AccountTable::new(config.max_entries, on_evict);
         let hasher = Hasher::default();
         let missing_tags = Cache::builder()
             .max_capacity(10_000)
@@ -157,13 +154,9 @@ impl ProfileCache {
             .is_some_and(|s| s.generation.load(Ordering::Acquire) == stamp.generation)
     }
 
-    fn stripe_index(&self, account: &str) -> usize {
-        stripe_of(self.hash(account))
-    }
-
     /// The cached tags of `account`, if any. Check each tag with [`CachedAccount::lookup`].
     pub fn get(&self, account: &str) -> Option<Arc<CachedAccount>> {
-        self.0.profiles.get(account)
+        self.0.profiles.get(account, self.hash(account))
     }
 
     /// A per-process hash of `account` (the hit path also finds repeated accounts with it).
@@ -171,10 +164,9 @@ impl ProfileCache {
         self.0.hasher.hash_one(account)
     }
 
-    /// [`ProfileCache::get`] for an account whose [`ProfileCache::hash`] was taken (moka's
-    /// sync API hashes again).
-    pub fn get_hashed(&self, account: &str, _hash: u64) -> Option<Arc<CachedAccount>> {
-        self.0.profiles.get(account)
+    /// [`ProfileCache::get`] for an account whose [`ProfileCache::hash`] was taken.
+    pub fn get_hashed(&self, account: &str, hash: u64) -> Option<Arc<CachedAccount>> {
+        self.0.profiles.get(account, hash)
     }
 
     /// Merges freshly fetched values for `account` into its entry, unless the account was
@@ -211,22 +203,28 @@ impl ProfileCache {
         }
         let now = Ticks::at(now);
         let stale_keep = self.0.stale_keep;
-        let old = self.0.profiles.get(account.as_str());
+        let name = account.as_str();
+        let hash = self.hash(name);
+        let old = self.0.profiles.get(name, hash);
         let entry = CachedAccount::merged(
+            name,
             old.as_deref(),
             |s| now < s.fresh_until.plus(stale_keep),
             values,
             Ticks::at(fresh_until),
         );
-        self.0.profiles.insert(account.clone(), Arc::new(entry));
+        if let Some(entry) = entry {
+            self.0.profiles.insert(hash, Arc::new(entry));
+        }
     }
 
     /// Drops everything cached for `account` and moves its stamp, which fences off fetches
     /// already dispatched and answers already built.
     pub fn invalidate(&self, account: &Account) {
-        let stripe = &self.0.stripes[self.stripe_index(account.as_str())];
+        let hash = self.hash(account.as_str());
+        let stripe = &self.0.stripes[stripe_of(hash)];
         let _write = stripe.write.lock();
-        self.0.profiles.invalidate(account.as_str());
+        self.0.profiles.remove(account.as_str(), hash);
         if let Some(failures) = &self.0.failures {
             failures.invalidate(account.as_str());
         }
@@ -259,8 +257,7 @@ impl ProfileCache {
         }
         // Bumped first, cleared second: a racing store either fails its stamp check or
         // inserted before the clear.
-        self.0.profiles.invalidate_all();
-        self.0.profiles.run_pending_tasks();
+        self.0.profiles.clear();
         if let Some(failures) = &self.0.failures {
             failures.invalidate_all();
         }
@@ -278,7 +275,6 @@ impl ProfileCache {
 
     /// Cached (account, tag) slots, approximately (moka applies writes lazily).
     pub fn weighted_size(&self) -> u64 {
-        self.0.profiles.run_pending_tasks();
         self.0.profiles.weighted_size()
     }
 }

@@ -1,5 +1,5 @@
-//! CachedAccount: one account's cached tags, compactly: a fixed-size slot per tag and every
-//! value's JSON text in one string (see [`ProfileCache`](super::ProfileCache)).
+//! CachedAccount: one account's name and cached tags, compactly: a fixed-size slot per tag and
+//! the name and every value's JSON text in one string (see [`ProfileCache`](super::ProfileCache)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,14 +9,17 @@ use serde_json::value::RawValue;
 use super::Lookup;
 use crate::wire::{RawJson, Tag};
 
-/// The cached tags of one account, compactly: one fixed-size slot per tag and every value's JSON
-/// text in one string, so a cached (account, tag) costs a slot (24 bytes) plus its value's bytes,
-/// with no allocation of its own.
+/// The cached tags of one account, compactly: one fixed-size slot per tag and the account's name
+/// and every value's JSON text in one string, so a cached (account, tag) costs a slot (24 bytes)
+/// plus its value's bytes, with no allocation of its own.
 #[derive(Debug)]
 pub struct CachedAccount {
     slots: Box<[Slot]>,
-    /// The values' JSON texts, each custom tag's name just before its value.
+    /// The account's name, then the values' JSON texts, each custom tag's name just before its
+    /// value.
     text: Box<str>,
+    /// The name's length at the start of `text`.
+    name_len: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +69,11 @@ fn epoch() -> Instant {
 }
 
 impl CachedAccount {
+    /// The account's name.
+    pub fn name(&self) -> &str {
+        self.text.get(..self.name_len as usize).unwrap_or("")
+    }
+
     /// Its weight in moka: the slots it holds, against `cache.max_entries`.
     pub fn weight(&self) -> u32 {
         u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
@@ -134,15 +142,20 @@ impl CachedAccount {
         name.and_then(|n| self.text.get(n..start)).unwrap_or("")
     }
 
-    /// `old`'s slots that `keep` keeps and `values` does not replace, then `values`, fresh
-    /// until `fresh_until`.
+    /// The account `name`: `old`'s slots that `keep` keeps and `values` does not replace, then
+    /// `values`, fresh until `fresh_until`. `None` for a name too long to keep.
     pub(super) fn merged(
+        name: &str,
         old: Option<&CachedAccount>,
         keep: impl Fn(&Slot) -> bool,
         values: &[(Tag, Option<RawJson>)],
         fresh_until: Ticks,
-    ) -> CachedAccount {
-        let mut out = Builder::default();
+    ) -> Option<CachedAccount> {
+        let name_len = u32::try_from(name.len()).ok()?;
+        let mut out = Builder {
+            slots: Vec::with_capacity(values.len() + old.map_or(0, |o| o.slots.len())),
+            text: String::from(name),
+        };
         if let Some(old) = old {
             let replaced = |s: &Slot| values.iter().any(|(t, _)| old.slot(t) == Some(s));
             for slot in old.slots.iter().filter(|s| keep(s) && !replaced(s)) {
@@ -162,10 +175,11 @@ impl CachedAccount {
                 fresh_until,
             );
         }
-        CachedAccount {
+        Some(CachedAccount {
             slots: out.slots.into_boxed_slice(),
             text: out.text.into_boxed_str(),
-        }
+            name_len,
+        })
     }
 }
 
@@ -176,7 +190,6 @@ impl PartialEq for Slot {
 }
 
 /// Slots and text of a [`CachedAccount`] being built.
-#[derive(Default)]
 struct Builder {
     slots: Vec<Slot>,
     text: String,

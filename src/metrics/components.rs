@@ -117,15 +117,22 @@ impl CacheEvictions {
         CacheEvictions(evictions)
     }
 
-    /// What moka's eviction listener calls. Replacements (a refresh) and explicit removals
-    /// (`portrait_set`, counted as invalidations) are not evictions.
-    pub fn record(&self, cause: RemovalCause) {
+    /// What moka's eviction listener calls, with the accounts the removal dropped.
+    /// Replacements (a refresh) and explicit removals (`portrait_set`, counted as
+    /// invalidations) are not evictions.
+    pub fn record(&self, cause: RemovalCause, accounts: u64) {
         let label = match cause {
             RemovalCause::Size => "size",
             RemovalCause::Expired => "expired",
             RemovalCause::Explicit | RemovalCause::Replaced => return,
         };
-        self.0.with_label_values(&[label]).inc();
+        self.0.with_label_values(&[label]).inc_by(accounts);
+    }
+
+    /// The accounts dropped for `cause` so far.
+    #[cfg(test)]
+    pub fn count(&self, cause: &str) -> u64 {
+        self.0.with_label_values(&[cause]).get()
     }
 }
 

@@ -17,7 +17,7 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
         },
     );
     m.cache_evictions
-        .record(moka::notification::RemovalCause::Size);
+        .record(moka::notification::RemovalCause::Size, 1);
     let limiter =
         crate::ratelimit::UpstreamLimiter::new(std::num::NonZeroU32::new(200).expect("non-zero"));
     m.limiters.watch(&Api::PORTRAIT_GET, limiter, 200);
