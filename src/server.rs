@@ -170,14 +170,12 @@ async fn serve_connection(
     let connection = shared.builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;
+    // Made once, polled across turns: a request's wake-up of the connection re-creates none.
+    let stop = shared.stop.cancelled();
+    let drain = shared.drain.cancelled();
+    let check = tokio::time::sleep_until(conn.next_check(&shared.limits, Instant::now()).into());
+    tokio::pin!(stop, drain, check);
     loop {
-        let deadline = conn.deadline(&shared.limits);
-        let expired = async move {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             result = connection.as_mut() => {
@@ -186,8 +184,8 @@ async fn serve_connection(
                 }
                 return;
             }
-            () = shared.stop.cancelled() => return,
-            () = shared.drain.cancelled(), if !draining => {
+            () = &mut stop => return,
+            () = &mut drain, if !draining => {
                 connection.as_mut().graceful_shutdown();
                 draining = true;
             }
@@ -200,11 +198,13 @@ async fn serve_connection(
                     shared.registry.unshed(conn);
                 }
             }
-            () = expired => {
-                if conn.deadline(&shared.limits).is_some_and(|at| at <= Instant::now()) {
+            () = &mut check => {
+                let now = Instant::now();
+                if conn.expired(&shared.limits, now) {
                     debug!(%peer, "connection closed: no request within its deadline");
                     return;
                 }
+                check.as_mut().reset(conn.next_check(&shared.limits, now).into());
             }
         }
     }

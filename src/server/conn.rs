@@ -1,9 +1,13 @@
 //! Per-connection bookkeeping for the accept loop: what a connection is doing, when it must be
 //! closed, and the registry that sheds idle connections when `server.max_connections` is reached.
 //!
-//! Owns no I/O policy beyond that: server.rs runs each connection and asks [`ConnState::deadline`]
-//! when to give up on it; [`Watched`] tells the state when bytes arrive; the request service
-//! tells it when a request starts and ends ([`RequestGuard`]). The rules:
+//! Owns no I/O policy beyond that: server.rs runs each connection, wakes at
+//! [`ConnState::next_check`] and asks [`ConnState::expired`]; [`Watched`] tells the state when
+//! bytes arrive; the request service tells it when a request starts and ends ([`RequestGuard`]).
+//! Neither wakes the connection's task (that would cost two task wake-ups per request): the task
+//! checks at least every `header_read_timeout`, and at each check arms its timer for the
+//! earliest moment the connection could be due, so every rule below holds to the millisecond.
+//! Only shedding wakes it. The rules:
 //! - a connection that has not started its first request within `header_read_timeout` of being
 //!   accepted is closed (silent TCP, bare HTTP/2 prefaces, slowloris on the first request);
 //! - on HTTP/1, a request head whose first byte arrived must be complete within
@@ -52,7 +56,7 @@ pub struct ConnState {
     h2: AtomicBool,
     /// Chosen by the registry to make room; changed only under the registry's lock.
     shed: AtomicBool,
-    /// Wakes the connection's task when its deadline may have moved or it was shed.
+    /// Wakes the connection's task when it was shed.
     changed: Notify,
 }
 
@@ -120,14 +124,26 @@ impl ConnState {
         self.shed.load(Ordering::Acquire)
     }
 
-    /// Resolves when the deadline may have moved or the connection was shed.
+    /// Resolves when the connection may have been shed.
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
 
+    /// When to check the connection next: its deadline, or one `header_read_timeout` from now
+    /// if that is sooner (a request head may begin, or the request in flight end, meanwhile).
+    pub fn next_check(&self, limits: &ConnLimits, now: Instant) -> Instant {
+        let soon = now + limits.header_read_timeout;
+        self.deadline(limits).map_or(soon, |due| due.min(soon))
+    }
+
+    /// Whether the connection is due to be closed at `now` (never with a request in flight).
+    pub fn expired(&self, limits: &ConnLimits, now: Instant) -> bool {
+        self.deadline(limits).is_some_and(|due| due <= now)
+    }
+
     /// When this connection is to be closed unless something happens first; `None` while a
     /// request is in flight.
-    pub fn deadline(&self, limits: &ConnLimits) -> Option<Instant> {
+    fn deadline(&self, limits: &ConnLimits) -> Option<Instant> {
         if !self.is_idle() {
             return None;
         }
@@ -156,7 +172,6 @@ impl ConnState {
         if self.is_idle() && self.pending_since_ms.load(Ordering::Acquire) == NOT_PENDING {
             self.pending_since_ms
                 .store(self.now_ms(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 }
@@ -174,9 +189,7 @@ impl Drop for RequestGuard {
         // Bytes read while the request was in flight were its body (or a pipelined request,
         // which hyper starts next); either way no head is half-received now.
         state.pending_since_ms.store(NOT_PENDING, Ordering::Release);
-        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            state.changed.notify_one();
-        }
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
