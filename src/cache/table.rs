@@ -86,7 +86,7 @@ impl AccountTable {
             })
             .build_with_hasher(PolicyHasher::default());
         AccountTable {
-            mask: count as u64 - 1,
+            mask: count - 1,
             buckets,
             policy,
         }
@@ -247,6 +247,46 @@ mod tests {
             evicted,
             5_000 - stored / 4,
             "every dropped account is counted once"
+        );
+    }
+
+    #[test]
+    fn concurrent_writers_readers_and_evictions_never_hold_more_than_moka_counts() {
+        let table = Arc::new(AccountTable::new(2_000, None));
+        let workers: Vec<_> = (0..4u64)
+            .map(|worker| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        // Few buckets' worth of names, so writers collide and evictions race them.
+                        let n = (i * 7 + worker * 13) % 3_000;
+                        let name = format!("u{n}");
+                        let hash = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        match i % 10 {
+                            0 => table.remove(&name, hash),
+                            1..=4 => table.insert(hash, account(&name, 1 + (i % 4) as usize)),
+                            _ => {
+                                if let Some(e) = table.get(&name, hash) {
+                                    assert_eq!(e.name(), name);
+                                }
+                            }
+                        }
+                        if worker == 0 && i % 5_000 == 4_999 {
+                            table.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("no worker panicked or deadlocked");
+        }
+        let counted = table.weighted_size();
+        let stored = stored_slots(&table);
+        assert!(counted <= 2_000, "moka counts {counted} slots");
+        assert!(
+            stored <= counted,
+            "lists hold {stored} slots, moka counts {counted}"
         );
     }
 
