@@ -6,6 +6,7 @@
 //! with the configured key. An invalid config prints one line and exits 64 (EX_USAGE) before
 //! binding.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -245,8 +246,11 @@ async fn serve_async(config: Config, demo: bool) -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("tim_gateway=info"));
+    // Colours only for a person at a terminal: escape codes would garble a log collector's text
+    // and cost every request's span a formatting pass.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -32,8 +32,9 @@ use crate::metrics::CacheEvictions;
 /// tags. Larger buckets share moka's per-entry cost among more accounts but evict more at once.
 const SLOTS_PER_BUCKET: u64 = 32;
 
-/// One lookup in this many is reported to moka as a read of its bucket.
-const READ_SAMPLE: u32 = 8;
+/// One lookup in this many is reported to moka as a read of its bucket (1 in 8, 16 or 32 gave
+/// the same hit ratios under eviction, reporting every read lower ones: BENCHMARKS.md).
+const READ_SAMPLE: u32 = 32;
 
 /// moka keys buckets by index: an identity-like hash is enough (foldhash of a `u32`).
 type PolicyHasher = foldhash::fast::FixedState;
