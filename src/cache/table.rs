@@ -211,6 +211,19 @@ mod tests {
             .sum()
     }
 
+    /// Asserts that moka counts at most `capacity` slots and the lists hold no more than moka
+    /// counts; returns what the lists hold.
+    fn assert_within(table: &AccountTable, capacity: u64) -> u64 {
+        let counted = table.weighted_size();
+        let stored = stored_slots(table);
+        assert!(counted <= capacity, "moka counts {counted} slots");
+        assert!(
+            stored <= counted,
+            "lists hold {stored} slots, moka counts {counted}"
+        );
+        stored
+    }
+
     #[test]
     fn accounts_sharing_a_hash_are_told_apart_by_name() {
         let table = AccountTable::new(1000, None);
@@ -235,13 +248,7 @@ mod tests {
             let name = format!("user{i}");
             table.insert(hasher.hash_one(&name), account(&name, 4));
         }
-        let counted = table.weighted_size();
-        let stored = stored_slots(&table);
-        assert!(counted <= 2_000, "moka counts {counted} slots");
-        assert!(
-            stored <= counted,
-            "lists hold {stored} slots, moka counts {counted}"
-        );
+        let stored = assert_within(&table, 2_000);
         assert!(stored > 1_000, "the cache is used: {stored} slots");
         let evicted = metrics.cache_evictions.count("size");
         assert_eq!(
@@ -282,13 +289,7 @@ mod tests {
         for worker in workers {
             worker.join().expect("no worker panicked or deadlocked");
         }
-        let counted = table.weighted_size();
-        let stored = stored_slots(&table);
-        assert!(counted <= 2_000, "moka counts {counted} slots");
-        assert!(
-            stored <= counted,
-            "lists hold {stored} slots, moka counts {counted}"
-        );
+        assert_within(&table, 2_000);
     }
 
     #[test]
