@@ -2,7 +2,8 @@
 //!
 //! Accounts are spread by hash over a fixed array of buckets. A bucket is a short list of
 //! `(hash, Arc<CachedAccount>)` behind its own read-write lock, so a hit is one hash, one read
-//! lock nobody writes and a scan of a few hashes in one or two cache lines.
+//! lock (writers hold it only to swap an entry in or out) and a scan of a few hashes in one or
+//! two cache lines.
 //!
 //! moka holds one entry per *bucket* (key: its index, value and weight: the slots it holds) and
 //! does what it is for: admission (TinyLFU), eviction against `cache.max_entries`, and the
