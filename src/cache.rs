@@ -101,7 +101,7 @@ impl ProfileCache {
         Self::with_evictions(config, None)
     }
 
-    /// Builds the caches, telling `on_evict` why moka removed an account on its own.
+    /// Builds the caches, telling `on_evict` of the accounts moka's evictions dropped, by cause.
     pub fn with_evictions(
         config: &CacheConfig,
         on_evict: Option<crate::metrics::CacheEvictions>,

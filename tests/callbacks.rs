@@ -45,6 +45,18 @@ async fn nick(gw: &TestGateway, account: &str) -> Value {
     answer["UserProfileItem"][0]["ProfileItem"][0]["Value"].clone()
 }
 
+/// An app user changes `account`'s nickname; the sim calls the gateway back, which must answer
+/// OK.
+async fn edit_nick_in_app(gw: &TestGateway, account: &str, nick: &str) {
+    let answer = gw
+        .sim
+        .client_portrait_set(account, &[(NICK, json!(nick))])
+        .await
+        .expect("profile changed")
+        .expect("callback answered");
+    assert_ok(&answer);
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -69,13 +81,7 @@ async fn a_signed_portrait_set_callback_makes_the_next_get_fetch_fresh_values() 
     assert_eq!(gets_of(&gw, "user7").len(), 1, "the second get was a hit");
 
     // A user edits their nickname in the app: Tencent calls the gateway back.
-    let answer = gw
-        .sim
-        .client_portrait_set("user7", &[(NICK, json!("renamed in the app"))])
-        .await
-        .expect("profile changed")
-        .expect("callback answered");
-    assert_ok(&answer);
+    edit_nick_in_app(&gw, "user7", "renamed in the app").await;
 
     assert_eq!(nick(&gw, "user7").await, json!("renamed in the app"));
     assert_ne!(before, json!("renamed in the app"));
@@ -176,13 +182,7 @@ async fn a_fetch_in_flight_when_the_callback_lands_never_writes_back_the_old_val
         })
         .await
     );
-    let answer = gw
-        .sim
-        .client_portrait_set("user9", &[(NICK, json!("changed mid-flight"))])
-        .await
-        .expect("profile changed")
-        .expect("callback answered");
-    assert_ok(&answer);
+    edit_nick_in_app(&gw, "user9", "changed mid-flight").await;
     let old = in_flight.await.expect("caller");
     assert_ne!(
         old["UserProfileItem"][0]["ProfileItem"][0]["Value"],
@@ -328,13 +328,7 @@ async fn callbacks_on_their_own_listener_are_apart_from_the_api() {
         .await;
     assert_ne!(gw.callback_addr, gw.addr);
     nick(&gw, "user14").await;
-    let answer = gw
-        .sim
-        .client_portrait_set("user14", &[(NICK, json!("apart"))])
-        .await
-        .expect("changed")
-        .expect("answered");
-    assert_ok(&answer);
+    edit_nick_in_app(&gw, "user14", "apart").await;
     assert_eq!(nick(&gw, "user14").await, json!("apart"));
 
     // The API port does not take callbacks; the callback port serves nothing else.

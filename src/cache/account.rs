@@ -74,7 +74,7 @@ impl CachedAccount {
         self.text.get(..self.name_len as usize).unwrap_or("")
     }
 
-    /// Its weight in moka: the slots it holds, against `cache.max_entries`.
+    /// The slots it holds: what it adds to its bucket's weight in moka, against `cache.max_entries`.
     pub fn weight(&self) -> u32 {
         u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
     }

@@ -102,10 +102,15 @@ fn params(received: &Received) -> std::collections::HashMap<String, String> {
 }
 
 fn sim_config(receiver: &Receiver) -> SimConfig {
+    calling_back_to(&receiver.url, Some(TOKEN))
+}
+
+/// The test config with callbacks sent to `url`, signed with `token`.
+fn calling_back_to(url: &str, token: Option<&str>) -> SimConfig {
     SimConfig {
         callback: Some(SimCallbacks {
-            url: receiver.url.clone(),
-            token: Some(TOKEN.to_owned()),
+            url: url.to_owned(),
+            token: token.map(str::to_owned),
         }),
         ..config()
     }
@@ -318,14 +323,9 @@ async fn an_undelivered_callback_is_counted_and_the_change_still_holds() {
         Some(StatusCode::SERVICE_UNAVAILABLE)
     );
     sim.shutdown().await;
-    let dead = SimConfig {
-        callback: Some(SimCallbacks {
-            url: "http://127.0.0.1:1/cb".into(),
-            token: None,
-        }),
-        ..config()
-    };
-    let sim = Sim::start(dead).await.expect("start");
+    let sim = Sim::start(calling_back_to("http://127.0.0.1:1/cb", None))
+        .await
+        .expect("start");
     let answer = sim
         .client_portrait_set("user5", &[(NICK, json!("b"))])
         .await;
@@ -339,14 +339,9 @@ async fn an_undelivered_callback_is_counted_and_the_change_still_holds() {
         (1, 1)
     );
     sim.shutdown().await;
-    let bad = SimConfig {
-        callback: Some(SimCallbacks {
-            url: "ftp://127.0.0.1/cb".into(),
-            token: None,
-        }),
-        ..config()
-    };
-    assert!(Sim::start(bad).await.is_err());
+    assert!(Sim::start(calling_back_to("ftp://127.0.0.1/cb", None))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
