@@ -18,6 +18,12 @@ use tim_gateway::config::{Config, LogFormat, ProcessEnv};
 use tim_gateway::sim::{Sim, SimCallbacks, SimConfig};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees a few short-lived buffers
+/// (its body, the answer, the decoded lists); glibc spent ~6 % of the hit path's CPU on them
+/// (BENCHMARKS.md, state I).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_CONFIG_PATH: &str = "config/tim-gateway.toml";
 /// sysexits.h EX_USAGE: the configuration is wrong.
 const EXIT_USAGE: u8 = 64;
