@@ -193,7 +193,8 @@ impl ProfileService {
         let stamps = fetch_stamps(&found, misses.len());
         // Serve-stale needs the misses again only when the fetch fails; copied only if enabled.
         let kept = (!self.0.stale_if_error.is_zero()).then(|| misses.clone());
-        let fetched = match (self.fetch(stamps, misses).await, kept) {
+        // Boxed: a hit's future need not be as large as a fetch's (hyper moves it per request).
+        let fetched = match (Box::pin(self.fetch(stamps, misses)).await, kept) {
             (Ok(fetched), _) => fetched,
             (Err(e), Some(misses)) if e.is_outage() => {
                 self.stale_on_error(&mut found, &misses, e, now)?

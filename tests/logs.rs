@@ -100,6 +100,39 @@ async fn request_ids_are_kept_or_made_returned_and_listed_by_the_batch() {
     gw.shutdown().await;
 }
 
+/// At the default level the request span is not recorded, yet a failed request's warning still
+/// names its request id. (A thread-local INFO subscriber: this test's runtime has one thread.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_request_is_logged_with_its_request_id_at_the_default_level() {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = logs.clone();
+    let info = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || Sink(sink.clone()))
+        .finish();
+    let _default = tracing::subscriber::set_default(info);
+    let gw = TestGateway::start().await;
+    gw.sim.set_fault(Fault::Status(500));
+    let query = format!("{GET}?{}", auth_query());
+    let body = get_body(&["user501"], &[NICK]).to_string();
+    let (status, id, _) = post(&gw, &query, Some(b"failing-501"), body).await;
+    assert_eq!((status, id.as_deref()), (200, Some("failing-501")));
+    gw.sim.set_fault(Fault::None);
+    gw.shutdown().await;
+
+    let text = String::from_utf8_lossy(&logs.lock()).into_owned();
+    let failed = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("request failed"));
+    let failed = failed.unwrap_or_else(|| panic!("no request warning in:\n{text}"));
+    assert!(failed.contains("request_id=failing-501"), "{failed}");
+    assert!(
+        !text.contains("request{"),
+        "the request span is not recorded at INFO"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_usersig_or_secret_key_is_logged_on_any_path() {
     captured();

@@ -27,7 +27,7 @@ where
     let unreadable = || Error::InvalidField(Arc::from("request body could not be read"));
     let body = request.into_body();
     let mut body = std::pin::pin!(body);
-    let mut kept: Vec<u8> = Vec::new();
+    let mut kept = Kept::Nothing;
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
@@ -38,13 +38,42 @@ where
             break;
         }
         if seen <= limit {
-            kept.extend_from_slice(&data);
+            kept.push(data);
         }
     }
     if seen > limit {
         return Err(Error::BodyTooLarge(limit));
     }
-    Ok(Bytes::from(kept))
+    Ok(kept.into_bytes())
+}
+
+/// The body read so far: one frame is kept as it came (no copy, no allocation: the usual case,
+/// a body that arrived with its head), more are joined.
+enum Kept {
+    Nothing,
+    One(Bytes),
+    Joined(Vec<u8>),
+}
+
+impl Kept {
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::replace(self, Kept::Nothing) {
+            Kept::Nothing => Kept::One(data),
+            Kept::One(first) => Kept::Joined([&first[..], &data[..]].concat()),
+            Kept::Joined(mut joined) => {
+                joined.extend_from_slice(&data);
+                Kept::Joined(joined)
+            }
+        };
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Kept::Nothing => Bytes::new(),
+            Kept::One(data) => data,
+            Kept::Joined(joined) => Bytes::from(joined),
+        }
+    }
 }
 
 /// How much of a refused body is read and discarded before the connection is simply closed.
