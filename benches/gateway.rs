@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
+/// The binary's allocator (src/main.rs), so that memory and CPU figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/inmem.rs"]
 mod inmem;
 

@@ -30,6 +30,10 @@
 
 use std::time::Duration;
 
+/// The binary's allocator (src/main.rs), so that memory and CPU figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/inmem.rs"]
 mod inmem;
 

@@ -169,6 +169,17 @@ impl ProfileCache {
         self.0.profiles.get(account, hash)
     }
 
+    /// `read` applied to the cached entry of `account` (hash taken) in place, without taking an
+    /// `Arc` of it: the hit path's read. `read` runs under the entry's bucket lock: keep it short.
+    pub fn read_hashed<R>(
+        &self,
+        account: &str,
+        hash: u64,
+        read: impl FnOnce(&CachedAccount) -> R,
+    ) -> Option<R> {
+        self.0.profiles.read(account, hash, |entry| read(entry))
+    }
+
     /// Merges freshly fetched values for `account` into its entry, unless the account was
     /// invalidated after the fetch was dispatched (`dispatched`: its stamp then). Called by the
     /// batch worker only.

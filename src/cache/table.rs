@@ -100,13 +100,25 @@ impl AccountTable {
 
     /// The account `name` (of hash `hash`), if cached.
     pub(super) fn get(&self, name: &str, hash: u64) -> Option<Arc<CachedAccount>> {
+        self.read(name, hash, Arc::clone)
+    }
+
+    /// `read` applied to the account `name` (of hash `hash`) where it lies, if cached: no `Arc`
+    /// is taken. Its bucket is read-locked meanwhile, so `read` must be short and must not use
+    /// this table (the sampled moka read comes after the lock is released).
+    pub(super) fn read<R>(
+        &self,
+        name: &str,
+        hash: u64,
+        read: impl FnOnce(&Arc<CachedAccount>) -> R,
+    ) -> Option<R> {
         let index = self.index(hash);
         let found = {
             let entries = self.buckets[index as usize].entries.read();
             entries
                 .iter()
                 .find(|(h, e)| *h == hash && e.name() == name)
-                .map(|(_, e)| Arc::clone(e))
+                .map(|(_, e)| read(e))
         };
         self.sample_read(index);
         found

@@ -1,13 +1,15 @@
 //! The all-hit path in one pass: what a body seen for the first time costs when every (account,
 //! tag) it asks for is cached and fresh.
 //!
-//! Each distinct account is read from the cache once, each pair looked up once, and the answer
-//! written as the lookups go, with no per-account views or miss lists. The first pair that is not
+//! Each distinct account is read from the cache once, in place (no `Arc` taken: its bucket's
+//! read lock covers the writing of its entry), each pair looked up once, and the answer written
+//! as the lookups go, with no per-account views or miss lists. An account asked for again is
+//! written again from its first entry's bytes, so it is answered from the same version. The first pair that is not
 //! a fresh hit (a miss, a stale value, an account not cached or remembered as failed) abandons
 //! the pass; the general path (service.rs `lookup` -> `assemble`) then takes the request from
 //! the start. Nothing is counted in the metrics until the pass succeeds.
 
-use std::sync::Arc;
+use std::ops::Range;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use super::ProfileService;
 use crate::answers::CachedAnswer;
 use crate::cache::{CachedAccount, Stamp, Ticks};
-use crate::wire::{PortraitGetRequest, ResponseWriter};
+use crate::wire::{PortraitGetRequest, ResponseWriter, Tag};
 
 /// An answer written wholly from the cache, and what keeping it by body needs.
 pub(super) struct AllHit {
@@ -69,6 +71,34 @@ impl Distinct {
     }
 }
 
+impl AllHit {
+    /// Writes an account's pairs from its cached entry and counts them (`first`: the tags'
+    /// first occurrences); `None` at the first pair that is not a fresh hit.
+    fn write_pairs(
+        &mut self,
+        entry: &CachedAccount,
+        tags: &[Tag],
+        first: u64,
+        now: Ticks,
+        out: &mut ResponseWriter,
+    ) -> Option<()> {
+        for (i, tag) in tags.iter().enumerate() {
+            let (value, until) = entry.find(tag, now)?;
+            if first & (1 << i) != 0 {
+                match value {
+                    Some(_) => self.hits += 1,
+                    None => self.absent += 1,
+                }
+                self.fresh_until = Some(self.fresh_until.map_or(until, |f| f.min(until)));
+            }
+            if let Some(value) = value {
+                out.tag_value(tag, value);
+            }
+        }
+        Some(())
+    }
+}
+
 impl ProfileService {
     /// Answers `request` in one pass if every pair is a fresh hit; `None` otherwise.
     pub(super) fn answer_all_hit(
@@ -90,40 +120,28 @@ impl ProfileService {
             absent: 0,
         };
         let mut names: Vec<&str> = Vec::with_capacity(accounts);
-        let mut entries: Vec<Arc<CachedAccount>> = Vec::with_capacity(accounts);
+        // Where each distinct account's entry was written: a repeat is written again from there.
+        let mut written: Vec<Range<usize>> = Vec::with_capacity(accounts);
         let mut seen = Distinct::default();
         // Stamps matter only to an answer kept by body.
         let stamped = self.0.answers.is_enabled();
         for name in request.accounts.iter().map(|n| n.as_ref()) {
             let hash = cache.hash(name);
-            let (index, distinct) = match seen.find(name, hash, &names) {
-                Ok(index) => (index, false),
+            match seen.find(name, hash, &names) {
+                Ok(index) => out.repeat_account(written[index].clone()),
                 Err(free) => {
                     if stamped {
                         hit.sources.push(cache.stamp_hashed(hash));
                     }
-                    entries.push(cache.get_hashed(name, hash)?);
+                    let start = out.begin_account(name);
+                    cache.read_hashed(name, hash, |entry| {
+                        hit.write_pairs(entry, &request.tags, first, now, &mut out)
+                    })??;
+                    written.push(start..out.end_account());
                     seen.table[free] = u8::try_from(names.len() + 1).ok()?;
                     names.push(name);
-                    (names.len() - 1, true)
-                }
-            };
-            let entry = &entries[index];
-            out.begin_account(name);
-            for (i, tag) in request.tags.iter().enumerate() {
-                let (value, until) = entry.find(tag, now)?;
-                if distinct && first & (1 << i) != 0 {
-                    match value {
-                        Some(_) => hit.hits += 1,
-                        None => hit.absent += 1,
-                    }
-                    hit.fresh_until = Some(hit.fresh_until.map_or(until, |f| f.min(until)));
-                }
-                if let Some(value) = value {
-                    out.tag_value(tag, value);
                 }
             }
-            out.end_account();
         }
         hit.answer = out.finish();
         Some(hit)

@@ -35,12 +35,15 @@ impl ResponseWriter {
 
     /// Opens a successful account entry; follow with [`tag_value`](Self::tag_value) calls and
     /// [`end_account`](Self::end_account).
-    pub fn begin_account(&mut self, account: &str) {
+    /// Returns where the entry starts (see [`repeat_account`](Self::repeat_account)).
+    pub fn begin_account(&mut self, account: &str) -> usize {
         self.account_separator();
+        let start = self.buf.len();
         self.buf.extend_from_slice(br#"{"To_Account":"#);
         write_str(&mut self.buf, account);
         self.buf.extend_from_slice(br#","ProfileItem":["#);
         self.first_tag = true;
+        start
     }
 
     /// Adds one `{Tag, Value}` pair to the open account entry; `value` is raw JSON text.
@@ -64,10 +67,18 @@ impl ResponseWriter {
         buf.push(b'}');
     }
 
-    /// Closes a successful account entry.
-    pub fn end_account(&mut self) {
+    /// Closes a successful account entry; returns where it ends.
+    pub fn end_account(&mut self) -> usize {
         self.buf
             .extend_from_slice(br#"],"ResultCode":0,"ResultInfo":""}"#);
+        self.buf.len()
+    }
+
+    /// Writes the entry at `entry` (from [`begin_account`](Self::begin_account) to
+    /// [`end_account`](Self::end_account)) again: an account asked for twice is answered alike.
+    pub fn repeat_account(&mut self, entry: std::ops::Range<usize>) {
+        self.account_separator();
+        self.buf.extend_from_within(entry);
     }
 
     /// Writes a failed account entry (no `ProfileItem`, as Tencent does) and lists the account

@@ -139,6 +139,22 @@ fn response_writer_builds_tencent_shape() {
 }
 
 #[test]
+fn a_repeated_account_entry_is_written_again_whole() {
+    let nick = Tag::parse("Tag_Profile_IM_Nick").expect("standard");
+    let mut w = ResponseWriter::with_capacity(64);
+    let start = w.begin_account("a");
+    w.tag_value(&nick, "\"n\"");
+    let first = start..w.end_account();
+    w.begin_account("b");
+    w.end_account();
+    w.repeat_account(first);
+    let body: serde_json::Value = serde_json::from_slice(&w.finish()).expect("valid JSON");
+    let a = json!({"To_Account":"a","ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"n"}],"ResultCode":0,"ResultInfo":""});
+    let b = json!({"To_Account":"b","ProfileItem":[],"ResultCode":0,"ResultInfo":""});
+    assert_eq!(body["UserProfileItem"], json!([a, b, a]));
+}
+
+#[test]
 fn fail_account_is_absent_when_nothing_failed() {
     let mut w = ResponseWriter::with_capacity(64);
     w.begin_account("a");
