@@ -169,15 +169,10 @@ impl ProfileCache {
         self.0.profiles.get(account, hash)
     }
 
-    /// `read` applied to the cached entry of `account` (hash taken) in place, without taking an
-    /// `Arc` of it: the hit path's read. `read` runs under the entry's bucket lock: keep it short.
-    pub fn read_hashed<R>(
-        &self,
-        account: &str,
-        hash: u64,
-        read: impl FnOnce(&CachedAccount) -> R,
-    ) -> Option<R> {
-        self.0.profiles.read(account, hash, |entry| read(entry))
+    /// A view for the hit path: accounts read through it are borrowed (no lock, no `Arc` taken)
+    /// until it is dropped; keep it for one request's synchronous work.
+    pub fn reader(&self) -> table::Reader<'_> {
+        self.0.profiles.reader()
     }
 
     /// Merges freshly fetched values for `account` into its entry, unless the account was

@@ -1,9 +1,12 @@
 //! AccountTable: where cached accounts are kept and read, with moka deciding what stays.
 //!
-//! Accounts are spread by hash over a fixed array of buckets. A bucket is a short list of
-//! `(hash, Arc<CachedAccount>)` behind its own read-write lock, so a hit is one hash, one read
-//! lock (writers hold it only to swap an entry in or out) and a scan of a few hashes in one or
-//! two cache lines.
+//! Accounts are spread by hash over a fixed number of buckets. A bucket is a short list of
+//! `(hash, Arc<CachedAccount>)`, kept in a [`papaya`] map by bucket index and replaced whole on
+//! every change (copy on write: a bucket holds a handful of accounts). Reads take no lock and
+//! no reference count: a request pins the map once ([`AccountTable::reader`]) and every account
+//! it reads is borrowed until it is done; a replaced list is freed once no reader can see it.
+//! (A read-write lock per bucket cost two atomic read-modify-writes per account read, half of
+//! the hit path's own time on a 100-account body: BENCHMARKS.md, state I.)
 //!
 //! moka holds one entry per *bucket* (key: its index, value and weight: the slots it holds) and
 //! does what it is for: admission (TinyLFU), eviction against `cache.max_entries`, and the
@@ -12,19 +15,20 @@
 //! [`READ_SAMPLE`] to moka, so its popularity estimate and recency order follow the traffic
 //! without a moka `get` per account. The price: an eviction drops a bucket's accounts together.
 //!
-//! Consistency between the lists and moka: a bucket's list changes only under its `write` mutex,
-//! which also covers the moka update that follows, so moka's weight of a bucket is never below
-//! what the list holds once the update is in (an eviction racing a write may leave moka counting
-//! slots a list no longer has: capacity unused, never exceeded). No lock of this table is held
-//! while moka runs, because moka may call the removal notice (which takes a list's lock) from
-//! within any of its calls.
+//! Consistency between the lists and moka: a bucket's list is changed only under its writer
+//! mutex, which also covers the moka update that follows, so moka's weight of a bucket is never
+//! below what the list holds once the update is in (an eviction racing a write may leave moka
+//! counting slots a list no longer has, or a writer may put back accounts an eviction had just
+//! dropped, counting them: capacity unused, never exceeded). The removal notice takes no writer
+//! mutex, because moka may call it from within any of its calls, writers' included.
 
 use std::cell::Cell;
 use std::sync::Arc;
 
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
-use parking_lot::{Mutex, RwLock};
+use papaya::{HashMap, HashMapRef, LocalGuard};
+use parking_lot::Mutex;
 
 use super::CachedAccount;
 use crate::metrics::CacheEvictions;
@@ -37,26 +41,31 @@ const SLOTS_PER_BUCKET: u64 = 32;
 /// the same hit ratios under eviction, reporting every read lower ones: BENCHMARKS.md).
 const READ_SAMPLE: u32 = 32;
 
-/// moka keys buckets by index: an identity-like hash is enough (foldhash of a `u32`).
-type PolicyHasher = foldhash::fast::FixedState;
+/// Buckets are keyed by index: an identity-like hash is enough (foldhash of a `u32`).
+type IndexHasher = foldhash::fast::FixedState;
 
 /// The accounts of one bucket, each with its hash.
 type Entries = Vec<(u64, Arc<CachedAccount>)>;
 
-#[derive(Default)]
-struct Bucket {
-    /// Serialises writers of this bucket, across their moka update.
-    write: Mutex<()>,
-    entries: RwLock<Entries>,
-}
+/// The non-empty buckets' lists, by bucket index.
+type Lists = HashMap<u32, Entries, IndexHasher>;
 
 /// The cached accounts (see the module doc).
 pub(super) struct AccountTable {
-    buckets: Arc<[Bucket]>,
-    /// `buckets.len() - 1` (a power of two).
+    lists: Arc<Lists>,
+    /// One per bucket: serialises the bucket's writers, across their moka update.
+    writers: Box<[Mutex<()>]>,
+    /// `writers.len() - 1` (a power of two).
     mask: u64,
     /// One entry per non-empty bucket, weighted by its slots.
-    policy: Cache<u32, u32, PolicyHasher>,
+    policy: Cache<u32, u32, IndexHasher>,
+}
+
+/// A request's view of the table: accounts read through it are borrowed, without locks or
+/// reference counts, until it is dropped. Keep it for one request's synchronous work.
+pub struct Reader<'t> {
+    table: &'t AccountTable,
+    lists: HashMapRef<'t, u32, Entries, IndexHasher, LocalGuard<'t>>,
 }
 
 thread_local! {
@@ -70,8 +79,8 @@ impl AccountTable {
         let count = (max_slots / SLOTS_PER_BUCKET)
             .clamp(64, 1 << 24)
             .next_power_of_two();
-        let buckets: Arc<[Bucket]> = (0..count).map(|_| Bucket::default()).collect();
-        let emptied = Arc::clone(&buckets);
+        let lists: Arc<Lists> = Arc::new(HashMap::builder().hasher(IndexHasher::default()).build());
+        let emptied = Arc::clone(&lists);
         let policy = Cache::builder()
             .max_capacity(max_slots)
             .weigher(|_: &u32, slots: &u32| *slots)
@@ -79,17 +88,16 @@ impl AccountTable {
                 if cause == RemovalCause::Replaced {
                     return;
                 }
-                let dropped = emptied
-                    .get(*index as usize)
-                    .map(|b| std::mem::take(&mut *b.entries.write()));
-                if let (Some(evictions), Some(dropped)) = (&evictions, dropped) {
-                    evictions.record(cause, dropped.len() as u64);
+                let dropped = emptied.pin().remove(&*index).map_or(0, Vec::len);
+                if let Some(evictions) = &evictions {
+                    evictions.record(cause, dropped as u64);
                 }
             })
-            .build_with_hasher(PolicyHasher::default());
+            .build_with_hasher(IndexHasher::default());
         AccountTable {
+            lists,
+            writers: (0..count).map(|_| Mutex::new(())).collect(),
             mask: count - 1,
-            buckets,
             policy,
         }
     }
@@ -98,30 +106,17 @@ impl AccountTable {
         (hash & self.mask) as u32
     }
 
-    /// The account `name` (of hash `hash`), if cached.
-    pub(super) fn get(&self, name: &str, hash: u64) -> Option<Arc<CachedAccount>> {
-        self.read(name, hash, Arc::clone)
+    /// A view for reading many accounts without a lock or reference count each.
+    pub(super) fn reader(&self) -> Reader<'_> {
+        Reader {
+            table: self,
+            lists: self.lists.pin(),
+        }
     }
 
-    /// `read` applied to the account `name` (of hash `hash`) where it lies, if cached: no `Arc`
-    /// is taken. Its bucket is read-locked meanwhile, so `read` must be short and must not use
-    /// this table (the sampled moka read comes after the lock is released).
-    pub(super) fn read<R>(
-        &self,
-        name: &str,
-        hash: u64,
-        read: impl FnOnce(&Arc<CachedAccount>) -> R,
-    ) -> Option<R> {
-        let index = self.index(hash);
-        let found = {
-            let entries = self.buckets[index as usize].entries.read();
-            entries
-                .iter()
-                .find(|(h, e)| *h == hash && e.name() == name)
-                .map(|(_, e)| read(e))
-        };
-        self.sample_read(index);
-        found
+    /// The account `name` (of hash `hash`), if cached.
+    pub(super) fn get(&self, name: &str, hash: u64) -> Option<Arc<CachedAccount>> {
+        self.reader().entry(name, hash).map(Arc::clone)
     }
 
     /// Tells moka of one read in [`READ_SAMPLE`] (no lock of the table is held here).
@@ -144,10 +139,7 @@ impl AccountTable {
                 .find(|(h, e)| *h == hash && e.name() == entry.name())
             {
                 Some(slot) => slot.1 = entry,
-                None => {
-                    entries.reserve_exact(1);
-                    entries.push((hash, entry));
-                }
+                None => entries.push((hash, entry)),
             }
         });
     }
@@ -156,22 +148,28 @@ impl AccountTable {
     pub(super) fn remove(&self, name: &str, hash: u64) {
         self.update(hash, |entries| {
             entries.retain(|(h, e)| *h != hash || e.name() != name);
-            entries.shrink_to_fit();
         });
     }
 
-    /// Changes the list of `hash`'s bucket, then tells moka its new weight.
+    /// Replaces the list of `hash`'s bucket with a changed copy, then tells moka its weight.
     fn update(&self, hash: u64, change: impl FnOnce(&mut Entries)) {
         let index = self.index(hash);
-        let bucket = &self.buckets[index as usize];
-        let _writer = bucket.write.lock();
+        let _writer = self.writers[index as usize].lock();
         let slots = {
-            let mut entries = bucket.entries.write();
+            let lists = self.lists.pin();
+            let mut entries = Entries::with_capacity(lists.get(&index).map_or(0, Vec::len) + 1);
+            entries.extend(lists.get(&index).into_iter().flatten().cloned());
             change(&mut entries);
-            entries
+            entries.shrink_to_fit();
+            let slots = entries
                 .iter()
                 .map(|(_, e)| u64::from(e.weight()))
-                .sum::<u64>()
+                .sum::<u64>();
+            match entries.is_empty() {
+                true => drop(lists.remove(&index)),
+                false => drop(lists.insert(index, entries)),
+            }
+            slots
         };
         match u32::try_from(slots) {
             Ok(0) => self.policy.invalidate(&index),
@@ -182,9 +180,10 @@ impl AccountTable {
 
     /// Drops every account.
     pub(super) fn clear(&self) {
-        for bucket in self.buckets.iter() {
-            let _writer = bucket.write.lock();
-            drop(std::mem::take(&mut *bucket.entries.write()));
+        let indexes: Vec<u32> = self.lists.pin().keys().copied().collect();
+        for index in indexes {
+            let _writer = self.writers[index as usize].lock();
+            self.lists.pin().remove(&index);
         }
         self.policy.invalidate_all();
         self.policy.run_pending_tasks();
@@ -194,6 +193,25 @@ impl AccountTable {
     pub(super) fn weighted_size(&self) -> u64 {
         self.policy.run_pending_tasks();
         self.policy.weighted_size()
+    }
+}
+
+impl<'t> Reader<'t> {
+    /// The account `name` (of hash `hash`), if cached, borrowed for as long as this view.
+    pub fn get(&self, name: &str, hash: u64) -> Option<&CachedAccount> {
+        self.entry(name, hash).map(|e| &**e)
+    }
+
+    fn entry(&self, name: &str, hash: u64) -> Option<&Arc<CachedAccount>> {
+        let index = self.table.index(hash);
+        let found = self.lists.get(&index).and_then(|entries| {
+            entries
+                .iter()
+                .find(|(h, e)| *h == hash && e.name() == name)
+                .map(|(_, e)| e)
+        });
+        self.table.sample_read(index);
+        found
     }
 }
 
@@ -217,9 +235,10 @@ mod tests {
     /// The slots the lists hold, whatever moka counts.
     fn stored_slots(table: &AccountTable) -> u64 {
         table
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.read().clone())
+            .lists
+            .pin()
+            .values()
+            .flatten()
             .map(|(_, e)| u64::from(e.weight()))
             .sum()
     }
@@ -239,14 +258,9 @@ mod tests {
             .map(|(index, slots)| (*index, u64::from(slots)))
             .collect();
         let mut stored = 0;
-        for (index, bucket) in table.buckets.iter().enumerate() {
-            let listed: u64 = bucket
-                .entries
-                .read()
-                .iter()
-                .map(|(_, e)| u64::from(e.weight()))
-                .sum();
-            let kept = kept.get(&(index as u32)).copied().unwrap_or(0);
+        for (index, entries) in table.lists.pin().iter() {
+            let listed: u64 = entries.iter().map(|(_, e)| u64::from(e.weight())).sum();
+            let kept = kept.get(index).copied().unwrap_or(0);
             assert!(
                 listed <= kept,
                 "bucket {index} lists {listed} slots, moka keeps {kept}"

@@ -1,8 +1,8 @@
 //! The all-hit path in one pass: what a body seen for the first time costs when every (account,
 //! tag) it asks for is cached and fresh.
 //!
-//! Each distinct account is read from the cache once, in place (no `Arc` taken: its bucket's
-//! read lock covers the writing of its entry), each pair looked up once, and the answer written
+//! Each distinct account is read from the cache once, borrowed (no lock, no `Arc` taken: see
+//! `cache/table.rs`), each pair looked up once, and the answer written
 //! as the lookups go, with no per-account views or miss lists. An account asked for again is
 //! written again from its first entry's bytes, so it is answered from the same version. The first pair that is not
 //! a fresh hit (a miss, a stale value, an account not cached or remembered as failed) abandons
@@ -42,6 +42,10 @@ fn first_occurrences(request: &PortraitGetRequest<'_>) -> Option<u64> {
         .filter(|&i| !tags[..i].contains(&tags[i]))
         .fold(0u64, |set, i| set | (1 << i));
     Some(first)
+}
+
+fn names_in_order<'r>(request: &'r PortraitGetRequest<'_>) -> impl Iterator<Item = &'r str> {
+    request.accounts.iter().map(|n| n.as_ref())
 }
 
 /// The distinct accounts of a request (at most 100, wire.rs) by hash: an open-addressed table
@@ -119,27 +123,41 @@ impl ProfileService {
             hits: 0,
             absent: 0,
         };
+        // First every account is found (independent lookups, whose cache misses the processor
+        // overlaps), then the answer is written.
+        let reader = cache.reader();
         let mut names: Vec<&str> = Vec::with_capacity(accounts);
-        // Where each distinct account's entry was written: a repeat is written again from there.
-        let mut written: Vec<Range<usize>> = Vec::with_capacity(accounts);
+        let mut found: Vec<&CachedAccount> = Vec::with_capacity(accounts);
+        // Each position's index among the distinct accounts.
+        let mut positions: Vec<usize> = Vec::with_capacity(accounts);
         let mut seen = Distinct::default();
         // Stamps matter only to an answer kept by body.
         let stamped = self.0.answers.is_enabled();
-        for name in request.accounts.iter().map(|n| n.as_ref()) {
+        for name in names_in_order(request) {
             let hash = cache.hash(name);
-            match seen.find(name, hash, &names) {
-                Ok(index) => out.repeat_account(written[index].clone()),
+            let index = match seen.find(name, hash, &names) {
+                Ok(index) => index,
                 Err(free) => {
                     if stamped {
                         hit.sources.push(cache.stamp_hashed(hash));
                     }
-                    let start = out.begin_account(name);
-                    cache.read_hashed(name, hash, |entry| {
-                        hit.write_pairs(entry, &request.tags, first, now, &mut out)
-                    })??;
-                    written.push(start..out.end_account());
+                    found.push(reader.get(name, hash)?);
                     seen.table[free] = u8::try_from(names.len() + 1).ok()?;
                     names.push(name);
+                    names.len() - 1
+                }
+            };
+            positions.push(index);
+        }
+        // Where each distinct account's entry was written: a repeat is written again from there.
+        let mut written: Vec<Option<Range<usize>>> = vec![None; found.len()];
+        for (name, &index) in names_in_order(request).zip(&positions) {
+            match &written[index] {
+                Some(entry) => out.repeat_account(entry.clone()),
+                None => {
+                    let start = out.begin_account(name);
+                    hit.write_pairs(found[index], &request.tags, first, now, &mut out)?;
+                    written[index] = Some(start..out.end_account());
                 }
             }
         }
