@@ -49,6 +49,7 @@ pub struct ConnState {
     in_flight: AtomicU32,
     /// Whether any request has started: before that, the first-request deadline applies.
     served: AtomicBool,
+    /// When the last request ended (0: none has).
     last_active_ms: AtomicU64,
     /// When the first byte of a request head not yet complete arrived ([`NOT_PENDING`] if none).
     pending_since_ms: AtomicU64,
@@ -110,7 +111,8 @@ impl ConnState {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.served.store(true, Ordering::Release);
         self.pending_since_ms.store(NOT_PENDING, Ordering::Release);
-        self.last_active_ms.store(self.now_ms(), Ordering::Release);
+        // No clock read here: a busy connection has no deadline and is never shed, and the
+        // guard stamps the activity when the request ends.
         RequestGuard(self.clone())
     }
 
@@ -160,7 +162,7 @@ impl ConnState {
         Some(self.opened + Duration::from_millis(due))
     }
 
-    /// The time of the last request start or end, for choosing whom to shed.
+    /// The time of the last request's end (or the opening), for choosing whom to shed.
     fn last_active(&self) -> Instant {
         self.opened + Duration::from_millis(self.last_active_ms.load(Ordering::Acquire))
     }
