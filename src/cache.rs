@@ -164,11 +164,6 @@ impl ProfileCache {
         self.0.hasher.hash_one(account)
     }
 
-    /// [`ProfileCache::get`] for an account whose [`ProfileCache::hash`] was taken.
-    pub fn get_hashed(&self, account: &str, hash: u64) -> Option<Arc<CachedAccount>> {
-        self.0.profiles.get(account, hash)
-    }
-
     /// A view for the hit path: accounts read through it are borrowed (no lock, no `Arc` taken)
     /// until it is dropped; keep it for one request's synchronous work.
     pub fn reader(&self) -> table::Reader<'_> {

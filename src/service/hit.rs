@@ -1,13 +1,14 @@
 //! The all-hit path in one pass: what a body seen for the first time costs when every (account,
 //! tag) it asks for is cached and fresh.
 //!
-//! Each distinct account is read from the cache once, borrowed (no lock, no `Arc` taken: see
-//! `cache/table.rs`), each pair looked up once, and the answer written
-//! as the lookups go, with no per-account views or miss lists. An account asked for again is
-//! written again from its first entry's bytes, so it is answered from the same version. The first pair that is not
-//! a fresh hit (a miss, a stale value, an account not cached or remembered as failed) abandons
-//! the pass; the general path (service.rs `lookup` -> `assemble`) then takes the request from
-//! the start. Nothing is counted in the metrics until the pass succeeds.
+//! Each distinct account is read from the cache once, borrowed for the request (no lock, no
+//! `Arc` taken: see `cache/table.rs`); all of them are found first, so that the processor
+//! overlaps their cache misses, then the answer is written with each pair looked up once and no
+//! per-account views or miss lists. An account asked for again is copied from the bytes of its
+//! first entry. The first pair that is not a fresh hit (a miss, a stale value, an account not
+//! cached or remembered as failed) abandons the pass; the general path (service.rs `lookup` ->
+//! `assemble`) then takes the request from the start. Nothing is counted in the metrics until
+//! the pass succeeds.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -44,6 +45,7 @@ fn first_occurrences(request: &PortraitGetRequest<'_>) -> Option<u64> {
     Some(first)
 }
 
+/// `To_Account`'s names, in request order.
 fn names_in_order<'r>(request: &'r PortraitGetRequest<'_>) -> impl Iterator<Item = &'r str> {
     request.accounts.iter().map(|n| n.as_ref())
 }
