@@ -157,8 +157,9 @@ impl AccountTable {
         let _writer = self.writers[index as usize].lock();
         let slots = {
             let lists = self.lists.pin();
-            let mut entries = Entries::with_capacity(lists.get(&index).map_or(0, Vec::len) + 1);
-            entries.extend(lists.get(&index).into_iter().flatten().cloned());
+            let current = lists.get(&index);
+            let mut entries = Entries::with_capacity(current.map_or(0, Vec::len) + 1);
+            entries.extend(current.into_iter().flatten().cloned());
             change(&mut entries);
             entries.shrink_to_fit();
             let slots = entries
