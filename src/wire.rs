@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::error::Error;
 
 mod encode;
+mod plain;
 #[cfg(test)]
 mod tests;
 
@@ -209,8 +210,16 @@ struct RawGetRequest<'a> {
 
 /// Decodes and validates a `portrait_get` body the way Tencent does: a JSON object with a
 /// non-empty `To_Account` array of strings (40002 when missing or empty), at most 100 of them,
-/// and a non-empty `TagList` of known tags.
+/// and a non-empty `TagList` of known tags. The usual body is split in one pass (`wire/plain.rs`);
+/// any other takes serde_json's path, which gives the exact error.
 pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error> {
+    if let Some((accounts, names)) = plain::split(body) {
+        let accounts = checked_accounts(accounts)?;
+        return Ok(PortraitGetRequest {
+            accounts,
+            tags: parsed_tags(&names)?,
+        });
+    }
     // serde's derived struct decoding would also accept a JSON array, field by position.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Error::InvalidJson(Arc::from(
@@ -219,30 +228,40 @@ pub fn decode_portrait_get(body: &[u8]) -> Result<PortraitGetRequest<'_>, Error>
     }
     let raw: RawGetRequest<'_> =
         serde_json::from_slice(body).map_err(|e| Error::InvalidJson(json_message(&e)))?;
-    let accounts: Vec<Cow<'_, str>> = match raw.to_account {
+    let accounts = match raw.to_account {
         None => return Err(Error::MissingAccounts),
         Some(v) => strings(v)
             .map_err(|e| Error::invalid_field("To_Account must be an array of strings", &e))?,
     };
+    let accounts = checked_accounts(accounts)?;
+    let names: Vec<Cow<'_, str>> = match raw.tag_list {
+        None => return Err(Error::InvalidField(Arc::from("TagList is missing"))),
+        Some(v) => strings(v)
+            .map_err(|e| Error::invalid_field("TagList must be an array of strings", &e))?,
+    };
+    Ok(PortraitGetRequest {
+        accounts,
+        tags: parsed_tags(&names)?,
+    })
+}
+
+/// `To_Account` if it names 1 to 100 accounts.
+fn checked_accounts(accounts: Vec<Cow<'_, str>>) -> Result<Vec<Cow<'_, str>>, Error> {
     if accounts.is_empty() {
         return Err(Error::MissingAccounts);
     }
     if accounts.len() > MAX_ACCOUNTS_PER_REQUEST {
         return Err(Error::TooManyAccounts(accounts.len()));
     }
-    let names: Vec<Cow<'_, str>> = match raw.tag_list {
-        None => return Err(Error::InvalidField(Arc::from("TagList is missing"))),
-        Some(v) => strings(v)
-            .map_err(|e| Error::invalid_field("TagList must be an array of strings", &e))?,
-    };
+    Ok(accounts)
+}
+
+/// `TagList`'s tags, if there is at least one and every one is known.
+fn parsed_tags(names: &[impl AsRef<str>]) -> Result<Vec<Tag>, Error> {
     if names.is_empty() {
         return Err(Error::InvalidField(Arc::from("TagList is empty")));
     }
-    let tags = names
-        .iter()
-        .map(|n| Tag::parse(n))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(PortraitGetRequest { accounts, tags })
+    names.iter().map(|n| Tag::parse(n.as_ref())).collect()
 }
 
 /// A field's raw JSON as an array of strings, exactly as `serde_json::from_str` would decode it.

@@ -1,0 +1,209 @@
+//! The usual `portrait_get` body split in one pass, without serde: one object whose only members
+//! are `To_Account` and `TagList`, each once, each an array of strings without escapes.
+//!
+//! Such a body is split by scanning for its quotes, and its strings are borrowed as they are.
+//! Whatever else (escapes, other members or types, a repeated member, bad UTF-8, a control
+//! character in a string, anything after the object) is not this path's business: it returns
+//! `None`, and serde_json decodes the body (`wire.rs`), with its exact errors. For what it
+//! accepts it gives what serde_json gives (tests below and the fuzz target check both).
+
+use std::borrow::Cow;
+
+/// `To_Account` and `TagList` of a body of the usual shape; `None` for any other body.
+pub(super) fn split(body: &[u8]) -> Option<(Vec<Cow<'_, str>>, Vec<&str>)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut scan = Scan { text, at: 0 };
+    scan.expect(b'{')?;
+    let (mut accounts, mut tags) = (None, None);
+    loop {
+        let key = scan.string()?;
+        scan.expect(b':')?;
+        match key {
+            "To_Account" if accounts.is_none() => accounts = Some(scan.strings(Cow::Borrowed)?),
+            "TagList" if tags.is_none() => tags = Some(scan.strings(|s| s)?),
+            _ => return None,
+        }
+        match scan.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    scan.skip_whitespace();
+    (scan.at == body.len()).then_some(())?;
+    Some((accounts?, tags?))
+}
+
+/// A position in the body, which is valid UTF-8.
+struct Scan<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn skip_whitespace(&mut self) {
+        let bytes = self.text.as_bytes();
+        while bytes
+            .get(self.at)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, consumed.
+    fn next(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        let byte = *self.text.as_bytes().get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let rest = &self.text.as_bytes()[self.at..];
+        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        (rest[len] == b'"').then_some(())?;
+        // No early exit: the loop vectorises, and ids are short.
+        let controls = rest[..len].iter().fold(false, |seen, &b| seen | (b < 0x20));
+        (!controls).then_some(())?;
+        // Both ends sit next to an ASCII quote, so both are character boundaries.
+        let string = self.text.get(self.at..self.at + len)?;
+        self.at += len + 1;
+        Some(string)
+    }
+
+    /// An array of such strings, each made an `T` by `make`.
+    fn strings<T>(&mut self, make: impl Fn(&'a str) -> T) -> Option<Vec<T>> {
+        self.expect(b'[')?;
+        let mut out = Vec::with_capacity(16);
+        self.skip_whitespace();
+        if self.text.as_bytes().get(self.at) == Some(&b']') {
+            self.at += 1;
+            return Some(out);
+        }
+        loop {
+            out.push(make(self.string()?));
+            match self.next()? {
+                b',' => continue,
+                b']' => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    use super::split;
+
+    /// What serde_json makes of a body, as the slow path reads it (the oracle of these tests).
+    fn by_serde(body: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(rename = "To_Account")]
+            accounts: Vec<String>,
+            #[serde(rename = "TagList")]
+            tags: Vec<String>,
+        }
+        let body: Body = serde_json::from_slice(body).ok()?;
+        Some((body.accounts, body.tags))
+    }
+
+    fn owned(split: (Vec<Cow<'_, str>>, Vec<&str>)) -> (Vec<String>, Vec<String>) {
+        let accounts = split.0.into_iter().map(Cow::into_owned).collect();
+        (accounts, split.1.into_iter().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn the_usual_bodies_are_split_as_serde_reads_them() {
+        let bodies: [&[u8]; 6] = [
+            br#"{"To_Account":["a","b"],"TagList":["Tag_Profile_IM_Nick"]}"#,
+            br#" { "TagList" : [ "t" ] , "To_Account" : [ "a" , "a" ] } "#,
+            b"{\"To_Account\":[\"\xe7\x94\xa8\xe6\x88\xb7\"],\"TagList\":[]}\n",
+            br#"{"To_Account":[],"TagList":["t"]}"#,
+            br#"{"To_Account":[""],"TagList":[""]}"#,
+            b"\t\r\n{\"To_Account\":[\"x\"],\"TagList\":[\"y\"]}",
+        ];
+        for body in bodies {
+            let text = String::from_utf8_lossy(body);
+            let split = split(body).unwrap_or_else(|| panic!("not split: {text}"));
+            assert_eq!(Some(owned(split)), by_serde(body), "{text}");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_serde() {
+        let bodies: [&[u8]; 16] = [
+            br#"{"To_Account":["a\"b"],"TagList":["t"]}"#,
+            br#"{"To_Account":["\u0061"],"TagList":["t"]}"#,
+            br#"{"To\u005fAccount":["a"],"TagList":["t"]}"#,
+            br#"{"To_Account":["a"],"TagList":["t"],"Other":1}"#,
+            br#"{"To_Account":["a"],"To_Account":["b"],"TagList":["t"]}"#,
+            br#"{"To_Account":["a"]}"#,
+            br#"{"To_Account":["a"],"TagList":["t"]} x"#,
+            br#"{"To_Account":["a"],"TagList":["t"]}{}"#,
+            br#"{"To_Account":["a",],"TagList":["t"]}"#,
+            br#"{"To_Account":["a"],"TagList":["t"],}"#,
+            br#"{"To_Account":[1],"TagList":["t"]}"#,
+            br#"{"To_Account":"a","TagList":["t"]}"#,
+            b"{\"To_Account\":[\"a\tb\"],\"TagList\":[\"t\"]}",
+            b"{\"To_Account\":[\"\xff\"],\"TagList\":[\"t\"]}",
+            br#"[["a"],["t"]]"#,
+            br#"{"To_Account":["a"],"TagList":["t"]"#,
+        ];
+        for body in bodies {
+            assert!(split(body).is_none(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// Bodies near the usual shape: members, strings and separators drawn from pieces that
+    /// include what the fast path must refuse.
+    fn near_usual_body() -> impl Strategy<Value = Vec<u8>> {
+        let string = prop::sample::select(vec![
+            "\"a\"",
+            "\"user_1\"",
+            "\"\"",
+            "\"a\\\"b\"",
+            "\"\\u0061\"",
+            "\"\t\"",
+            "\"\u{7528}\"",
+            "1",
+            "null",
+            "\"Tag_Profile_IM_Nick\"",
+        ]);
+        let array = prop::collection::vec(string, 0..4).prop_map(|items| items.join(","));
+        let key = prop::sample::select(vec![
+            "\"To_Account\"",
+            "\"TagList\"",
+            "\"Other\"",
+            "\"To\\u005fAccount\"",
+        ]);
+        let ws = prop::sample::select(vec!["", " ", "\n", "\t ", "x"]);
+        let member = (key, ws.clone(), array, ws.clone())
+            .prop_map(|(k, w1, a, w2)| format!("{k}{w1}:{w2}[{w1}{a}{w2}]"));
+        (prop::collection::vec(member, 0..4), ws.clone(), ws)
+            .prop_map(|(members, w1, w2)| format!("{w1}{{{}}}{w2}", members.join(",")).into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn whatever_is_split_is_what_serde_reads(body in near_usual_body()) {
+            if let Some(split) = split(&body) {
+                prop_assert_eq!(Some(owned(split)), by_serde(&body));
+            }
+        }
+    }
+}
