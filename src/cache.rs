@@ -32,8 +32,11 @@ use crate::error::Error;
 use crate::wire::{Account, RawJson, Tag};
 
 mod account;
+mod rendered;
 mod table;
 pub use account::{CachedAccount, Ticks};
+pub use rendered::Render;
+use rendered::RenderBudget;
 use table::AccountTable;
 
 /// Cheap-to-clone handle to the gateway's caches.
@@ -57,6 +60,8 @@ struct Inner {
     stripes: Box<[Stripe]>,
     /// Finds an account's stripe and repeated accounts of a request.
     hasher: Hasher,
+    /// Bounds the answer entries rendered into accounts (`cache.rendered_entry_bytes`).
+    render_budget: Arc<RenderBudget>,
 }
 
 /// How many stripes share out the accounts. An invalidation voids what was read for any account
@@ -128,6 +133,7 @@ impl ProfileCache {
             missing_tags,
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             hasher,
+            render_budget: RenderBudget::new(config.rendered_entry_bytes),
         }))
     }
 
@@ -168,6 +174,22 @@ impl ProfileCache {
     /// until it is dropped; keep it for one request's synchronous work.
     pub fn reader(&self) -> table::Reader<'_> {
         self.0.profiles.reader()
+    }
+
+    /// Keeps `render`, the answer entry the hit path just wrote from `account` for `tags`, in
+    /// `account`, if rendering is on and its budget has room.
+    pub fn keep_rendered(&self, account: &CachedAccount, tags: &[Tag], render: Render<'_>) {
+        account.keep_rendered(&self.0.render_budget, tags, render);
+    }
+
+    /// Whether the hit path renders answer entries into accounts.
+    pub fn renders(&self) -> bool {
+        self.0.render_budget.is_enabled()
+    }
+
+    /// Bytes held by rendered answer entries.
+    pub fn rendered_bytes(&self) -> u64 {
+        self.0.render_budget.used()
     }
 
     /// Merges freshly fetched values for `account` into its entry, unless the account was

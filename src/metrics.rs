@@ -139,6 +139,8 @@ pub struct Families {
     pub cache_entries: IntGauge,
     /// Bytes held by the answer cache (requests, answers, bookkeeping), refreshed on scrape.
     pub answer_cache_bytes: IntGauge,
+    /// Bytes held by answer entries rendered into cached accounts, refreshed on scrape.
+    pub cache_rendered_bytes: IntGauge,
     /// Accounts dropped from the cache by `portrait_set`.
     pub cache_invalidations: IntCounter,
     /// (account, tag) pairs that joined a fetch already in flight.
@@ -231,6 +233,10 @@ impl Metrics {
             answer_cache_bytes: reg.gauge(
                 "answer_cache_bytes",
                 "Bytes held by whole cached answers (requests, answers, bookkeeping)",
+            ),
+            cache_rendered_bytes: reg.gauge(
+                "cache_rendered_bytes",
+                "Bytes held by account answer entries rendered for a TagList",
             ),
             cache_invalidations: reg.counter(
                 "cache_invalidations_total",

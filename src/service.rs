@@ -31,6 +31,16 @@ mod hit;
 mod set;
 mod stale;
 
+/// What the caches hold, read for the size gauges at scrape time.
+pub struct CacheSizes {
+    /// Cached (account, tag) pairs.
+    pub pairs: u64,
+    /// Bytes of whole answers kept by body.
+    pub answer_bytes: u64,
+    /// Bytes of answer entries rendered into accounts.
+    pub rendered_bytes: u64,
+}
+
 /// The gateway's API logic; cheap to clone.
 #[derive(Clone)]
 pub struct ProfileService(Arc<Inner>);
@@ -158,9 +168,13 @@ impl ProfileService {
         [self.0.batcher.breaker(), &self.0.set_path.breaker]
     }
 
-    /// Cached (account, tag) pairs and answer cache bytes, for the scrape-time gauges.
-    pub fn cache_sizes(&self) -> (u64, u64) {
-        (self.0.cache.weighted_size(), self.0.answers.weighted_size())
+    /// How much the caches hold, for the scrape-time gauges.
+    pub fn cache_sizes(&self) -> CacheSizes {
+        CacheSizes {
+            pairs: self.0.cache.weighted_size(),
+            answer_bytes: self.0.answers.weighted_size(),
+            rendered_bytes: self.0.cache.rendered_bytes(),
+        }
     }
 
     /// Answers a `portrait_get` body exactly as Tencent would answer it alone.

@@ -1,11 +1,13 @@
 //! CachedAccount: one account's name and cached tags, compactly: a fixed-size slot per tag and
-//! the name and every value's JSON text in one string (see [`ProfileCache`](super::ProfileCache)).
+//! the name and every value's JSON text in one string (see [`ProfileCache`](super::ProfileCache)),
+//! and the answer entry the hit path rendered from them (rendered.rs).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
+use super::rendered::{Render, RenderBudget, Renders};
 use super::Lookup;
 use crate::wire::{RawJson, Tag};
 
@@ -20,6 +22,9 @@ pub struct CachedAccount {
     text: Box<str>,
     /// The name's length at the start of `text`.
     name_len: u32,
+    /// Its answer entries as the hit path wrote them, for the first few `TagList`s it was
+    /// written for, as the cache's render budget allowed.
+    rendered: Renders,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +123,22 @@ impl CachedAccount {
         None
     }
 
+    /// The answer entry rendered for exactly `tags`, if there is one and it is fresh at `now`.
+    pub fn rendered(&self, tags: &[Tag], now: Ticks) -> Option<Render<'_>> {
+        self.rendered.find(tags, now)
+    }
+
+    /// Keeps `render`, this account's answer entry for `tags`, if it has room for another
+    /// `TagList` and `budget` for the bytes.
+    pub(super) fn keep_rendered(
+        &self,
+        budget: &Arc<RenderBudget>,
+        tags: &[Tag],
+        render: Render<'_>,
+    ) {
+        self.rendered.keep(budget, tags, render);
+    }
+
     fn slot(&self, tag: &Tag) -> Option<&Slot> {
         match tag.standard_index() {
             Some(index) => self.slots.iter().find(|s| s.tag == index),
@@ -179,6 +200,7 @@ impl CachedAccount {
             slots: out.slots.into_boxed_slice(),
             text: out.text.into_boxed_str(),
             name_len,
+            rendered: Renders::default(),
         })
     }
 }

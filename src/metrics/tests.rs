@@ -32,6 +32,7 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
         "tim_gateway_answer_cache_requests_total{result=\"hit\"} 0",
         "tim_gateway_cache_entries",
         "tim_gateway_answer_cache_bytes",
+        "tim_gateway_cache_rendered_bytes",
         "tim_gateway_cache_invalidations_total",
         "tim_gateway_coalesced_keys_total",
         "tim_gateway_batch_accounts_bucket{le=\"100\"} 1",

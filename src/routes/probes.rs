@@ -11,9 +11,16 @@ use super::AppState;
 
 pub(super) fn metrics(state: &AppState) -> Response<Full<Bytes>> {
     let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let (pairs, answer_bytes) = state.service.cache_sizes();
-    state.metrics.cache_entries.set(gauge(pairs));
-    state.metrics.answer_cache_bytes.set(gauge(answer_bytes));
+    let sizes = state.service.cache_sizes();
+    state.metrics.cache_entries.set(gauge(sizes.pairs));
+    state
+        .metrics
+        .answer_cache_bytes
+        .set(gauge(sizes.answer_bytes));
+    state
+        .metrics
+        .cache_rendered_bytes
+        .set(gauge(sizes.rendered_bytes));
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

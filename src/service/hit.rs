@@ -1,14 +1,16 @@
 //! The all-hit path in one pass: what a body seen for the first time costs when every (account,
 //! tag) it asks for is cached and fresh.
 //!
-//! Each distinct account is read from the cache once, borrowed for the request (no lock, no
-//! `Arc` taken: see `cache/table.rs`); all of them are found first, so that the processor
-//! overlaps their cache misses, then the answer is written with each pair looked up once and no
-//! per-account views or miss lists. An account asked for again is copied from the bytes of its
-//! first entry. The first pair that is not a fresh hit (a miss, a stale value, an account not
-//! cached or remembered as failed) abandons the pass; the general path (service.rs `lookup` ->
-//! `assemble`) then takes the request from the start. Nothing is counted in the metrics until
-//! the pass succeeds.
+//! Each distinct account is read from the cache once, borrowed for the request (no lock, no `Arc`
+//! taken: see `cache/table.rs`); all of them are found first, so that the processor overlaps their
+//! cache misses, then the answer is written with each pair looked up once and no per-account views
+//! or miss lists. An account already rendered for the request's `TagList` (cache/rendered.rs) is
+//! copied whole from its rendered entry; one written pair by pair is rendered for the next request
+//! (within the cache's render budget). An account asked for again in the same request is copied
+//! from the bytes of its first entry. The first pair that is not a fresh hit (a miss, a stale
+//! value, an account not cached or remembered as failed) abandons the pass; the general path
+//! (service.rs `lookup` -> `assemble`) then takes the request from the start. Nothing is counted in
+//! the metrics until the pass succeeds.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use bytes::Bytes;
 
 use super::ProfileService;
 use crate::answers::CachedAnswer;
-use crate::cache::{CachedAccount, Stamp, Ticks};
+use crate::cache::{CachedAccount, Render, Stamp, Ticks};
 use crate::wire::{PortraitGetRequest, ResponseWriter, Tag};
 
 /// An answer written wholly from the cache, and what keeping it by body needs.
@@ -78,31 +80,44 @@ impl Distinct {
 }
 
 impl AllHit {
-    /// Writes an account's pairs from its cached entry and counts them (`first`: the tags'
-    /// first occurrences); `None` at the first pair that is not a fresh hit.
-    fn write_pairs(
-        &mut self,
-        entry: &CachedAccount,
-        tags: &[Tag],
-        first: u64,
-        now: Ticks,
-        out: &mut ResponseWriter,
-    ) -> Option<()> {
-        for (i, tag) in tags.iter().enumerate() {
-            let (value, until) = entry.find(tag, now)?;
-            if first & (1 << i) != 0 {
-                match value {
-                    Some(_) => self.hits += 1,
-                    None => self.absent += 1,
-                }
-                self.fresh_until = Some(self.fresh_until.map_or(until, |f| f.min(until)));
-            }
-            if let Some(value) = value {
-                out.tag_value(tag, value);
-            }
-        }
-        Some(())
+    /// Counts an account's pairs into the answer.
+    fn count(&mut self, render: &Render<'_>) {
+        self.hits += u64::from(render.hits);
+        self.absent += u64::from(render.absent);
+        let until = render.fresh_until;
+        self.fresh_until = Some(self.fresh_until.map_or(until, |f| f.min(until)));
     }
+}
+
+/// Writes an account's pairs from its cached entry (`first`: the tags' first occurrences) and
+/// returns their counts (`json` left empty); `None` at the first pair that is not a fresh hit.
+fn write_pairs<'a>(
+    entry: &CachedAccount,
+    tags: &[Tag],
+    first: u64,
+    now: Ticks,
+    out: &mut ResponseWriter,
+) -> Option<Render<'a>> {
+    let (mut hits, mut absent, mut fresh_until) = (0, 0, None::<Ticks>);
+    for (i, tag) in tags.iter().enumerate() {
+        let (value, until) = entry.find(tag, now)?;
+        if first & (1 << i) != 0 {
+            match value {
+                Some(_) => hits += 1,
+                None => absent += 1,
+            }
+            fresh_until = Some(fresh_until.map_or(until, |f| f.min(until)));
+        }
+        if let Some(value) = value {
+            out.tag_value(tag, value);
+        }
+    }
+    Some(Render {
+        json: &[],
+        fresh_until: fresh_until?,
+        hits,
+        absent,
+    })
 }
 
 impl ProfileService {
@@ -135,6 +150,7 @@ impl ProfileService {
         let mut seen = Distinct::default();
         // Stamps matter only to an answer kept by body.
         let stamped = self.0.answers.is_enabled();
+        let renders = cache.renders();
         for name in names_in_order(request) {
             let hash = cache.hash(name);
             let index = match seen.find(name, hash, &names) {
@@ -153,15 +169,27 @@ impl ProfileService {
         }
         // Where each distinct account's entry was written: a repeat is written again from there.
         let mut written: Vec<Option<Range<usize>>> = vec![None; found.len()];
+        let tags = &request.tags[..];
         for (name, &index) in names_in_order(request).zip(&positions) {
-            match &written[index] {
-                Some(entry) => out.repeat_account(entry.clone()),
-                None => {
-                    let start = out.begin_account(name);
-                    hit.write_pairs(found[index], &request.tags, first, now, &mut out)?;
-                    written[index] = Some(start..out.end_account());
-                }
+            if let Some(entry) = &written[index] {
+                out.repeat_account(entry.clone());
+                continue;
             }
+            let account = found[index];
+            if let Some(render) = account.rendered(tags, now) {
+                hit.count(&render);
+                written[index] = Some(out.rendered_account(render.json));
+                continue;
+            }
+            let start = out.begin_account(name);
+            let mut render = write_pairs(account, tags, first, now, &mut out)?;
+            let entry = start..out.end_account();
+            hit.count(&render);
+            if renders {
+                render.json = out.written(entry.clone());
+                cache.keep_rendered(account, tags, render);
+            }
+            written[index] = Some(entry);
         }
         hit.answer = out.finish();
         Some(hit)

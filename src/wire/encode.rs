@@ -81,6 +81,20 @@ impl ResponseWriter {
         self.buf.extend_from_within(entry);
     }
 
+    /// Writes an account entry rendered before (as written from [`begin_account`](Self::begin_account)
+    /// to [`end_account`](Self::end_account)); returns where it is.
+    pub fn rendered_account(&mut self, entry: &[u8]) -> std::ops::Range<usize> {
+        self.account_separator();
+        let start = self.buf.len();
+        self.buf.extend_from_slice(entry);
+        start..self.buf.len()
+    }
+
+    /// The bytes written at `range`, e.g. an account entry to keep rendered.
+    pub fn written(&self, range: std::ops::Range<usize>) -> &[u8] {
+        self.buf.get(range).unwrap_or(&[])
+    }
+
     /// Writes a failed account entry (no `ProfileItem`, as Tencent does) and lists the account
     /// in `Fail_Account`.
     pub fn failed_account(&mut self, account: &str, code: i64, info: &str) {
