@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tracing::{debug, error, warn, Instrument};
@@ -132,16 +133,18 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let is_post = request.method() == Method::POST;
-    let is_get = request.method() == Method::GET;
-    let path = request.uri().path();
+    // Split at once: every level below borrows the head, so a request's future holds it once.
+    let (parts, body) = request.into_parts();
+    let is_post = parts.method == Method::POST;
+    let is_get = parts.method == Method::GET;
+    let path = parts.uri.path();
     let callbacks_here = match listener {
         Listener::Api => state.callbacks_on_api_listener,
         Listener::Callbacks => true,
     };
     let response = if callbacks_here && path == state.callback_path {
         match is_post {
-            true => Box::pin(callback(&state, request)).await,
+            true => Box::pin(callback(&state, &parts, body)).await,
             false => not_served(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only POST is allowed on this path",
@@ -165,7 +168,7 @@ where
                 StatusCode::METHOD_NOT_ALLOWED,
                 "only POST is allowed on this path",
             ),
-            Some(target) => api(&state, target, request).await,
+            Some(target) => api(&state, target, &parts, body).await,
             None => not_served(StatusCode::NOT_FOUND, "no such API on this gateway"),
         }
     };
@@ -182,13 +185,13 @@ fn target(state: &AppState, path: &str) -> Option<Target> {
     }
 }
 
-async fn api<B>(state: &AppState, target: Target, request: Request<B>) -> Response<Full<Bytes>>
+async fn api<B>(state: &AppState, target: Target, parts: &Parts, body: B) -> Response<Full<Bytes>>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let id = request_id(&request);
+    let id = request_id(&parts.headers);
     // A debug span: at the default level it costs nothing (formatting its fields was ~4 % of a
     // hit's CPU), and the request's own failure is logged with its id below either way. It
     // records its fields now: the label (a table row's) or path (passed through) is borrowed.
@@ -197,11 +200,11 @@ where
             tracing::debug_span!("request", request_id = %id, api = api.label())
         }
         Target::Forward => {
-            tracing::debug_span!("request", request_id = %id, api = request.uri().path())
+            tracing::debug_span!("request", request_id = %id, api = parts.uri.path())
         }
     };
     let (api, result) = REQUEST_ID
-        .scope(id.clone(), answer(state, target, request))
+        .scope(id.clone(), answer(state, target, parts, body))
         .instrument(span.clone())
         .await;
     state.metrics.record_request(
@@ -228,9 +231,8 @@ where
 
 /// The caller's `X-Request-Id` when sane (1 to 128 visible ASCII characters), else a new
 /// random one (16 hex digits).
-fn request_id<B>(request: &Request<B>) -> Arc<str> {
-    let given = request
-        .headers()
+fn request_id(headers: &header::HeaderMap) -> Arc<str> {
+    let given = headers
         .get(REQUEST_ID_HEADER)
         .map(|v| v.as_bytes())
         .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
@@ -247,7 +249,8 @@ fn request_id<B>(request: &Request<B>) -> Arc<str> {
 async fn answer<B>(
     state: &AppState,
     target: Target,
-    request: Request<B>,
+    parts: &Parts,
+    body: B,
 ) -> (Api, Result<(StatusCode, Bytes), Error>)
 where
     B: hyper::body::Body<Data = Bytes> + Send,
@@ -255,7 +258,7 @@ where
 {
     match target {
         Target::Listed(handling, api) => {
-            let result = match authenticated_body(state, request).await {
+            let result = match authenticated_body(state, parts, body).await {
                 Ok(body) => match handling {
                     Handling::Cached => state.service.portrait_get(&body).await,
                     // Boxed, as are the other rarer paths: every request's future is as large
@@ -266,7 +269,7 @@ where
             };
             (api, result.map(|body| (StatusCode::OK, body)))
         }
-        Target::Forward => Box::pin(forward(state, request)).await,
+        Target::Forward => Box::pin(forward(state, parts, body)).await,
     }
 }
 
@@ -274,19 +277,20 @@ where
 /// requests must not create limiters or metric series.
 async fn forward<B>(
     state: &AppState,
-    request: Request<B>,
+    parts: &Parts,
+    body: B,
 ) -> (Api, Result<(StatusCode, Bytes), Error>)
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let path = request.uri().path().to_owned();
+    let path = parts.uri.path().to_owned();
     let known = state.passthrough.known(&path);
     let api = known.as_ref().map_or_else(
         || Api::forwarded(&path, OTHER_LABEL),
         |route| route.api.clone(),
     );
-    let body = match authenticated_body(state, request).await {
+    let body = match authenticated_body(state, parts, body).await {
         Ok(body) => body,
         Err(e) => return (api, Err(e)),
     };
@@ -306,21 +310,21 @@ where
 }
 
 /// The caller's credentials checked, then the body read within its size and time limits.
-async fn authenticated_body<B>(state: &AppState, request: Request<B>) -> Result<Bytes, Error>
+async fn authenticated_body<B>(state: &AppState, parts: &Parts, body: B) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    state.auth.check(request.uri().query())?;
-    read_body_in_time(state, request).await
+    state.auth.check(parts.uri.query())?;
+    read_body_in_time(state, parts, body).await
 }
 
-async fn read_body_in_time<B>(state: &AppState, request: Request<B>) -> Result<Bytes, Error>
+async fn read_body_in_time<B>(state: &AppState, parts: &Parts, body: B) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let mut read = std::pin::pin!(read_body(request, state.max_body_bytes));
+    let mut read = std::pin::pin!(read_body(&parts.headers, body, state.max_body_bytes));
     // Most bodies arrive with their head: they are read at once, with no timer armed.
     if let Some(read) = futures_util::future::poll_immediate(read.as_mut()).await {
         return read;
@@ -337,20 +341,17 @@ where
 }
 
 /// A Tencent callback: no caller auth (the receiver checks Tencent's own signature).
-async fn callback<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>>
+async fn callback<B>(state: &AppState, parts: &Parts, body: B) -> Response<Full<Bytes>>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let query = request.uri().query().map(str::to_owned);
-    let answer = match read_body_in_time(state, request).await {
-        Ok(body) => state.callbacks.receive(query.as_deref(), body).await,
+    let query = parts.uri.query();
+    let answer = match read_body_in_time(state, parts, body).await {
+        Ok(body) => state.callbacks.receive(query, body).await,
         Err(e) => {
             debug!(error = %e, "callback body unreadable");
-            state
-                .callbacks
-                .receive(query.as_deref(), Bytes::new())
-                .await
+            state.callbacks.receive(query, Bytes::new()).await
         }
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);

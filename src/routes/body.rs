@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Request};
+use http::{header, HeaderMap};
 use http_body_util::BodyExt;
 
 use crate::error::Error;
@@ -12,20 +12,18 @@ use crate::error::Error;
 /// Reads the whole body, refusing more than `limit` bytes. A refused body is still read (and
 /// discarded) up to [`DRAIN_LIMIT_BYTES`]: closing a connection with unread bytes in it makes
 /// the kernel reset it, and the caller would lose the answer that explains the refusal.
-pub(super) async fn read_body<B>(request: Request<B>, limit: usize) -> Result<Bytes, Error>
+pub(super) async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let declared = request
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > DRAIN_LIMIT_BYTES as u64) {
         return Err(Error::BodyTooLarge(limit));
     }
     let unreadable = || Error::InvalidField(Arc::from("request body could not be read"));
-    let body = request.into_body();
     let mut body = std::pin::pin!(body);
     let mut kept = Kept::Nothing;
     let mut seen = 0usize;
