@@ -199,3 +199,34 @@ fn mode_none_checks_nothing() {
     let a = Authenticator::new(&config, APP, SecretKey::new(String::new()));
     assert!(a.check(None).is_ok());
 }
+
+#[test]
+fn a_threads_last_verdict_serves_only_its_own_authenticator_and_claims() {
+    let a = authenticator();
+    let sig = usersig::sign(APP, KEY, "administrator", NOW, 60);
+    assert_eq!(code(a.check_at(&query(APP, "administrator", &sig), NOW)), 0);
+    // Another gateway's checker, with another key, on the same thread in the same second.
+    let other = Authenticator::new(
+        &AuthConfig {
+            mode: AuthMode::UserSig,
+            admins: vec!["administrator".into()],
+            verdict_cache_bytes: 64 * 1024,
+        },
+        APP,
+        SecretKey::new("another-key".into()),
+    );
+    assert_eq!(
+        code(other.check_at(&query(APP, "administrator", &sig), NOW)),
+        70009
+    );
+    // The remembered verdict still has its claims checked.
+    assert_eq!(
+        code(a.check_at(&query(APP + 1, "administrator", &sig), NOW)),
+        70014
+    );
+    assert_eq!(code(a.check_at(&query(APP, "administrator", &sig), NOW)), 0);
+    assert_eq!(
+        code(a.check_at(&query(APP, "administrator", &sig), NOW + 61)),
+        70001
+    );
+}
