@@ -240,7 +240,12 @@ fn request_id(headers: &header::HeaderMap) -> Arc<str> {
         .and_then(|v| std::str::from_utf8(v).ok());
     match given {
         Some(id) => Arc::from(id),
-        None => Arc::from(format!("{:016x}", rand::random::<u64>())),
+        None => {
+            let mut hex = [b'0'; 16];
+            // Eight bytes always fill the sixteen digits (no `format!`: one allocation, not two).
+            let _ = hex::encode_to_slice(rand::random::<u64>().to_be_bytes(), &mut hex);
+            Arc::from(std::str::from_utf8(&hex).unwrap_or("0000000000000000"))
+        }
     }
 }
 
