@@ -67,11 +67,12 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let rest = &self.text.as_bytes()[self.at..];
-        let len = memchr::memchr2(b'"', b'\\', rest)?;
+        // One plain loop: ids and tag names are a few dozen bytes, shorter than a SIMD search
+        // (memchr) takes to pay off.
+        let len = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         (rest[len] == b'"').then_some(())?;
-        // No early exit: the loop vectorises, and ids are short.
-        let controls = rest[..len].iter().fold(false, |seen, &b| seen | (b < 0x20));
-        (!controls).then_some(())?;
         // Both ends sit next to an ASCII quote, so both are character boundaries.
         let string = self.text.get(self.at..self.at + len)?;
         self.at += len + 1;
