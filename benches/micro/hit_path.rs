@@ -2,10 +2,12 @@
 //! - `all_hit`: as configured by default, a repeated body is served from the answer cache (one
 //!   hash of the body, one lookup, validity checks);
 //! - `all_hit_per_pair`: the answer cache off, so every call decodes, looks each account up and
-//!   assembles from cached raw JSON (what a body seen for the first time costs);
+//!   assembles from cached raw JSON (what a body seen for the first time costs; accounts already
+//!   rendered for the body's `TagList` are copied whole, cache/rendered.rs);
 //! - `first_seen`: every call sends a body never sent before (the same request made distinct by
 //!   trailing JSON whitespace), all pairs cached, with the answer cache off and on: real
-//!   callers' bodies rarely repeat, and on such traffic the answer cache must cost nothing.
+//!   callers' bodies rarely repeat, and on such traffic the answer cache must cost nothing; and
+//!   `rendered_off`, both the answer cache and rendered entries off: every pair written.
 //!
 //! The cache is warmed with two calls per body (a miss, then an all-hit call that keeps the
 //! answer); each measured call is then polled once and must complete without suspending (a miss
@@ -56,24 +58,23 @@ fn variant(base: &[u8], n: u64, out: &mut Vec<u8>) {
     out.extend((0..24).map(|digit| WHITESPACE[((n >> (2 * digit)) & 3) as usize]));
 }
 
-/// All-hit calls, each with a body never sent before: 100x3 and 20x4, answer cache off and on.
+/// All-hit calls, each with a body never sent before: 100x3 and 20x4, answer cache off and on,
+/// and with both it and rendered account entries off (every pair written one by one).
 fn first_seen(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let _enter = rt.enter();
     let sim = rt.block_on(inmem::bench_sim());
     let mut group = c.benchmark_group("first_seen");
-    for answer_cache in [false, true] {
+    for label in ["answer_cache_off", "answer_cache_on", "rendered_off"] {
         let upstream = inmem::SimUpstream::new(sim.clone(), Duration::ZERO);
         let mut config = inmem::bench_config(1_000_000);
-        if !answer_cache {
+        if label != "answer_cache_on" {
             config.cache.answer_cache_bytes = 0;
         }
+        if label == "rendered_off" {
+            config.cache.rendered_entry_bytes = 0;
+        }
         let service = inmem::build_service(&config, upstream).service;
-        let label = if answer_cache {
-            "answer_cache_on"
-        } else {
-            "answer_cache_off"
-        };
         for (i, (accounts, tags)) in SHAPES.into_iter().take(2).enumerate() {
             let body = inmem::readable_body(20_000 + 10_000 * i as u64, accounts, tags);
             let warm = rt
