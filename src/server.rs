@@ -25,8 +25,10 @@ use crate::config::ServerConfig;
 use crate::routes::{self, AppState, Listener};
 
 mod conn;
+mod gated;
 
 use conn::{ConnLimits, ConnState, Registry, Watched};
+use gated::Gated;
 
 /// How long to back off when `accept` fails (for example out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -148,6 +150,18 @@ fn admit(shared: &Shared, tracker: &TaskTracker, stream: TcpStream, peer: std::n
     });
 }
 
+/// What one of a connection's watchers saw.
+enum Watch {
+    /// The drain's grace is over: close now.
+    Stop,
+    /// Shutdown began: finish the request in flight, then close.
+    Drain,
+    /// The registry may have shed this connection.
+    Changed,
+    /// Time to check the connection's deadline.
+    Check,
+}
+
 /// Runs one connection until it ends, is closed by its deadline or shed, or the drain ends.
 async fn serve_connection(
     shared: &Shared,
@@ -176,7 +190,17 @@ async fn serve_connection(
     let check = tokio::time::sleep_until(conn.next_check(&shared.limits, Instant::now()).into());
     tokio::pin!(stop, drain, check);
     loop {
-        tokio::select! {
+        // Behind a gate: polled when one of them fired, not on each request's wake-up.
+        let watch = Gated::new(async {
+            tokio::select! {
+                biased;
+                () = &mut stop => Watch::Stop,
+                () = &mut drain, if !draining => Watch::Drain,
+                () = conn.changed() => Watch::Changed,
+                () = &mut check => Watch::Check,
+            }
+        });
+        let event = tokio::select! {
             biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -184,12 +208,15 @@ async fn serve_connection(
                 }
                 return;
             }
-            () = &mut stop => return,
-            () = &mut drain, if !draining => {
+            event = watch => event,
+        };
+        match event {
+            Watch::Stop => return,
+            Watch::Drain => {
                 connection.as_mut().graceful_shutdown();
                 draining = true;
             }
-            () = conn.changed() => {
+            Watch::Changed => {
                 if conn.is_shed() {
                     if conn.is_idle() {
                         debug!(%peer, "idle connection closed to make room");
@@ -198,7 +225,7 @@ async fn serve_connection(
                     shared.registry.unshed(conn);
                 }
             }
-            () = &mut check => {
+            Watch::Check => {
                 let now = Instant::now();
                 if conn.expired(&shared.limits, now) {
                     debug!(%peer, "connection closed: no request within its deadline");
