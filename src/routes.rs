@@ -289,17 +289,17 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let path = parts.uri.path().to_owned();
-    let known = state.passthrough.known(&path);
+    let path = parts.uri.path();
+    let known = state.passthrough.known(path);
     let api = known.as_ref().map_or_else(
-        || Api::forwarded(&path, OTHER_LABEL),
+        || Api::forwarded(path, OTHER_LABEL),
         |route| route.api.clone(),
     );
     let body = match authenticated_body(state, parts, body).await {
         Ok(body) => body,
         Err(e) => return (api, Err(e)),
     };
-    let Some(route) = known.or_else(|| state.passthrough.route(&path)) else {
+    let Some(route) = known.or_else(|| state.passthrough.route(path)) else {
         return (
             api,
             Err(Error::Internal(Arc::from(

@@ -231,7 +231,9 @@ async fn serve_connection(
                     debug!(%peer, "connection closed: no request within its deadline");
                     return;
                 }
-                check.as_mut().reset(conn.next_check(&shared.limits, now).into());
+                check
+                    .as_mut()
+                    .reset(conn.next_check(&shared.limits, now).into());
             }
         }
     }

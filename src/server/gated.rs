@@ -63,7 +63,9 @@ impl<F: Future> Future for Gated<F> {
         if !this.signal.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
+        this.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
     }
 }
 
@@ -107,7 +109,11 @@ mod tests {
         for _ in 0..10 {
             assert!(gated.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(polls.load(Ordering::SeqCst), first, "not polled without a wake");
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            first,
+            "not polled without a wake"
+        );
         ready.notify_one();
         let fired = tokio::time::timeout(Duration::from_secs(5), gated).await;
         assert_eq!(fired, Ok("fired"), "a wake reaches the inner future");
