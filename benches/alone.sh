@@ -3,11 +3,12 @@
 # binaries, each alone, interleaved, so that a change of a few per cent shows through this
 # machine's drift. BENCHMARKS.md's "what each change bought" tables come from it.
 #
-#   benches/alone.sh ACCOUNTSxTAGS ROUNDS SECONDS BINARY...
-#   benches/alone.sh 20x4 5 3 /tmp/before /tmp/after
+#   BENCH_HARNESS=DIR benches/alone.sh ACCOUNTSxTAGS ROUNDS SECONDS BINARY...
+#   BENCH_HARNESS=/path/to/bench benches/alone.sh 20x4 5 3 /tmp/before /tmp/after
 #
-# Each round runs every binary in turn: `hyper-floor upstream` (../shared/bench, built by its
-# setup.sh) as the fake Tencent, the gateway pinned to CPU 0 with gateway-bench.toml and the
+# BENCH_HARNESS is the side-by-side harness (compare.sh's directory: its wrk script, and the
+# hyper-floor its setup.sh builds). Each round runs every binary in turn: `hyper-floor upstream`
+# as the fake Tencent, the gateway pinned to CPU 0 with gateway-bench.toml and the
 # answer cache off (every request takes the per-pair path), a 3 s warm-up, then
 # `wrk -t1 -c64` on CPU 1 for SECONDS with one body of the shape. CPU per request is the
 # gateway's utime + stime from /proc over the requests wrk counted. Prints one line per run and
@@ -16,7 +17,7 @@
 set -euo pipefail
 shape=$1 rounds=$2 seconds=$3
 shift 3
-bench=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../shared/bench" && pwd)
+bench=$(cd "${BENCH_HARNESS:?set BENCH_HARNESS to the side-by-side harness directory}" && pwd)
 floor=${HYPER_FLOOR_BIN:-${BENCH_BUILD_DIR:-/tmp/tim-gateway-bench}/target/release/hyper-floor}
 config=${GATEWAY_CONFIG:-$bench/gateway-bench.toml}
 url="http://127.0.0.1:28180/v4/profile/portrait_get${AUTH_QUERY:+?$AUTH_QUERY}"
