@@ -35,8 +35,8 @@ mod account;
 mod rendered;
 mod table;
 pub use account::{CachedAccount, Ticks};
-pub use rendered::Render;
 use rendered::RenderBudget;
+pub use rendered::{PairCounts, Render};
 use table::AccountTable;
 
 /// Cheap-to-clone handle to the gateway's caches.

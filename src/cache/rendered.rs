@@ -107,27 +107,29 @@ pub struct Rendered {
     tags: Box<[Tag]>,
     /// The entry's JSON, from `{"To_Account"` to its closing `}`.
     json: Box<[u8]>,
-    /// When the first of its pairs goes stale.
-    fresh_until: Ticks,
-    /// Distinct tags answered with a value, and as unset (what the lookup metrics count).
-    hits: u32,
-    absent: u32,
+    counts: PairCounts,
     budget: Arc<RenderBudget>,
     /// The entry of another `TagList`.
     next: OnceLock<Box<Rendered>>,
 }
 
-/// What a rendered entry answers for: the JSON and the counts of a pass that wrote it.
+/// What an account's entry for a `TagList` counts: the same whether written pair by pair or
+/// copied rendered.
 #[derive(Debug, Clone, Copy)]
-pub struct Render<'a> {
-    /// The entry's JSON, from `{"To_Account"` to its closing `}`.
-    pub json: &'a [u8],
+pub struct PairCounts {
     /// When the first of its pairs goes stale.
     pub fresh_until: Ticks,
-    /// Distinct tags answered with a value.
+    /// Distinct tags answered with a value (what the lookup metrics count).
     pub hits: u32,
     /// Distinct tags answered as unset.
     pub absent: u32,
+}
+
+/// A rendered entry: its JSON, from `{"To_Account"` to its closing `}`, and its counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Render<'a> {
+    pub json: &'a [u8],
+    pub counts: PairCounts,
 }
 
 impl Rendered {
@@ -140,9 +142,7 @@ impl Rendered {
         Some(Rendered {
             tags: tags.into(),
             json: render.json.into(),
-            fresh_until: render.fresh_until,
-            hits: render.hits,
-            absent: render.absent,
+            counts: render.counts,
             budget: budget.clone(),
             next: OnceLock::new(),
         })
@@ -150,11 +150,9 @@ impl Rendered {
 
     /// The entry, if all its pairs are fresh at `now`.
     fn answering(&self, now: Ticks) -> Option<Render<'_>> {
-        (now < self.fresh_until).then_some(Render {
+        (now < self.counts.fresh_until).then_some(Render {
             json: &self.json,
-            fresh_until: self.fresh_until,
-            hits: self.hits,
-            absent: self.absent,
+            counts: self.counts,
         })
     }
 }
@@ -188,18 +186,24 @@ mod tests {
     fn render(json: &[u8], fresh_until: Ticks) -> Render<'_> {
         Render {
             json,
-            fresh_until,
-            hits: 2,
-            absent: 0,
+            counts: PairCounts {
+                fresh_until,
+                hits: 2,
+                absent: 0,
+            },
         }
+    }
+
+    /// A roomy budget, now, ten seconds from now, and an account's empty chain.
+    fn setup() -> (Arc<RenderBudget>, Ticks, Ticks, Renders) {
+        let now = Ticks::at(Instant::now());
+        let until = now.plus(std::time::Duration::from_secs(10));
+        (RenderBudget::new(1 << 20), now, until, Renders::default())
     }
 
     #[test]
     fn an_entry_answers_only_its_own_tag_list_and_only_while_fresh() {
-        let budget = RenderBudget::new(1 << 20);
-        let now = Ticks::at(Instant::now());
-        let until = now.plus(std::time::Duration::from_secs(10));
-        let renders = Renders::default();
+        let (budget, now, until, renders) = setup();
         renders.keep(&budget, &tags(&[0, 7]), render(b"{}", until));
         let found = |t: &[usize], at| renders.find(&tags(t), at).map(|r| r.json.to_vec());
         assert_eq!(found(&[0, 7], now), Some(b"{}".to_vec()));
@@ -211,10 +215,7 @@ mod tests {
 
     #[test]
     fn an_account_keeps_the_first_few_tag_lists_it_is_written_for() {
-        let budget = RenderBudget::new(1 << 20);
-        let now = Ticks::at(Instant::now());
-        let until = now.plus(std::time::Duration::from_secs(10));
-        let renders = Renders::default();
+        let (budget, now, until, renders) = setup();
         for i in 0..MAX_TAG_LISTS + 2 {
             let json = format!("{i}");
             renders.keep(&budget, &tags(&[i]), render(json.as_bytes(), until));

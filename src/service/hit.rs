@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::ProfileService;
 use crate::answers::CachedAnswer;
-use crate::cache::{CachedAccount, Render, Stamp, Ticks};
+use crate::cache::{CachedAccount, PairCounts, Render, Stamp, Ticks};
 use crate::wire::{PortraitGetRequest, ResponseWriter, Tag};
 
 /// An answer written wholly from the cache, and what keeping it by body needs.
@@ -81,23 +81,23 @@ impl Distinct {
 
 impl AllHit {
     /// Counts an account's pairs into the answer.
-    fn count(&mut self, render: &Render<'_>) {
-        self.hits += u64::from(render.hits);
-        self.absent += u64::from(render.absent);
-        let until = render.fresh_until;
+    fn count(&mut self, counts: PairCounts) {
+        self.hits += u64::from(counts.hits);
+        self.absent += u64::from(counts.absent);
+        let until = counts.fresh_until;
         self.fresh_until = Some(self.fresh_until.map_or(until, |f| f.min(until)));
     }
 }
 
 /// Writes an account's pairs from its cached entry (`first`: the tags' first occurrences) and
-/// returns their counts (`json` left empty); `None` at the first pair that is not a fresh hit.
-fn write_pairs<'a>(
+/// returns their counts; `None` at the first pair that is not a fresh hit.
+fn write_pairs(
     entry: &CachedAccount,
     tags: &[Tag],
     first: u64,
     now: Ticks,
     out: &mut ResponseWriter,
-) -> Option<Render<'a>> {
+) -> Option<PairCounts> {
     let (mut hits, mut absent, mut fresh_until) = (0, 0, None::<Ticks>);
     for (i, tag) in tags.iter().enumerate() {
         let (value, until) = entry.find(tag, now)?;
@@ -112,8 +112,7 @@ fn write_pairs<'a>(
             out.tag_value(tag, value);
         }
     }
-    Some(Render {
-        json: &[],
+    Some(PairCounts {
         fresh_until: fresh_until?,
         hits,
         absent,
@@ -177,17 +176,17 @@ impl ProfileService {
             }
             let account = found[index];
             if let Some(render) = account.rendered(tags, now) {
-                hit.count(&render);
+                hit.count(render.counts);
                 written[index] = Some(out.rendered_account(render.json));
                 continue;
             }
             let start = out.begin_account(name);
-            let mut render = write_pairs(account, tags, first, now, &mut out)?;
+            let counts = write_pairs(account, tags, first, now, &mut out)?;
             let entry = start..out.end_account();
-            hit.count(&render);
+            hit.count(counts);
             if renders {
-                render.json = out.written(entry.clone());
-                cache.keep_rendered(account, tags, render);
+                let json = out.written(entry.clone());
+                cache.keep_rendered(account, tags, Render { json, counts });
             }
             written[index] = Some(entry);
         }
