@@ -3,16 +3,17 @@
 # binaries, each alone, interleaved, so that a change of a few per cent shows through this
 # machine's drift. BENCHMARKS.md's "what each change bought" tables come from it.
 #
-#   BENCH_HARNESS=DIR benches/alone.sh ACCOUNTSxTAGS ROUNDS SECONDS BINARY...
+#   BENCH_HARNESS=DIR benches/alone.sh ACCOUNTSxTAGS[:BODIES] ROUNDS SECONDS BINARY...
 #   BENCH_HARNESS=/path/to/bench benches/alone.sh 20x4 5 3 /tmp/before /tmp/after
 #
 # BENCH_HARNESS is the side-by-side harness (compare.sh's directory: its wrk script, and the
 # hyper-floor its setup.sh builds). Each round runs every binary in turn: `hyper-floor upstream`
 # as the fake Tencent, the gateway pinned to CPU 0 with gateway-bench.toml and the
 # answer cache off (every request takes the per-pair path), a 3 s warm-up, then
-# `wrk -t1 -c64` on CPU 1 for SECONDS with one body of the shape. CPU per request is the
-# gateway's utime + stime from /proc over the requests wrk counted. Prints one line per run and
-# the mean per binary. AUTH_QUERY (a query string) and GATEWAY_CONFIG select usersig runs.
+# `wrk -t1 -c64` on CPU 1 for SECONDS with one body of the shape (BODIES bodies, each with
+# accounts of its own, as compare.sh's `20x4:16`). CPU per request is the gateway's utime +
+# stime from /proc over the requests wrk counted. Prints one line per run (with wrk's p99) and
+# the means per binary. AUTH_QUERY (a query string) and GATEWAY_CONFIG select usersig runs.
 # Copy each binary out of target/ first: `cargo bench` overwrites target/release/tim-gateway.
 set -euo pipefail
 shape=$1 rounds=$2 seconds=$3
@@ -24,7 +25,9 @@ url="http://127.0.0.1:28180/v4/profile/portrait_get${AUTH_QUERY:+?$AUTH_QUERY}"
 work=$(mktemp -d)
 trap 'kill $upstream 2>/dev/null; rm -rf "$work"' EXIT
 
-"$floor" bodies --accounts "${shape%x*}" --tags "${shape#*x}" --count 1 >"$work/body.txt"
+size=${shape%%:*} count=1
+[[ $shape == *:* ]] && count=${shape#*:}
+"$floor" bodies --accounts "${size%x*}" --tags "${size#*x}" --count "$count" >"$work/body.txt"
 taskset -c 1 "$floor" upstream --listen 127.0.0.1:28183 --threads 1 >/dev/null 2>&1 &
 upstream=$!
 sleep 0.5
@@ -43,11 +46,13 @@ run() {
   kill -9 "$gateway"
   wait "$gateway" 2>/dev/null || true
   requests=$(awk '/requests in/{print $1}' <<<"$out")
-  awk -v b="$binary" -v t=$((u1 - u0 + s1 - s0)) -v r="$requests" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { printf "%s %.2f us/request (%d requests)\n", b, t * 1e6 / hz / r, r }'
+  p99=$(grep -o 'p99_us=[0-9]*' <<<"$out" | cut -d= -f2)
+  awk -v b="$binary" -v t=$((u1 - u0 + s1 - s0)) -v r="$requests" -v hz="$(getconf CLK_TCK)" -v p="$p99" \
+    'BEGIN { printf "%s %.2f us/request (%d requests, p99 %d us)\n", b, t * 1e6 / hz / r, r, p }'
 }
 
 for _ in $(seq "$rounds"); do
   for binary in "$@"; do run "$binary"; done
 done | tee "$work/runs.txt"
-awk '{ sum[$1] += $2; n[$1]++ } END { for (b in sum) printf "mean %s %.2f us/request\n", b, sum[b] / n[b] }' "$work/runs.txt"
+awk '{ sum[$1] += $2; n[$1]++; p99[$1] += $7 }
+  END { for (b in sum) printf "mean %s %.2f us/request, p99 %d us\n", b, sum[b] / n[b], p99[b] / n[b] }' "$work/runs.txt"
