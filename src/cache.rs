@@ -36,7 +36,7 @@ mod rendered;
 mod table;
 pub use account::{CachedAccount, Ticks};
 use rendered::RenderBudget;
-pub use rendered::{PairCounts, Render};
+pub use rendered::{PairCounts, Render, TagListKey};
 use table::AccountTable;
 
 /// Cheap-to-clone handle to the gateway's caches.
@@ -176,10 +176,10 @@ impl ProfileCache {
         self.0.profiles.reader()
     }
 
-    /// Keeps `render`, the answer entry the hit path just wrote from `account` for `tags`, in
+    /// Keeps `render`, the answer entry the hit path just wrote from `account` for `key`, in
     /// `account`, if rendering is on and its budget has room.
-    pub fn keep_rendered(&self, account: &CachedAccount, tags: &[Tag], render: Render<'_>) {
-        account.keep_rendered(&self.0.render_budget, tags, render);
+    pub fn keep_rendered(&self, account: &CachedAccount, key: &TagListKey<'_>, render: Render<'_>) {
+        account.keep_rendered(&self.0.render_budget, key, render);
     }
 
     /// Whether the hit path renders answer entries into accounts.

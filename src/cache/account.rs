@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::rendered::{Render, RenderBudget, Renders};
+use super::rendered::{Render, RenderBudget, Renders, TagListKey};
 use super::Lookup;
 use crate::wire::{RawJson, Tag};
 
@@ -123,20 +123,21 @@ impl CachedAccount {
         None
     }
 
-    /// The answer entry rendered for exactly `tags`, if there is one and it is fresh at `now`.
-    pub fn rendered(&self, tags: &[Tag], now: Ticks) -> Option<Render<'_>> {
-        self.rendered.find(tags, now)
+    /// The answer entry rendered for exactly the `TagList` of `key`, if there is one and it is
+    /// fresh at `now`.
+    pub fn rendered(&self, key: &TagListKey<'_>, now: Ticks) -> Option<Render<'_>> {
+        self.rendered.find(key, now)
     }
 
-    /// Keeps `render`, this account's answer entry for `tags`, if it has room for another
-    /// `TagList` and `budget` for the bytes.
+    /// Keeps `render`, this account's answer entry for `key`'s `TagList`, if it has room for
+    /// another `TagList` and `budget` for the bytes.
     pub(super) fn keep_rendered(
         &self,
         budget: &Arc<RenderBudget>,
-        tags: &[Tag],
+        key: &TagListKey<'_>,
         render: Render<'_>,
     ) {
-        self.rendered.keep(budget, tags, render);
+        self.rendered.keep(budget, key, render);
     }
 
     fn slot(&self, tag: &Tag) -> Option<&Slot> {

@@ -11,6 +11,10 @@
 //! appended to, so reading needs no lock. Their memory is bounded by one [`RenderBudget`] per
 //! cache (`cache.rendered_entry_bytes`; 0 turns them off): past it, accounts are answered pair
 //! by pair as before.
+//!
+//! Entries are matched by a [`TagListKey`]: the usual `TagList` (standard tags only) packed into
+//! 16 bytes held in the entry itself, so finding an account's entry reads no memory beyond the
+//! entry's own header.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -55,6 +59,74 @@ impl RenderBudget {
     }
 }
 
+/// A request's `TagList` as entries are matched by, computed once per request.
+#[derive(Debug, Clone, Copy)]
+pub struct TagListKey<'a> {
+    packed: Option<Packed>,
+    tags: &'a [Tag],
+}
+
+/// Up to [`MAX_PACKED`] standard tags: their number, then their indices, then zeros.
+type Packed = [u8; 16];
+
+/// The most tags a [`Packed`] key holds.
+const MAX_PACKED: usize = 15;
+
+impl<'a> TagListKey<'a> {
+    pub fn new(tags: &'a [Tag]) -> TagListKey<'a> {
+        TagListKey {
+            packed: pack(tags),
+            tags,
+        }
+    }
+}
+
+/// `tags` packed, if they are few enough and all standard.
+fn pack(tags: &[Tag]) -> Option<Packed> {
+    if tags.len() > MAX_PACKED {
+        return None;
+    }
+    let mut packed = [0; 16];
+    packed[0] = tags.len() as u8;
+    for (byte, tag) in packed[1..].iter_mut().zip(tags) {
+        *byte = tag.standard_index()?;
+    }
+    Some(packed)
+}
+
+/// A [`TagListKey`] as an entry keeps it: packed whenever it can be, so the two forms never
+/// stand for the same list.
+#[derive(Debug)]
+enum StoredKey {
+    Packed(Packed),
+    Listed(Box<[Tag]>),
+}
+
+impl StoredKey {
+    fn new(key: &TagListKey<'_>) -> StoredKey {
+        match key.packed {
+            Some(packed) => StoredKey::Packed(packed),
+            None => StoredKey::Listed(key.tags.into()),
+        }
+    }
+
+    fn matches(&self, key: &TagListKey<'_>) -> bool {
+        match (self, &key.packed) {
+            (StoredKey::Packed(mine), Some(theirs)) => mine == theirs,
+            (StoredKey::Listed(mine), None) => **mine == *key.tags,
+            _ => false,
+        }
+    }
+
+    /// Heap bytes it holds beyond itself.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            StoredKey::Packed(_) => 0,
+            StoredKey::Listed(tags) => std::mem::size_of_val(&**tags),
+        }
+    }
+}
+
 /// How many `TagList`s one account version keeps an entry for.
 pub const MAX_TAG_LISTS: usize = 4;
 
@@ -66,10 +138,10 @@ pub(super) struct Renders {
 
 impl Renders {
     /// The entry rendered for exactly `tags`, if there is one and it is fresh at `now`.
-    pub(super) fn find(&self, tags: &[Tag], now: Ticks) -> Option<Render<'_>> {
+    pub(super) fn find(&self, key: &TagListKey<'_>, now: Ticks) -> Option<Render<'_>> {
         let mut next = self.first.get();
         while let Some(rendered) = next {
-            if *rendered.tags == *tags {
+            if rendered.key.matches(key) {
                 return rendered.answering(now);
             }
             next = rendered.next.get();
@@ -77,16 +149,21 @@ impl Renders {
         None
     }
 
-    /// Keeps `render` for `tags` if the chain has room for another `TagList` and the budget for
-    /// its bytes. The caller found no entry for `tags`; two callers racing to add the same one
+    /// Keeps `render` for `key` if the chain has room for another `TagList` and the budget for
+    /// its bytes. The caller found no entry for `key`; two callers racing to add the same one
     /// may both add it (the second is never read: harmless).
-    pub(super) fn keep(&self, budget: &Arc<RenderBudget>, tags: &[Tag], render: Render<'_>) {
+    pub(super) fn keep(
+        &self,
+        budget: &Arc<RenderBudget>,
+        key: &TagListKey<'_>,
+        render: Render<'_>,
+    ) {
         let mut slot = &self.first;
         for _ in 0..MAX_TAG_LISTS {
             match slot.get() {
                 Some(rendered) => slot = &rendered.next,
                 None => {
-                    let Some(rendered) = Rendered::new(budget, tags, render) else {
+                    let Some(rendered) = Rendered::new(budget, key, render) else {
                         return;
                     };
                     match slot.set(Box::new(rendered)) {
@@ -104,7 +181,7 @@ impl Renders {
 #[derive(Debug)]
 pub struct Rendered {
     /// The `TagList` it answers, in request order, duplicates kept.
-    tags: Box<[Tag]>,
+    key: StoredKey,
     /// The entry's JSON, from `{"To_Account"` to its closing `}`.
     json: Box<[u8]>,
     counts: PairCounts,
@@ -133,14 +210,19 @@ pub struct Render<'a> {
 }
 
 impl Rendered {
-    /// `render` for `tags`, if the budget has room for it.
-    fn new(budget: &Arc<RenderBudget>, tags: &[Tag], render: Render<'_>) -> Option<Rendered> {
-        let cost = cost(tags.len(), render.json.len());
+    /// `render` for `key`, if the budget has room for it.
+    fn new(
+        budget: &Arc<RenderBudget>,
+        key: &TagListKey<'_>,
+        render: Render<'_>,
+    ) -> Option<Rendered> {
+        let key = StoredKey::new(key);
+        let cost = cost(&key, render.json.len());
         if !budget.take(cost) {
             return None;
         }
         Some(Rendered {
-            tags: tags.into(),
+            key,
             json: render.json.into(),
             counts: render.counts,
             budget: budget.clone(),
@@ -159,14 +241,14 @@ impl Rendered {
 
 impl Drop for Rendered {
     fn drop(&mut self) {
-        let cost = cost(self.tags.len(), self.json.len());
+        let cost = cost(&self.key, self.json.len());
         self.budget.used.fetch_sub(cost, Ordering::Relaxed);
     }
 }
 
-/// What a rendered entry of `tags` tags and `json` bytes is charged: its heap blocks and itself.
-fn cost(tags: usize, json: usize) -> u64 {
-    let bytes = std::mem::size_of::<Rendered>() + tags * std::mem::size_of::<Tag>() + json;
+/// What a rendered entry keyed by `key` with `json` bytes is charged: itself and its heap blocks.
+fn cost(key: &StoredKey, json: usize) -> u64 {
+    let bytes = std::mem::size_of::<Rendered>() + key.heap_bytes() + json;
     bytes as u64
 }
 
@@ -181,6 +263,10 @@ mod tests {
             .iter()
             .map(|&i| Tag::standard(i).expect("standard tag"))
             .collect()
+    }
+
+    fn key(tags: &[Tag]) -> TagListKey<'_> {
+        TagListKey::new(tags)
     }
 
     fn render(json: &[u8], fresh_until: Ticks) -> Render<'_> {
@@ -204,8 +290,8 @@ mod tests {
     #[test]
     fn an_entry_answers_only_its_own_tag_list_and_only_while_fresh() {
         let (budget, now, until, renders) = setup();
-        renders.keep(&budget, &tags(&[0, 7]), render(b"{}", until));
-        let found = |t: &[usize], at| renders.find(&tags(t), at).map(|r| r.json.to_vec());
+        renders.keep(&budget, &key(&tags(&[0, 7])), render(b"{}", until));
+        let found = |t: &[usize], at| renders.find(&key(&tags(t)), at).map(|r| r.json.to_vec());
         assert_eq!(found(&[0, 7], now), Some(b"{}".to_vec()));
         assert_eq!(found(&[7, 0], now), None, "order matters");
         assert_eq!(found(&[0, 7, 7], now), None, "repeats matter");
@@ -218,10 +304,12 @@ mod tests {
         let (budget, now, until, renders) = setup();
         for i in 0..MAX_TAG_LISTS + 2 {
             let json = format!("{i}");
-            renders.keep(&budget, &tags(&[i]), render(json.as_bytes(), until));
+            renders.keep(&budget, &key(&tags(&[i])), render(json.as_bytes(), until));
         }
         for i in 0..MAX_TAG_LISTS + 2 {
-            let found = renders.find(&tags(&[i]), now).map(|r| r.json.to_vec());
+            let found = renders
+                .find(&key(&tags(&[i])), now)
+                .map(|r| r.json.to_vec());
             let expected = (i < MAX_TAG_LISTS).then(|| format!("{i}").into_bytes());
             assert_eq!(found, expected, "tag list {i}");
         }
@@ -237,22 +325,49 @@ mod tests {
     #[test]
     fn the_budget_bounds_what_is_held_and_is_given_back_on_drop() {
         let now = Ticks::at(Instant::now());
-        let one = cost(2, 100);
+        let two = tags(&[0, 1]);
+        let two = key(&two);
+        let one = cost(&StoredKey::new(&two), 100);
         let budget = RenderBudget::new(2 * one);
         let json = [b'x'; 100];
-        let first = Rendered::new(&budget, &tags(&[0, 1]), render(&json, now));
-        let second = Rendered::new(&budget, &tags(&[0, 1]), render(&json, now));
+        let first = Rendered::new(&budget, &two, render(&json, now));
+        let second = Rendered::new(&budget, &two, render(&json, now));
         assert!(first.is_some() && second.is_some());
         assert_eq!(budget.used(), 2 * one);
         assert!(
-            Rendered::new(&budget, &tags(&[0, 1]), render(&json, now)).is_none(),
+            Rendered::new(&budget, &two, render(&json, now)).is_none(),
             "full"
         );
         drop(first);
         assert_eq!(budget.used(), one);
-        assert!(Rendered::new(&budget, &tags(&[0, 1]), render(&json, now)).is_some());
+        assert!(Rendered::new(&budget, &two, render(&json, now)).is_some());
         let off = RenderBudget::new(0);
-        assert!(Rendered::new(&off, &tags(&[0]), render(b"{}", now)).is_none());
+        assert!(Rendered::new(&off, &two, render(b"{}", now)).is_none());
         assert_eq!(off.used(), 0);
+    }
+
+    #[test]
+    fn lists_past_the_packed_form_match_only_themselves() {
+        let (budget, now, until, renders) = setup();
+        let nick = Tag::standard(0).expect("standard tag");
+        let custom = Tag::parse("Tag_Profile_Custom_Level").expect("custom tag");
+        let long: Vec<Tag> = (0..=MAX_PACKED).map(|_| nick.clone()).collect();
+        let lists = [
+            vec![custom.clone()],
+            vec![nick.clone(), custom.clone()],
+            vec![custom.clone(), nick.clone()],
+            long.clone(),
+            long[1..].to_vec(),
+            vec![nick.clone()],
+        ];
+        for (i, list) in lists.iter().take(MAX_TAG_LISTS).enumerate() {
+            let json = format!("{i}");
+            renders.keep(&budget, &key(list), render(json.as_bytes(), until));
+        }
+        for (i, list) in lists.iter().enumerate() {
+            let found = renders.find(&key(list), now).map(|r| r.json.to_vec());
+            let expected = (i < MAX_TAG_LISTS).then(|| format!("{i}").into_bytes());
+            assert_eq!(found, expected, "list {i}");
+        }
     }
 }

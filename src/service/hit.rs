@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::ProfileService;
 use crate::answers::CachedAnswer;
-use crate::cache::{CachedAccount, PairCounts, Render, Stamp, Ticks};
+use crate::cache::{CachedAccount, PairCounts, Render, Stamp, TagListKey, Ticks};
 use crate::wire::{PortraitGetRequest, ResponseWriter, Tag};
 
 /// An answer written wholly from the cache, and what keeping it by body needs.
@@ -169,13 +169,14 @@ impl ProfileService {
         // Where each distinct account's entry was written: a repeat is written again from there.
         let mut written: Vec<Option<Range<usize>>> = vec![None; found.len()];
         let tags = &request.tags[..];
+        let key = TagListKey::new(tags);
         for (name, &index) in names_in_order(request).zip(&positions) {
             if let Some(entry) = &written[index] {
                 out.repeat_account(entry.clone());
                 continue;
             }
             let account = found[index];
-            if let Some(render) = account.rendered(tags, now) {
+            if let Some(render) = account.rendered(&key, now) {
                 hit.count(render.counts);
                 written[index] = Some(out.rendered_account(render.json));
                 continue;
@@ -186,7 +187,7 @@ impl ProfileService {
             hit.count(counts);
             if renders {
                 let json = out.written(entry.clone());
-                cache.keep_rendered(account, tags, Render { json, counts });
+                cache.keep_rendered(account, &key, Render { json, counts });
             }
             written[index] = Some(entry);
         }
