@@ -32,6 +32,7 @@ use crate::cache::ProfileCache;
 use crate::error::Error;
 use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
+use crate::request_id::{self, RequestId};
 use crate::upstream::UpstreamPath;
 use crate::wire::{Account, RawJson, Tag};
 
@@ -46,12 +47,6 @@ pub use worker::BatchWorker;
 /// Slack in a caller's deadline for scheduling: past the sum of its waits, the worker has a
 /// bug and the caller gets an error rather than hanging.
 const CALLER_SLACK: Duration = Duration::from_secs(1);
-
-tokio::task_local! {
-    /// The request id of the API request this task serves, set by `routes`; the worker lists
-    /// the ids each upstream call serves in its flush span.
-    pub static REQUEST_ID: Arc<str>;
-}
 
 /// For the upstream-answer fuzz target (`crate::fuzzing`).
 pub(crate) use batch::split_answer;
@@ -112,7 +107,7 @@ pub(crate) struct FetchMessage {
     reply: oneshot::Sender<Result<Vec<AccountFetch>, Error>>,
     span: Span,
     /// The caller's request id, when it runs inside one.
-    request_id: Option<Arc<str>>,
+    request_id: Option<RequestId>,
 }
 
 /// Clonable handle to the batch worker.
@@ -160,7 +155,7 @@ impl Batcher {
             misses,
             reply,
             span: Span::current(),
-            request_id: REQUEST_ID.try_with(Arc::clone).ok(),
+            request_id: request_id::CURRENT.try_with(RequestId::clone).ok(),
         };
         self.tx
             .send(message)

@@ -74,6 +74,7 @@ pub(crate) mod error;
 pub(crate) mod fleet;
 pub(crate) mod passthrough;
 pub(crate) mod ratelimit;
+pub(crate) mod request_id;
 pub(crate) mod retry;
 pub(crate) mod routes;
 pub(crate) mod server;

@@ -13,11 +13,10 @@
 //! logged once, here, where it becomes a response: caller faults at debug, upstream and capacity
 //! faults at warn, gateway faults at error.
 //!
-//! Every API request has a request id: the caller's `X-Request-Id` when it is sane (1 to 128
-//! visible ASCII characters), else a new one. The id is returned in the response's
+//! Every API request has a request id (`request_id.rs`). The id is returned in the response's
 //! `X-Request-Id`, logged with the request's failure, carried by its `request` span (a debug
 //! span: recorded when `RUST_LOG` enables debug) and handed to the batch worker (see
-//! [`batcher::REQUEST_ID`](crate::batcher::REQUEST_ID)), whose flush span lists the ids it serves.
+//! [`request_id::CURRENT`](crate::request_id::CURRENT)), whose flush span lists the ids it serves.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +31,12 @@ use tracing::{debug, error, warn, Instrument};
 
 use crate::apis::{self, Api, Handling, OTHER_LABEL};
 use crate::auth::Authenticator;
-use crate::batcher::REQUEST_ID;
 use crate::callback::Callbacks;
 use crate::config::Config;
 use crate::error::{codes, Error, Fault};
 use crate::metrics::{Metrics, Outcome};
 use crate::passthrough::PassThrough;
+use crate::request_id::{self, RequestId};
 use crate::service::ProfileService;
 
 mod body;
@@ -45,11 +44,6 @@ mod probes;
 
 use body::read_body;
 use probes::{healthz, metrics, readyz};
-/// The request id header, read from callers and returned to them.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// The longest caller-chosen request id kept; longer ones are replaced.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
 /// Everything a request handler needs; shared by all connections.
 pub struct AppState {
     service: ProfileService,
@@ -191,7 +185,7 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let id = request_id(&parts.headers);
+    let id = RequestId::of(&parts.headers);
     // A debug span: at the default level it costs nothing (formatting its fields was ~4 % of a
     // hit's CPU), and the request's own failure is logged with its id below either way. It
     // records its fields now: the label (a table row's) or path (passed through) is borrowed.
@@ -203,7 +197,7 @@ where
             tracing::debug_span!("request", request_id = %id, api = parts.uri.path())
         }
     };
-    let (api, result) = REQUEST_ID
+    let (api, result) = request_id::CURRENT
         .scope(id.clone(), answer(state, target, parts, body))
         .instrument(span.clone())
         .await;
@@ -216,37 +210,16 @@ where
         Ok((status, body)) => json(status, body),
         Err(e) => {
             match span.is_disabled() {
-                true => log_error(&api, &e, Some(&id)),
+                true => log_error(&api, &e, Some(id.as_str())),
                 false => span.in_scope(|| log_error(&api, &e, None)),
             }
             state.metrics.errors.record(&api, &e);
             json(StatusCode::OK, Bytes::from(crate::wire::error_body(&e)))
         }
     };
-    if let Ok(value) = header::HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+    let headers = response.headers_mut();
+    headers.insert(request_id::HEADER, id.header_value());
     response
-}
-
-/// The caller's `X-Request-Id` when sane (1 to 128 visible ASCII characters), else a new
-/// random one (16 hex digits).
-fn request_id(headers: &header::HeaderMap) -> Arc<str> {
-    let given = headers
-        .get(REQUEST_ID_HEADER)
-        .map(|v| v.as_bytes())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
-        .filter(|v| v.iter().all(|b| b.is_ascii_graphic()))
-        .and_then(|v| std::str::from_utf8(v).ok());
-    match given {
-        Some(id) => Arc::from(id),
-        None => {
-            let mut hex = [b'0'; 16];
-            // Eight bytes always fill the sixteen digits (no `format!`: one allocation, not two).
-            let _ = hex::encode_to_slice(rand::random::<u64>().to_be_bytes(), &mut hex);
-            Arc::from(std::str::from_utf8(&hex).unwrap_or("0000000000000000"))
-        }
-    }
 }
 
 /// Authenticates, reads the body and answers: the API it was counted as, and the answer's

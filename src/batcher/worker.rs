@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
 use crate::ratelimit::CallPermit;
+use crate::request_id::RequestId;
 use crate::upstream::UpstreamPath;
 use crate::wire::{Account, RawJson, Tag};
 
@@ -80,7 +81,7 @@ struct Waiter {
     /// Each missed account's fleet version (aligned with `accounts`).
     versions: Vec<Option<u64>>,
     /// The caller's request id, for the flush span.
-    request_id: Option<Arc<str>>,
+    request_id: Option<RequestId>,
 }
 
 /// What has arrived so far for one missed account of a caller.
@@ -310,7 +311,7 @@ impl BatchWorker {
     fn request_ids(&self, waiters: Vec<WaiterId>) -> String {
         let ids = waiters
             .iter()
-            .filter_map(|w| self.waiters.get(w)?.request_id.as_deref());
+            .filter_map(|w| Some(self.waiters.get(w)?.request_id.as_ref()?.as_str()));
         ids.collect::<Vec<_>>().join(",")
     }
 

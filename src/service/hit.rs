@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::ProfileService;
 use crate::answers::CachedAnswer;
 use crate::cache::{CachedAccount, PairCounts, Render, Stamp, TagListKey, Ticks};
-use crate::wire::{PortraitGetRequest, ResponseWriter, Tag};
+use crate::wire::{PortraitGetRequest, ResponseWriter, Tag, MAX_ACCOUNTS_PER_REQUEST};
 
 /// An answer written wholly from the cache, and what keeping it by body needs.
 pub(super) struct AllHit {
@@ -52,10 +52,18 @@ fn names_in_order<'r>(request: &'r PortraitGetRequest<'_>) -> impl Iterator<Item
     request.accounts.iter().map(|n| n.as_ref())
 }
 
+/// One of a request's distinct accounts: its name, its cached entry, and where its answer entry
+/// was written (a repeat is written again from there).
+struct Seen<'r, 'c> {
+    name: &'r str,
+    account: &'c CachedAccount,
+    written: Option<Range<usize>>,
+}
+
 /// The distinct accounts of a request (at most 100, wire.rs) by hash: an open-addressed table
 /// on the stack, keyed on the hash that also picks the account's invalidation stripe.
 struct Distinct {
-    /// 0: free; else the account's index among the distinct names + 1.
+    /// 0: free; else the account's index among the distinct accounts + 1.
     table: [u8; 256],
 }
 
@@ -66,13 +74,13 @@ impl Default for Distinct {
 }
 
 impl Distinct {
-    /// `Ok(index)` of `name` among `names`, or `Err(free slot)` to record it in.
-    fn find(&self, name: &str, hash: u64, names: &[&str]) -> Result<usize, usize> {
+    /// `Ok(index)` of `name` among `seen`, or `Err(free slot)` to record it in.
+    fn find(&self, name: &str, hash: u64, seen: &[Seen<'_, '_>]) -> Result<usize, usize> {
         let mut at = (hash >> 40) as usize % self.table.len();
         loop {
             match usize::from(self.table[at]) {
                 0 => return Err(at),
-                i if names.get(i - 1) == Some(&name) => return Ok(i - 1),
+                i if seen.get(i - 1).map(|s| s.name) == Some(name) => return Ok(i - 1),
                 _ => at = (at + 1) % self.table.len(),
             }
         }
@@ -130,6 +138,10 @@ impl ProfileService {
         let now = Ticks::at(now);
         let cache = &self.0.cache;
         let accounts = request.accounts.len();
+        // Decoding refuses longer lists; were one to get here, the general path would answer it.
+        if accounts > MAX_ACCOUNTS_PER_REQUEST {
+            return None;
+        }
         let capacity = 96 + accounts * (80 + request.tags.len() * 96);
         let mut out = ResponseWriter::with_capacity(capacity);
         let mut hit = AllHit {
@@ -142,43 +154,47 @@ impl ProfileService {
         // First every account is found (independent lookups, whose cache misses the processor
         // overlaps), then the answer is written.
         let reader = cache.reader();
-        let mut names: Vec<&str> = Vec::with_capacity(accounts);
-        let mut found: Vec<&CachedAccount> = Vec::with_capacity(accounts);
-        // Each position's index among the distinct accounts.
-        let mut positions: Vec<usize> = Vec::with_capacity(accounts);
-        let mut seen = Distinct::default();
+        let mut seen: Vec<Seen<'_, '_>> = Vec::with_capacity(accounts);
+        // Each position's index among the distinct accounts (at most 100 of them).
+        let mut positions = [0u8; MAX_ACCOUNTS_PER_REQUEST];
+        let mut distinct = Distinct::default();
         // Stamps matter only to an answer kept by body.
         let stamped = self.0.answers.is_enabled();
         let renders = cache.renders();
-        for name in names_in_order(request) {
+        for (position, name) in positions.iter_mut().zip(names_in_order(request)) {
             let hash = cache.hash(name);
-            let index = match seen.find(name, hash, &names) {
-                Ok(index) => index,
+            *position = match distinct.find(name, hash, &seen) {
+                Ok(index) => index as u8,
                 Err(free) => {
                     if stamped {
                         hit.sources.push(cache.stamp_hashed(hash));
                     }
-                    found.push(reader.get(name, hash)?);
-                    seen.table[free] = u8::try_from(names.len() + 1).ok()?;
-                    names.push(name);
-                    names.len() - 1
+                    let account = reader.get(name, hash)?;
+                    seen.push(Seen {
+                        name,
+                        account,
+                        written: None,
+                    });
+                    distinct.table[free] = u8::try_from(seen.len()).ok()?;
+                    (seen.len() - 1) as u8
                 }
             };
-            positions.push(index);
         }
-        // Where each distinct account's entry was written: a repeat is written again from there.
-        let mut written: Vec<Option<Range<usize>>> = vec![None; found.len()];
         let tags = &request.tags[..];
         let key = TagListKey::new(tags);
-        for (name, &index) in names_in_order(request).zip(&positions) {
-            if let Some(entry) = &written[index] {
+        for &index in &positions[..accounts] {
+            let Seen {
+                name,
+                account,
+                written,
+            } = &mut seen[usize::from(index)];
+            if let Some(entry) = written {
                 out.repeat_account(entry.clone());
                 continue;
             }
-            let account = found[index];
             if let Some(render) = account.rendered(&key, now) {
                 hit.count(render.counts);
-                written[index] = Some(out.rendered_account(render.json));
+                *written = Some(out.rendered_account(render.json));
                 continue;
             }
             let start = out.begin_account(name);
@@ -189,7 +205,7 @@ impl ProfileService {
                 let json = out.written(entry.clone());
                 cache.keep_rendered(account, &key, Render { json, counts });
             }
-            written[index] = Some(entry);
+            *written = Some(entry);
         }
         hit.answer = out.finish();
         Some(hit)
