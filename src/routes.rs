@@ -217,8 +217,9 @@ where
             json(StatusCode::OK, Bytes::from(crate::wire::error_body(&e)))
         }
     };
-    let headers = response.headers_mut();
-    headers.insert(request_id::HEADER, id.header_value());
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, id.header_value());
     response
 }
 
