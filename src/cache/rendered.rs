@@ -137,7 +137,7 @@ pub(super) struct Renders {
 }
 
 impl Renders {
-    /// The entry rendered for exactly `tags`, if there is one and it is fresh at `now`.
+    /// The entry rendered for exactly `key`'s `TagList`, if there is one and it is fresh at `now`.
     pub(super) fn find(&self, key: &TagListKey<'_>, now: Ticks) -> Option<Render<'_>> {
         let mut next = self.first.get();
         while let Some(rendered) = next {
@@ -351,23 +351,30 @@ mod tests {
         let (budget, now, until, renders) = setup();
         let nick = Tag::standard(0).expect("standard tag");
         let custom = Tag::parse("Tag_Profile_Custom_Level").expect("custom tag");
+        // 16 tags are kept as a list, 15 packed: neither may answer for the other.
         let long: Vec<Tag> = (0..=MAX_PACKED).map(|_| nick.clone()).collect();
-        let lists = [
+        let kept = [
             vec![custom.clone()],
             vec![nick.clone(), custom.clone()],
-            vec![custom.clone(), nick.clone()],
             long.clone(),
             long[1..].to_vec(),
-            vec![nick.clone()],
         ];
-        for (i, list) in lists.iter().take(MAX_TAG_LISTS).enumerate() {
+        assert_eq!(kept.len(), MAX_TAG_LISTS);
+        for (i, list) in kept.iter().enumerate() {
             let json = format!("{i}");
             renders.keep(&budget, &key(list), render(json.as_bytes(), until));
         }
-        for (i, list) in lists.iter().enumerate() {
+        for (i, list) in kept.iter().enumerate() {
             let found = renders.find(&key(list), now).map(|r| r.json.to_vec());
-            let expected = (i < MAX_TAG_LISTS).then(|| format!("{i}").into_bytes());
-            assert_eq!(found, expected, "list {i}");
+            assert_eq!(found, Some(format!("{i}").into_bytes()), "list {i}");
+        }
+        let never_kept = [vec![custom.clone(), nick.clone()], long[2..].to_vec()];
+        for list in never_kept {
+            assert!(
+                renders.find(&key(&list), now).is_none(),
+                "{} tags",
+                list.len()
+            );
         }
     }
 }
