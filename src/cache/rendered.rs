@@ -66,11 +66,11 @@ pub struct TagListKey<'a> {
     tags: &'a [Tag],
 }
 
-/// Up to [`MAX_PACKED`] standard tags: their number, then their indices, then zeros.
-type Packed = [u8; 16];
-
 /// The most tags a [`Packed`] key holds.
 const MAX_PACKED: usize = 15;
+
+/// Up to [`MAX_PACKED`] standard tags: their number, then their indices, then zeros.
+type Packed = [u8; MAX_PACKED + 1];
 
 impl<'a> TagListKey<'a> {
     pub fn new(tags: &'a [Tag]) -> TagListKey<'a> {
@@ -86,7 +86,7 @@ fn pack(tags: &[Tag]) -> Option<Packed> {
     if tags.len() > MAX_PACKED {
         return None;
     }
-    let mut packed = [0; 16];
+    let mut packed = [0; MAX_PACKED + 1];
     packed[0] = tags.len() as u8;
     for (byte, tag) in packed[1..].iter_mut().zip(tags) {
         *byte = tag.standard_index()?;

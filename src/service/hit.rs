@@ -75,12 +75,12 @@ impl Default for Distinct {
 
 impl Distinct {
     /// `Ok(index)` of `name` among `seen`, or `Err(free slot)` to record it in.
-    fn find(&self, name: &str, hash: u64, seen: &[Seen<'_, '_>]) -> Result<usize, usize> {
+    fn find(&self, name: &str, hash: u64, seen: &[Seen<'_, '_>]) -> Result<u8, usize> {
         let mut at = (hash >> 40) as usize % self.table.len();
         loop {
-            match usize::from(self.table[at]) {
+            match self.table[at] {
                 0 => return Err(at),
-                i if seen.get(i - 1).map(|s| s.name) == Some(name) => return Ok(i - 1),
+                i if seen.get(usize::from(i - 1)).map(|s| s.name) == Some(name) => return Ok(i - 1),
                 _ => at = (at + 1) % self.table.len(),
             }
         }
@@ -164,19 +164,19 @@ impl ProfileService {
         for (position, name) in positions.iter_mut().zip(names_in_order(request)) {
             let hash = cache.hash(name);
             *position = match distinct.find(name, hash, &seen) {
-                Ok(index) => index as u8,
+                Ok(index) => index,
                 Err(free) => {
                     if stamped {
                         hit.sources.push(cache.stamp_hashed(hash));
                     }
-                    let account = reader.get(name, hash)?;
+                    let index = u8::try_from(seen.len()).ok()?;
                     seen.push(Seen {
                         name,
-                        account,
+                        account: reader.get(name, hash)?,
                         written: None,
                     });
-                    distinct.table[free] = u8::try_from(seen.len()).ok()?;
-                    (seen.len() - 1) as u8
+                    distinct.table[free] = index + 1;
+                    index
                 }
             };
         }
