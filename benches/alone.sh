@@ -14,6 +14,7 @@
 # accounts of its own, as compare.sh's `20x4:16`). CPU per request is the gateway's utime +
 # stime from /proc over the requests wrk counted. Prints one line per run (with wrk's p99) and
 # the means per binary. AUTH_QUERY (a query string) and GATEWAY_CONFIG select usersig runs.
+# WRK_BIN replaces wrk, as for compare.sh (benches/paced-wrk.sh: the same load below saturation).
 # Copy each binary out of target/ first: `cargo bench` overwrites target/release/tim-gateway.
 set -euo pipefail
 shape=$1 rounds=$2 seconds=$3
@@ -21,6 +22,7 @@ shift 3
 bench=$(cd "${BENCH_HARNESS:?set BENCH_HARNESS to the side-by-side harness directory}" && pwd)
 floor=${HYPER_FLOOR_BIN:-${BENCH_BUILD_DIR:-/tmp/tim-gateway-bench}/target/release/hyper-floor}
 config=${GATEWAY_CONFIG:-$bench/gateway-bench.toml}
+wrk=${WRK_BIN:-wrk}
 url="http://127.0.0.1:28180/v4/profile/portrait_get${AUTH_QUERY:+?$AUTH_QUERY}"
 work=$(mktemp -d)
 trap 'kill $upstream 2>/dev/null; rm -rf "$work"' EXIT
@@ -39,9 +41,9 @@ run() {
     taskset -c 0 "$binary" --config "$config" >"$work/gateway.log" 2>&1 &
   gateway=$!
   sleep 0.7
-  TIM_BODIES=$work/body.txt taskset -c 1 wrk -t1 -c64 -d3s -s "$bench/wrk/portrait.lua" "$url" >/dev/null
+  TIM_BODIES=$work/body.txt taskset -c 1 "$wrk" -t1 -c64 -d3s -s "$bench/wrk/portrait.lua" "$url" >/dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$gateway/stat")
-  out=$(TIM_BODIES=$work/body.txt taskset -c 1 wrk -t1 -c64 -d"${seconds}s" -s "$bench/wrk/portrait.lua" "$url")
+  out=$(TIM_BODIES=$work/body.txt taskset -c 1 "$wrk" -t1 -c64 -d"${seconds}s" -s "$bench/wrk/portrait.lua" "$url")
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$gateway/stat")
   kill -9 "$gateway"
   wait "$gateway" 2>/dev/null || true
