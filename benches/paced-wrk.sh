@@ -2,8 +2,8 @@
 # wrk with a think time: a drop-in for compare.sh's load generator (`WRK_BIN`) that measures
 # latency at an offered load below every system's capacity, instead of compare.sh's closed loop
 # where each connection sends its next request the moment the last answer arrives. In that
-# closed loop the server is saturated and p99 follows throughput: the faster server keeps wrk
-# busier and its tail longer (BENCHMARKS.md, State L). Here every connection waits PACE_MS
+# closed loop the server is saturated, p99 is queueing behind the other connections, and in
+# State L's runs it moved with throughput (BENCHMARKS.md). Here every connection waits PACE_MS
 # milliseconds (default 2) after each answer before its next request, so 64 connections offer
 # about 64 / (PACE_MS + latency) requests per millisecond to whichever system is measured, and
 # p99 is what a caller sees from a server that is not the bottleneck. wrk starts each request's
