@@ -13,6 +13,9 @@ use std::borrow::Cow;
 
 use super::MAX_ACCOUNTS_PER_REQUEST;
 
+/// Room made up front for a `TagList` (the reference states no limit; callers ask for a few).
+const TAGS_EXPECTED: usize = 16;
+
 /// `To_Account` and `TagList` of a body of the usual shape; `None` for any other body.
 pub(super) fn split(body: &[u8]) -> Option<(Vec<Cow<'_, str>>, Vec<&str>)> {
     let text = std::str::from_utf8(body).ok()?;
@@ -30,7 +33,7 @@ pub(super) fn split(body: &[u8]) -> Option<(Vec<Cow<'_, str>>, Vec<&str>)> {
             "To_Account" if accounts.is_none() => {
                 accounts = Some(scan.strings(MAX_ACCOUNTS_PER_REQUEST, Cow::Borrowed)?);
             }
-            "TagList" if tags.is_none() => tags = Some(scan.strings(16, |s| s)?),
+            "TagList" if tags.is_none() => tags = Some(scan.strings(TAGS_EXPECTED, |s| s)?),
             _ => return None,
         }
         match scan.next()? {
