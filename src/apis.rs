@@ -7,6 +7,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The window Tencent counts each API's calls in (its limits are calls per second, by arrival,
+/// in any sliding second): every limiter, local or fleet, budgets against it.
+pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// How the gateway handles an API of the table; any API not in it is passed through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,13 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Span;
 
-use crate::cache::ProfileCache;
+use crate::cache::{AccountMiss, CacheTier, ProfileCache};
 use crate::error::Error;
-use crate::fleet::CacheTier;
 use crate::metrics::Metrics;
 use crate::request_id::{self, RequestId};
 use crate::upstream::UpstreamPath;
-use crate::wire::{Account, RawJson, Tag};
+use crate::wire::{RawJson, Tag};
 
 mod batch;
 mod call;
@@ -53,18 +52,6 @@ pub(crate) use batch::split_answer;
 
 /// How many callers' requests may wait for the worker to read them.
 const CHANNEL_CAPACITY: usize = 4096;
-
-/// The tags of one account a caller could not answer from the cache.
-#[derive(Debug, Clone)]
-pub struct AccountMiss {
-    /// The account; unique within one fetch.
-    pub account: Account,
-    /// Its missing tags; unique.
-    pub tags: Vec<Tag>,
-    /// In a fleet, the account's version read from the shared tier before this miss was
-    /// queued: the fence that keeps an older fetch from writing back. `None`: not read.
-    pub version: Option<u64>,
-}
 
 /// What the upstream said about one missed account.
 #[derive(Debug, Clone)]

@@ -34,10 +34,12 @@ use crate::wire::{Account, RawJson, Tag};
 mod account;
 mod rendered;
 mod table;
+mod tier;
 pub use account::{CachedAccount, Ticks};
 use rendered::RenderBudget;
 pub use rendered::{PairCounts, Render, TagListKey};
 use table::AccountTable;
+pub use tier::{AccountMiss, CacheTier, SharedTier, TierAnswer, TierWrite};
 
 /// Cheap-to-clone handle to the gateway's caches.
 #[derive(Clone)]

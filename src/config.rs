@@ -696,7 +696,7 @@ fn ca_file(path: &str) -> Result<Option<PathBuf>, ConfigError> {
     if path.is_empty() {
         return Ok(None);
     }
-    crate::upstream::load_ca_file(Path::new(path))
+    crate::tls::load_ca_file(Path::new(path))
         .map_err(|reason| invalid("upstream.ca_file", format!("{path:?}"), reason))?;
     Ok(Some(PathBuf::from(path)))
 }

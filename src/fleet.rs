@@ -12,8 +12,9 @@
 //! | `channel.rs` | receiving invalidations; flushing L1 when some may have been missed |
 //! | `metrics.rs` | the fleet's metric families |
 //!
-//! The batcher and the service see only the seams: [`crate::ratelimit::UpstreamLimiter`]
-//! (local or fleet engine) and [`CacheTier`] (local: nothing behind L1; shared: Redis).
+//! Nothing else names this module but the wiring: [`Fleet`] plugs into the two seams the
+//! other modules define, [`BudgetSource`] (ratelimit: the fleet's budgets behind each
+//! `UpstreamLimiter`) and [`SharedTier`] (cache: the fleet's tier behind each L1).
 
 mod channel;
 mod limiter;
@@ -27,56 +28,24 @@ use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use limiter::{FleetLimiter, FleetPermit};
-pub use tier::{SharedTier, TierAnswer, TierWrite};
+use std::sync::Arc;
 
-use crate::batcher::AccountMiss;
-use crate::cache::ProfileCache;
+use futures_util::future::BoxFuture;
+
+use crate::cache::{AccountMiss, ProfileCache, SharedTier, TierAnswer, TierWrite};
 use crate::config::Config;
+use crate::ratelimit::{BudgetSource, SharedBudget};
 use crate::wire::Account;
+use limiter::FleetLimiter;
 use link::Link;
 use metrics::FleetMetrics;
-
-/// What stands behind each gateway's L1: nothing (standalone) or the fleet's shared tier.
-#[derive(Clone, Default)]
-pub enum CacheTier {
-    /// Standalone: L1 is the only cache.
-    #[default]
-    Local,
-    /// The fleet's Redis tier.
-    Shared(SharedTier),
-}
-
-impl CacheTier {
-    /// Looks misses up behind L1 (one round trip); `None` when there is nothing to ask.
-    pub async fn lookup(&self, misses: &[AccountMiss]) -> Option<Vec<TierAnswer>> {
-        match self {
-            CacheTier::Local => None,
-            CacheTier::Shared(tier) => tier.lookup(misses).await,
-        }
-    }
-
-    /// Tells the rest of the fleet that `account` changed (L1 is the caller's job).
-    pub async fn invalidate(&self, account: &Account) {
-        if let CacheTier::Shared(tier) = self {
-            tier.invalidate(account).await;
-        }
-    }
-
-    /// The shared tier, if any.
-    pub fn shared(&self) -> Option<&SharedTier> {
-        match self {
-            CacheTier::Local => None,
-            CacheTier::Shared(tier) => Some(tier),
-        }
-    }
-}
+use tier::RedisTier;
 
 /// A running fleet membership: the link, the shared tier and the channel task, which stops
 /// when this is dropped.
 pub struct Fleet {
     link: Link,
-    tier: SharedTier,
+    tier: RedisTier,
     fallback_instances: NonZeroU32,
     upstream_timeout: Duration,
     _stop: DropGuard,
@@ -90,7 +59,7 @@ impl Fleet {
         config.fleet.redis_url.as_ref()?;
         let link = Link::new(&config.fleet, config.upstream.sdkappid, metrics)
             .expect("fleet.redis_url was validated when the config was loaded");
-        let tier = SharedTier::new(link.clone(), config.cache.ttl);
+        let tier = RedisTier::new(link.clone(), config.cache.ttl);
         let stop = CancellationToken::new();
         tokio::spawn(channel::run(tier.clone(), cache.clone(), stop.clone()));
         Some(Fleet {
@@ -101,20 +70,32 @@ impl Fleet {
             _stop: stop.drop_guard(),
         })
     }
+}
 
-    /// The fleet's budget for one upstream API (`api` names it in Redis).
-    pub fn limiter(&self, api: &str, requests_per_second: NonZeroU32) -> FleetLimiter {
-        FleetLimiter::new(
+impl BudgetSource for Fleet {
+    fn budget(&self, api: &str, requests_per_second: NonZeroU32) -> Arc<dyn SharedBudget> {
+        Arc::new(FleetLimiter::new(
             self.link.clone(),
             api,
             requests_per_second,
             self.fallback_instances,
             self.upstream_timeout,
-        )
+        ))
+    }
+}
+
+/// The fleet is the tier: whoever holds it (the service, the batch worker) keeps the
+/// membership and its channel task alive.
+impl SharedTier for Fleet {
+    fn lookup<'a>(&'a self, misses: &'a [AccountMiss]) -> BoxFuture<'a, Option<Vec<TierAnswer>>> {
+        Box::pin(self.tier.lookup(misses))
     }
 
-    /// The shared cache tier.
-    pub fn tier(&self) -> CacheTier {
-        CacheTier::Shared(self.tier.clone())
+    fn put<'a>(&'a self, writes: &'a [TierWrite]) -> BoxFuture<'a, Option<Vec<bool>>> {
+        Box::pin(self.tier.put(writes))
+    }
+
+    fn invalidate<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, ()> {
+        Box::pin(self.tier.invalidate(account))
     }
 }

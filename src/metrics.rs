@@ -19,7 +19,7 @@ use crate::error::{Error, Fault};
 
 mod components;
 
-pub use components::{code_class, CacheEvictions, ErrorMetrics, LimiterGauges, UpstreamResults};
+pub use components::{code_class, CacheEvictions, ErrorMetrics, UpstreamResults};
 
 /// How a request or upstream call ended (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +160,6 @@ pub struct Families {
     pub upstream_results: UpstreamResults,
     /// Accounts the per-pair cache removed on its own (moka's eviction listener).
     pub cache_evictions: CacheEvictions,
-    /// The upstream limiters' windows against their limits, read at scrape time.
-    pub limiters: Arc<LimiterGauges>,
     /// Unprefixed registry of the process collector.
     process: Registry,
 }
@@ -265,7 +263,6 @@ impl Metrics {
             errors: ErrorMetrics::register(&reg),
             upstream_results: UpstreamResults::register(&reg),
             cache_evictions: CacheEvictions::register(&reg),
-            limiters: LimiterGauges::register(&registry),
             process: components::process_registry(),
             requests: SeriesTable::new(&requests, &request_duration),
             upstream_requests: SeriesTable::new(&upstream_requests, &upstream_duration),

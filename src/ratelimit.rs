@@ -16,23 +16,24 @@
 //! waiter whose deadline passes gets [`Error::QueueWaitExceeded`] instead of a permit.
 //!
 //! That is the local engine. In a fleet the same reasoning runs in Redis for every gateway of
-//! the app ([`FleetLimiter`]); callers of [`UpstreamLimiter`] do not know which engine runs.
+//! the app, behind the [`SharedBudget`] seam defined here and implemented by the fleet;
+//! callers of [`UpstreamLimiter`] do not know which engine runs.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::apis::WINDOW;
 use crate::error::Error;
-use crate::fleet::{FleetLimiter, FleetPermit};
 
+mod gauges;
 mod pace;
+pub use gauges::LimiterGauges;
 use pace::Pace;
-
-/// The window Tencent counts calls in.
-pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// A FIFO, deadline-bounded rate limiter for one upstream API; cheap to clone.
 #[derive(Clone)]
@@ -46,10 +47,32 @@ struct Inner {
     queue: tokio::sync::Mutex<()>,
 }
 
-/// Who keeps the count: this gateway alone, or the fleet in Redis.
+/// Who keeps the count: this gateway alone, or a budget shared with other gateways.
 enum Engine {
     Local(LocalWindow),
-    Fleet(FleetLimiter),
+    Shared(Arc<dyn SharedBudget>),
+}
+
+/// An upstream budget kept outside this process and shared by several gateways (the fleet's,
+/// in Redis). It keeps the same promise as the local engine: at most its limit of call
+/// arrivals in any sliding [`WINDOW`], across every gateway that shares it.
+pub trait SharedBudget: Send + Sync + 'static {
+    /// Waits for the right to send one call, with no deadline (the caller keeps its own).
+    /// Dropping the future before it resolves takes nothing that does not end by itself.
+    fn until_ready(&self) -> BoxFuture<'_, SharedPermit>;
+
+    /// Live holds of this gateway against its own local budget's size (metrics and tests).
+    fn local_holds(&self) -> (usize, usize);
+}
+
+/// A shared budget's grant for one call; dropping it ends the call (its hold ends one window
+/// later).
+pub type SharedPermit = Box<dyn Send + Sync>;
+
+/// Makes the shared budget of each upstream API (one per API, named by its label).
+pub trait BudgetSource: Send + Sync + 'static {
+    /// The budget allowing `requests_per_second` calls of `api` across every gateway.
+    fn budget(&self, api: &str, requests_per_second: NonZeroU32) -> Arc<dyn SharedBudget>;
 }
 
 /// The standalone engine: spacing plus window slots in this process.
@@ -63,8 +86,8 @@ struct LocalWindow {
 #[must_use = "dropping the permit ends the call's hold on its window slot"]
 pub struct CallPermit {
     slot: Option<OwnedSemaphorePermit>,
-    /// A fleet hold, released through Redis when dropped.
-    _fleet: Option<FleetPermit>,
+    /// A shared budget's hold, ended by its owner when dropped.
+    _shared: Option<SharedPermit>,
 }
 
 impl UpstreamLimiter {
@@ -81,9 +104,12 @@ impl UpstreamLimiter {
         Self::with_engine(engine, requests_per_second)
     }
 
-    /// A limiter whose count is kept by the fleet in Redis.
-    pub fn fleet(limiter: FleetLimiter, requests_per_second: NonZeroU32) -> UpstreamLimiter {
-        Self::with_engine(Engine::Fleet(limiter), requests_per_second)
+    /// A limiter whose count is kept by a shared budget (the fleet's).
+    pub fn shared(
+        budget: Arc<dyn SharedBudget>,
+        requests_per_second: NonZeroU32,
+    ) -> UpstreamLimiter {
+        Self::with_engine(Engine::Shared(budget), requests_per_second)
     }
 
     fn with_engine(engine: Engine, requests_per_second: NonZeroU32) -> UpstreamLimiter {
@@ -154,12 +180,12 @@ impl UpstreamLimiter {
                 local.spacing.until_ready().await;
                 CallPermit {
                     slot: Some(slot),
-                    _fleet: None,
+                    _shared: None,
                 }
             }
-            Engine::Fleet(fleet) => CallPermit {
+            Engine::Shared(budget) => CallPermit {
                 slot: None,
-                _fleet: Some(fleet.until_ready().await),
+                _shared: Some(budget.until_ready().await),
             },
         }
     }
@@ -169,8 +195,8 @@ impl UpstreamLimiter {
     pub fn free_slots(&self) -> usize {
         match &self.0.engine {
             Engine::Local(local) => local.slots.available_permits(),
-            Engine::Fleet(fleet) => {
-                let (live, limit) = fleet.local_holds();
+            Engine::Shared(budget) => {
+                let (live, limit) = budget.local_holds();
                 limit.saturating_sub(live)
             }
         }

@@ -368,6 +368,3 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     );
     response
 }
-
-#[cfg(test)]
-mod tests;

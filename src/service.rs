@@ -18,11 +18,12 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::answers::{AnswerCache, CachedAnswer};
-use crate::batcher::{AccountFetch, AccountMiss, Batcher};
-use crate::cache::{AccountFailure, CachedAccount, Lookup, ProfileCache, Stamp};
+use crate::batcher::{AccountFetch, Batcher};
+use crate::cache::{
+    AccountFailure, AccountMiss, CacheTier, CachedAccount, Lookup, ProfileCache, Stamp,
+};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fleet::{CacheTier, Fleet};
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamPath;
 use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
@@ -61,8 +62,6 @@ struct Inner {
     stale_while_revalidate: Duration,
     /// Accounts being refreshed in the background: at most one refresh each at a time.
     refreshing: parking_lot::Mutex<std::collections::HashSet<Account>>,
-    /// The fleet membership, if any: kept alive (and its channel task running) by the service.
-    _fleet: Option<Arc<Fleet>>,
 }
 
 /// One distinct account of a request: what the cache had, and where its misses went.
@@ -146,7 +145,6 @@ impl ProfileService {
         set_path: UpstreamPath,
         metrics: Metrics,
         config: &Config,
-        fleet: Option<Arc<Fleet>>,
     ) -> ProfileService {
         ProfileService(Arc::new(Inner {
             answers,
@@ -159,7 +157,6 @@ impl ProfileService {
             stale_if_error: config.cache.stale_if_error,
             stale_while_revalidate: config.cache.stale_while_revalidate,
             refreshing: parking_lot::Mutex::new(std::collections::HashSet::new()),
-            _fleet: fleet,
         }))
     }
 

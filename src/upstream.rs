@@ -11,25 +11,19 @@
 //! moves bytes only. Callers reach it through the [`UpstreamApi`] trait, which benches and tests
 //! can implement in memory.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
-use tracing::{error, warn};
+use tracing::warn;
 
 use crate::apis::Api;
 use crate::config::UpstreamConfig;
 use crate::error::Error;
+use crate::tls::{self, HttpsClient};
 use crate::usersig;
 
 mod path;
@@ -55,7 +49,7 @@ pub trait UpstreamApi: Send + Sync + 'static {
 pub struct UpstreamClient(Arc<Inner>);
 
 struct Inner {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpsClient,
     /// `base_url` without a trailing slash.
     base: String,
     /// The query string minus `usersig` and `random`: `sdkappid=..&identifier=..`.
@@ -79,16 +73,13 @@ struct AdminSig {
 impl UpstreamClient {
     /// Builds the client and its connection pool. Makes no connection yet.
     pub fn new(config: &UpstreamConfig) -> UpstreamClient {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(config.ca_file.as_deref()))
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(connector);
+        let tls = tls::client_config(config.ca_file.as_deref(), "upstream.ca_file");
+        let pool = tls::Pool {
+            idle_timeout: Duration::from_secs(60),
+            max_idle_per_host: 512,
+            http2: true,
+        };
+        let client = tls::https_client(tls, &pool);
         let identifier_param: String =
             url::form_urlencoded::byte_serialize(config.identifier.as_bytes()).collect();
         UpstreamClient(Arc::new(Inner {
@@ -211,7 +202,7 @@ async fn read_limited(
 
 /// Describes a client error without the URL (which carries the gateway's UserSig).
 fn transport_error(e: hyper_util::client::legacy::Error) -> Error {
-    if let Some(tls) = tls_cause(&e) {
+    if let Some(tls) = tls::rustls_cause(&e) {
         warn!(error = %tls, "upstream TLS handshake failed: is upstream.ca_file right?");
         return Error::UpstreamTls(Arc::from(tls));
     }
@@ -220,64 +211,4 @@ fn transport_error(e: hyper_util::client::legacy::Error) -> Error {
     } else {
         Error::UpstreamConnect(Arc::from("connection closed before the answer"))
     }
-}
-
-/// The rustls error somewhere in `e`'s causes, as text (names what failed, never a secret).
-fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    find_rustls(e).map(ToString::to_string)
-}
-
-/// Looks through `e`, the `io::Error`s that wrap it (an `io::Error`'s `source()` skips its
-/// inner error, so each is opened by hand), and its causes.
-fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-        return Some(tls);
-    }
-    let inner: Option<&'a (dyn std::error::Error + 'static)> = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .map(|inner| inner as &(dyn std::error::Error + 'static));
-    inner
-        .and_then(find_rustls)
-        .or_else(|| e.source().and_then(find_rustls))
-}
-
-/// rustls with the webpki roots and the certificates of `ca_file`; ALPN is set by the
-/// connector (h2, then http/1.1).
-pub(crate) fn tls_config(ca_file: Option<&Path>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        match load_ca_file(path) {
-            Ok(certs) => {
-                let (_added, ignored) = roots.add_parsable_certificates(certs);
-                if ignored > 0 {
-                    warn!(
-                        ignored,
-                        "upstream.ca_file: some certificates could not be used"
-                    );
-                }
-            }
-            // Checked when the config was loaded; the file changed since.
-            Err(e) => error!(error = %e, "upstream.ca_file unreadable: webpki roots only"),
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports rustls's default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
-/// The PEM certificates in `path` (at least one).
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    if certs.is_empty() {
-        return Err("no PEM certificate in it".to_owned());
-    }
-    Ok(certs)
 }

@@ -15,6 +15,7 @@ use crate::metrics::Api;
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::UpstreamApi;
 use crate::upstream::{PathMetrics, UpstreamPath};
+use crate::wire::Account;
 
 /// Answers every account with `"<account>/<tag>"` for each tag, except accounts starting with
 /// `fail` (per-account 40006) and any call containing account `bad` (whole-call 40003).

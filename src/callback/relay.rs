@@ -10,16 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use tracing::warn;
 use url::Url;
 
 use super::CallbackAnswer;
 use crate::metrics::Metrics;
+use crate::tls::{self, HttpsClient};
 
 /// How long the app's handler may take: Tencent gives the whole callback 2 s.
 pub const RELAY_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -30,7 +27,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// A client for the app's callback handler.
 #[derive(Clone)]
 pub struct Relay {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpsClient,
     url: Url,
     relayed: IntCounter,
     failed: IntCounter,
@@ -39,14 +36,12 @@ pub struct Relay {
 impl Relay {
     /// A relay to `url` (http or https, verified with the webpki roots).
     pub fn new(url: Url, metrics: &Metrics) -> Relay {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::upstream::tls_config(None))
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let pool = tls::Pool {
+            idle_timeout: Duration::from_secs(30),
+            max_idle_per_host: usize::MAX,
+            http2: false,
+        };
+        let client = tls::https_client(tls::client_config(None, "callback.forward_url"), &pool);
         let results = metrics.register(IntCounterVec::new(
             Opts::new(
                 "callback_relays_total",

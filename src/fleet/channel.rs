@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::link::{Link, LinkError};
 use super::metrics::Command;
-use super::tier::{SharedTier, FLUSH_ALL};
+use super::tier::{RedisTier, FLUSH_ALL};
 use crate::cache::ProfileCache;
 use crate::wire::Account;
 
@@ -30,7 +30,7 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Runs until `stop` is cancelled.
-pub async fn run(tier: SharedTier, cache: ProfileCache, stop: CancellationToken) {
+pub async fn run(tier: RedisTier, cache: ProfileCache, stop: CancellationToken) {
     let mut retry = RETRY_MIN;
     loop {
         let session = async {
@@ -57,7 +57,7 @@ pub async fn run(tier: SharedTier, cache: ProfileCache, stop: CancellationToken)
 }
 
 async fn subscribe(
-    tier: &SharedTier,
+    tier: &RedisTier,
 ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), LinkError> {
     let link = tier.link();
     let started = Instant::now();
@@ -80,7 +80,7 @@ async fn subscribe(
 
 /// Serves one subscription until its connection is lost.
 async fn listen(
-    tier: &SharedTier,
+    tier: &RedisTier,
     cache: &ProfileCache,
     mut sink: redis::aio::PubSubSink,
     mut stream: redis::aio::PubSubStream,
@@ -129,7 +129,7 @@ async fn ping(link: &Link, sink: &mut redis::aio::PubSubSink) -> bool {
     ok
 }
 
-fn on_message(tier: &SharedTier, cache: &ProfileCache, message: &redis::Msg) {
+fn on_message(tier: &RedisTier, cache: &ProfileCache, message: &redis::Msg) {
     let Ok(account) = std::str::from_utf8(message.get_payload_bytes()) else {
         return;
     };

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -31,7 +32,8 @@ use tokio::sync::Notify;
 use super::link::Link;
 use super::metrics::Command;
 use super::scripts;
-use crate::ratelimit::WINDOW;
+use crate::apis::WINDOW;
+use crate::ratelimit::{SharedBudget, SharedPermit};
 
 /// How long a waiting acquisition sleeps at most before it looks at the mode again.
 const RECHECK: Duration = Duration::from_millis(50);
@@ -86,7 +88,7 @@ struct Grant {
     by_fleet: bool,
 }
 
-/// The right to send one call; dropping it ends the call (see [`crate::ratelimit::CallPermit`]).
+/// The right to send one call; dropping it ends the call (see [`SharedPermit`]).
 pub struct FleetPermit {
     limiter: FleetLimiter,
     id: u64,
@@ -371,6 +373,16 @@ impl Ledger {
 
     fn any_grant(&self, which: impl Fn(&Grant) -> bool) -> bool {
         self.in_flight.values().any(&which) || self.ended.iter().any(|(_, _, g)| which(g))
+    }
+}
+
+impl SharedBudget for FleetLimiter {
+    fn until_ready(&self) -> BoxFuture<'_, SharedPermit> {
+        Box::pin(async move { Box::new(FleetLimiter::until_ready(self).await) as SharedPermit })
+    }
+
+    fn local_holds(&self) -> (usize, usize) {
+        FleetLimiter::local_holds(self)
     }
 }
 

@@ -1,4 +1,4 @@
-//! SharedTier: (account, tag) values and absences in Redis, behind every gateway's L1, and the
+//! RedisTier: the fleet's shared cache tier: (account, tag) values and absences in Redis, behind every gateway's L1, and the
 //! fleet-wide invalidation of an account.
 //!
 //! Layout per account: a hash `…:p:<account>` with one field per tag (`expiry ms|=raw JSON`, or
@@ -20,8 +20,8 @@ use serde_json::value::RawValue;
 use super::link::Link;
 use super::metrics::Command;
 use super::scripts;
-use crate::batcher::AccountMiss;
-use crate::wire::{Account, RawJson, Tag};
+use crate::cache::{AccountMiss, TierAnswer, TierWrite};
+use crate::wire::{Account, RawJson};
 
 /// Invalidations kept while Redis is down; past this the fleet is told to flush every L1.
 const MAX_PENDING_INVALIDATIONS: usize = 10_000;
@@ -30,7 +30,7 @@ pub const FLUSH_ALL: &str = "";
 
 /// Handle to the shared tier; cheap to clone.
 #[derive(Clone)]
-pub struct SharedTier(Arc<Inner>);
+pub struct RedisTier(Arc<Inner>);
 
 struct Inner {
     link: Link,
@@ -47,31 +47,10 @@ struct Pending {
     overflowed: bool,
 }
 
-/// What the shared tier had for one missed account.
-#[derive(Debug, Default)]
-pub struct TierAnswer {
-    /// The account's version when read: the fence for writing what a fetch brings back.
-    pub version: u64,
-    /// Fresh (tag, value) pairs found; `None` = cached as unset.
-    pub found: Vec<(Tag, Option<RawJson>)>,
-    /// How long the shortest-lived of `found` stays fresh.
-    pub fresh_for: Duration,
-}
-
-/// Fetched values of one account to write, fenced by the version read before the fetch.
-pub struct TierWrite {
-    /// The account.
-    pub account: Account,
-    /// Its version when the fetch was sent.
-    pub version: u64,
-    /// What the upstream answered, `None` = unset.
-    pub values: Vec<(Tag, Option<RawJson>)>,
-}
-
-impl SharedTier {
+impl RedisTier {
     /// The tier in `link`'s namespace, with the L1 TTL.
-    pub fn new(link: Link, ttl: Duration) -> SharedTier {
-        SharedTier(Arc::new(Inner {
+    pub fn new(link: Link, ttl: Duration) -> RedisTier {
+        RedisTier(Arc::new(Inner {
             channel: link.key(&["invalidate"]),
             version_ttl: ttl * 2 + Duration::from_secs(600),
             ttl,
@@ -286,6 +265,7 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Tag;
 
     #[test]
     fn values_round_trip_and_damage_is_a_miss() {

@@ -1,22 +1,16 @@
 //! Per-component metric families, each registered by its own helper so that `Metrics::new`
 //! does not grow with every component: errors answered by code, auth failures, upstream
-//! results by code class, cache evictions (moka's eviction listener), the upstream limiter's
-//! window against its limit (read at scrape time), and the process collector.
+//! results by code class, cache evictions (moka's eviction listener), and the process
+//! collector.
 //!
 //! Label values are bounded: API names, Tencent error codes (a documented, finite set), code
 //! classes and moka's removal causes; never an account, a tag or a path.
 
-use std::sync::Arc;
-
 use moka::notification::RemovalCause;
-use parking_lot::Mutex;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
 
 use super::{Api, Registrar};
 use crate::error::{codes, Error};
-use crate::ratelimit::UpstreamLimiter;
 
 // === impl ErrorMetrics ===
 
@@ -133,71 +127,6 @@ impl CacheEvictions {
     #[cfg(test)]
     pub fn count(&self, cause: &str) -> u64 {
         self.0.with_label_values(&[cause]).get()
-    }
-}
-
-// === impl LimiterGauges ===
-
-/// Window slots in use and the limit, per API, read from the limiters at scrape time.
-pub struct LimiterGauges {
-    in_use: IntGaugeVec,
-    limit: IntGaugeVec,
-    watched: Mutex<Vec<(Api, UpstreamLimiter, i64)>>,
-}
-
-impl LimiterGauges {
-    pub(super) fn register(registry: &Registry) -> Arc<LimiterGauges> {
-        let gauge = |name: &str, help: &str| {
-            IntGaugeVec::new(Opts::new(name, help), &["api"]).expect("valid metric")
-        };
-        let gauges = Arc::new(LimiterGauges {
-            in_use: gauge(
-                "upstream_window_calls",
-                "Upstream calls holding a slot of the sliding one-second window (sent or \
-                 answered less than a second ago, or being sent)",
-            ),
-            limit: gauge(
-                "upstream_window_calls_limit",
-                "The configured upstream calls per second (the limit line)",
-            ),
-            watched: Mutex::new(Vec::new()),
-        });
-        registry
-            .register(Box::new(SharedCollector(gauges.clone())))
-            .expect("metric names are unique and valid");
-        gauges
-    }
-
-    /// Reports `limiter` (allowing `limit` calls per second) as `api`'s window.
-    pub fn watch(&self, api: &Api, limiter: UpstreamLimiter, limit: u32) {
-        self.watched
-            .lock()
-            .push((api.clone(), limiter, i64::from(limit)));
-    }
-}
-
-struct SharedCollector(Arc<LimiterGauges>);
-
-impl Collector for SharedCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        let mut desc = self.0.in_use.desc();
-        desc.extend(self.0.limit.desc());
-        desc
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        for (api, limiter, limit) in self.0.watched.lock().iter() {
-            let free = i64::try_from(limiter.free_slots()).unwrap_or(i64::MAX);
-            let labels = [api.label()];
-            self.0.limit.with_label_values(&labels).set(*limit);
-            self.0
-                .in_use
-                .with_label_values(&labels)
-                .set((*limit - free).max(0));
-        }
-        let mut families = self.0.in_use.collect();
-        families.extend(self.0.limit.collect());
-        families
     }
 }
 

@@ -18,9 +18,6 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
     );
     m.cache_evictions
         .record(moka::notification::RemovalCause::Size, 1);
-    let limiter =
-        crate::ratelimit::UpstreamLimiter::new(std::num::NonZeroU32::new(200).expect("non-zero"));
-    m.limiters.watch(&Api::PORTRAIT_GET, limiter, 200);
     m.cache_hits.inc();
     m.batch_accounts.observe(100.0);
     m.ratelimit_wait.observe(0.0);
@@ -45,8 +42,6 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
         "tim_gateway_request_errors_total{api=\"portrait_get\",code=\"70001\"} 1",
         "tim_gateway_auth_failures_total{code=\"70001\"} 1",
         "tim_gateway_cache_evictions_total{cause=\"size\"} 1",
-        "tim_gateway_upstream_window_calls{api=\"portrait_get\"} 0",
-        "tim_gateway_upstream_window_calls_limit{api=\"portrait_get\"} 200",
         "process_resident_memory_bytes",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{fetch_stamps_now, Lookups, ProfileService};
-use crate::batcher::{AccountFetch, AccountMiss};
+use crate::batcher::AccountFetch;
+use crate::cache::AccountMiss;
 use crate::error::Error;
 
 impl ProfileService {

@@ -16,9 +16,8 @@ use crate::apis::Api;
 use crate::breaker::{Admission, Breaker, BreakerMetrics};
 use crate::config::Config;
 use crate::error::{codes, Error};
-use crate::fleet::Fleet;
 use crate::metrics::{Metrics, Outcome};
-use crate::ratelimit::UpstreamLimiter;
+use crate::ratelimit::{BudgetSource, LimiterGauges, UpstreamLimiter};
 use crate::retry::Retries;
 use crate::upstream::UpstreamApi;
 use crate::wire;
@@ -45,12 +44,13 @@ pub struct UpstreamPath {
 #[derive(Clone)]
 pub struct PathMetrics {
     breakers: BreakerMetrics,
+    limiters: Arc<LimiterGauges>,
     retried: IntCounterVec,
     pace: GaugeVec,
 }
 
 impl PathMetrics {
-    /// Registers the breaker, retry and pace families.
+    /// Registers the breaker, retry, pace and window families.
     pub fn register(metrics: &Metrics) -> PathMetrics {
         let retried = metrics.register(IntCounterVec::new(
             Opts::new(
@@ -69,6 +69,7 @@ impl PathMetrics {
         ));
         PathMetrics {
             breakers: BreakerMetrics::register(metrics),
+            limiters: LimiterGauges::register(metrics.registry()),
             retried,
             pace,
         }
@@ -192,42 +193,41 @@ fn forward_outcome(result: &Result<(u16, Bytes), Error>) -> (Outcome, i64) {
     }
 }
 
-/// Builds the [`UpstreamPath`] of any API: the fleet's limiter when in a fleet (else a local
-/// one), shown in the limiter gauges, with the configured breaker and retry policy. Cheap to
+/// Builds the [`UpstreamPath`] of any API: a shared budget's limiter when in a fleet (else a
+/// local one), shown in the limiter gauges, with the configured breaker and retry policy. Cheap to
 /// clone; the pass-through router builds paths with it as APIs are first seen.
 #[derive(Clone)]
 pub struct PathFactory {
     client: Arc<dyn UpstreamApi>,
-    fleet: Option<Arc<Fleet>>,
+    budgets: Option<Arc<dyn BudgetSource>>,
     config: Arc<Config>,
-    metrics: Metrics,
     path_metrics: PathMetrics,
 }
 
 impl PathFactory {
-    /// A factory for paths to `client`, budgeted by `fleet` when there is one.
+    /// A factory for paths to `client`, budgeted by shared `budgets` (a fleet's) when given,
+    /// else by local limiters.
     pub fn new(
         client: Arc<dyn UpstreamApi>,
-        fleet: Option<Arc<Fleet>>,
+        budgets: Option<Arc<dyn BudgetSource>>,
         config: &Config,
         metrics: &Metrics,
     ) -> PathFactory {
         PathFactory {
             client,
-            fleet,
+            budgets,
             config: Arc::new(config.clone()),
-            metrics: metrics.clone(),
             path_metrics: PathMetrics::register(metrics),
         }
     }
 
     /// The path of `api`, allowed `rate` calls per second (by the whole fleet, in a fleet).
     pub fn build(&self, api: &Api, rate: NonZeroU32) -> UpstreamPath {
-        let limiter = match &self.fleet {
-            Some(fleet) => UpstreamLimiter::fleet(fleet.limiter(api.label(), rate), rate),
+        let limiter = match &self.budgets {
+            Some(budgets) => UpstreamLimiter::shared(budgets.budget(api.label(), rate), rate),
             None => UpstreamLimiter::new(rate),
         };
-        self.metrics
+        self.path_metrics
             .limiters
             .watch(api, limiter.clone(), rate.get());
         UpstreamPath::new(

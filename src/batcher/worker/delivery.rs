@@ -12,8 +12,8 @@ use super::{BatchWorker, FetchResult, KeyOutcome, Partial};
 use crate::batcher::batch::{Batch, Subscriber, WaiterId};
 use crate::batcher::AccountFetch;
 use crate::cache::Stamp;
+use crate::cache::TierWrite;
 use crate::error::{codes, Error};
-use crate::fleet::TierWrite;
 use crate::wire::Tag;
 
 impl BatchWorker {

@@ -1,14 +1,17 @@
-//! Route-level unit tests: the probes' answers.
+//! The wired gateway's probes: what `/readyz` reports about the components it was built from.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 
 use super::*;
-use crate::upstream::UpstreamClient;
-use http_body_util::BodyExt;
+use crate::routes::handle;
 
 fn state() -> Arc<AppState> {
     let config = crate::Config::default();
     let metrics = Metrics::new();
     let upstream = Arc::new(UpstreamClient::new(&config.upstream));
-    let (handlers, _worker) = crate::build_handlers(&config, upstream, metrics.clone());
+    let (handlers, _worker) = build_handlers(&config, upstream, metrics.clone());
     let secret = config.upstream.secret_key.clone();
     let auth = Authenticator::new(&config.auth, config.upstream.sdkappid, secret);
     Arc::new(AppState::new(handlers, auth, metrics, &config))
