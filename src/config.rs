@@ -235,8 +235,29 @@ pub struct FleetConfig {
     pub key_prefix: String,
     /// Per Redis command; a slower Redis counts as down.
     pub redis_timeout: Duration,
-    /// While Redis is down, each gateway allows itself `1 / fallback_instances` of each budget.
+    /// The fewest gateways a fair share is counted for: a share is at most
+    /// `requests_per_second / max(live gateways, fallback_instances)`.
     pub fallback_instances: NonZeroU32,
+    /// How often a gateway renews its membership and its reserved shares in Redis.
+    pub heartbeat: Duration,
+    /// How long a membership (and the shares reserved for it) outlives its last heartbeat.
+    pub lease: Duration,
+    /// What a gateway does once it has been cut off from Redis for longer than its lease.
+    pub after_lease: AfterLease,
+}
+
+/// What a gateway cut off from Redis does once its lease has run out (`fleet.after_lease`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterLease {
+    /// Stop calling Tencent: callers are answered from the cache (stale where allowed) or
+    /// with 60007. The fleet can never exceed its budget, whatever fails.
+    #[default]
+    Stop,
+    /// Keep spending the last reserved share: callers keep being served through a long Redis
+    /// outage, but gateways that start (or whose shares were handed on) meanwhile may push
+    /// the app over its limit.
+    SpendShare,
 }
 
 /// A `redis://` or `rediss://` URL. `Debug` hides any password in it.
@@ -416,8 +437,11 @@ raw_section!(
     RawFleet {
         redis_url: String = String::new(),
         key_prefix: String = "tim-gateway".to_owned(),
-        redis_timeout_ms: u64 = 50,
+        redis_timeout_ms: u64 = 250,
         fallback_instances: u32 = 4,
+        heartbeat_ms: u64 = 400,
+        lease_ms: u64 = 4_000,
+        after_lease: AfterLease = AfterLease::Stop,
     }
 );
 raw_section!(
@@ -672,11 +696,22 @@ impl RawFleet {
             1,
             10_000,
         )?;
+        let heartbeat = between("fleet.heartbeat_ms", self.heartbeat_ms, 50, 10_000)?;
+        // A lease must survive a few lost heartbeats, and must not strand a dead gateway's
+        // share for longer than a minute.
+        let lease = between("fleet.lease_ms", self.lease_ms, 1_000, 60_000)?;
+        if lease < heartbeat * 4 {
+            let reason = format!("must be at least 4 heartbeats ({} ms)", heartbeat * 4);
+            return Err(invalid("fleet.lease_ms", lease, reason));
+        }
         Ok(FleetConfig {
             redis_url,
             key_prefix: self.key_prefix,
             redis_timeout: Duration::from_millis(timeout),
             fallback_instances: NonZeroU32::new(instances).unwrap_or(NonZeroU32::MIN),
+            heartbeat: Duration::from_millis(heartbeat),
+            lease: Duration::from_millis(lease),
+            after_lease: self.after_lease,
         })
     }
 }

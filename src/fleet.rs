@@ -7,7 +7,8 @@
 //! |---|---|
 //! | `link.rs` | the Redis connection, per-command timeout, fleet/fallback mode |
 //! | `scripts.rs` | the Lua run inside Redis, on Redis's clock |
-//! | `limiter.rs` | the fleet budget and the fallback budget while Redis is down |
+//! | `membership.rs` | this gateway's lease, renewed with its shares by a heartbeat; leaving |
+//! | `limiter.rs` | one API's budget: this gateway's share, the fleet's pool, the shared pace |
 //! | `tier.rs` | shared (account, tag) values with versions; fleet-wide invalidation |
 //! | `channel.rs` | receiving invalidations; flushing L1 when some may have been missed |
 //! | `metrics.rs` | the fleet's metric families |
@@ -19,18 +20,17 @@
 mod channel;
 mod limiter;
 mod link;
+mod membership;
 pub mod metrics;
 mod scripts;
 mod tier;
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::{CancellationToken, DropGuard};
-
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::cache::{AccountMiss, ProfileCache, SharedTier, TierAnswer, TierWrite};
 use crate::config::Config;
@@ -38,23 +38,25 @@ use crate::ratelimit::{BudgetSource, SharedBudget};
 use crate::wire::Account;
 use limiter::FleetLimiter;
 use link::Link;
+use membership::Membership;
 use metrics::FleetMetrics;
 use tier::RedisTier;
 
-/// A running fleet membership: the link, the shared tier and the channel task, which stops
-/// when this is dropped.
+/// A running fleet membership: the link, the shared tier, the heartbeat and the channel
+/// task; both tasks stop when this is dropped.
 pub struct Fleet {
     link: Link,
     tier: RedisTier,
-    fallback_instances: NonZeroU32,
+    membership: Membership,
     upstream_timeout: Duration,
+    heartbeat: CancellationToken,
     _stop: DropGuard,
 }
 
 impl Fleet {
     /// Joins the fleet configured in `config.fleet`, or returns `None` when it names no Redis.
     /// Connects lazily: a Redis that is down at start-up only means starting in fallback.
-    /// Must run inside a tokio runtime (it spawns the channel task).
+    /// Must run inside a tokio runtime (it spawns the channel and heartbeat tasks).
     pub fn join(config: &Config, cache: &ProfileCache, metrics: FleetMetrics) -> Option<Fleet> {
         config.fleet.redis_url.as_ref()?;
         let link = Link::new(&config.fleet, config.upstream.sdkappid, metrics)
@@ -62,25 +64,38 @@ impl Fleet {
         let tier = RedisTier::new(link.clone(), config.cache.ttl);
         let stop = CancellationToken::new();
         tokio::spawn(channel::run(tier.clone(), cache.clone(), stop.clone()));
+        let membership = Membership::new(link.clone(), &config.fleet);
+        let heartbeat = stop.child_token();
+        tokio::spawn(membership.clone().run(heartbeat.clone()));
         Some(Fleet {
             link,
             tier,
-            fallback_instances: config.fleet.fallback_instances,
+            membership,
             upstream_timeout: config.upstream.timeout,
+            heartbeat,
             _stop: stop.drop_guard(),
         })
+    }
+
+    /// Leaves the fleet (a graceful stop): no more heartbeats; once this gateway's last
+    /// calls' window has passed, its shares return to the others at once.
+    pub async fn leave(&self) {
+        self.heartbeat.cancel();
+        self.membership.leave().await;
     }
 }
 
 impl BudgetSource for Fleet {
     fn budget(&self, api: &str, requests_per_second: NonZeroU32) -> Arc<dyn SharedBudget> {
-        Arc::new(FleetLimiter::new(
+        let limiter = FleetLimiter::new(
             self.link.clone(),
+            self.membership.state(),
             api,
             requests_per_second,
-            self.fallback_instances,
             self.upstream_timeout,
-        ))
+        );
+        self.membership.register(limiter.clone());
+        Arc::new(limiter)
     }
 }
 

@@ -63,6 +63,12 @@ pub trait SharedBudget: Send + Sync + 'static {
 
     /// Live holds of this gateway against its own local budget's size (metrics and tests).
     fn local_holds(&self) -> (usize, usize);
+
+    /// Tencent answered 60007: lower the pace of every gateway sharing the budget.
+    fn slow_down(&self);
+
+    /// Shows the shared pace (calls per second) in `gauge`.
+    fn show_pace_in(&self, gauge: prometheus::Gauge);
 }
 
 /// A shared budget's grant for one call; dropping it ends the call (its hold ends one window
@@ -123,12 +129,19 @@ impl UpstreamLimiter {
     /// Tencent answered 60007: someone else spends this app's budget too. Lowers this
     /// gateway's own pace for a while (see `pace.rs`).
     pub fn slow_down(&self) {
-        self.0.pace.slow_down(Instant::now());
+        match &self.0.engine {
+            Engine::Local(_) => self.0.pace.slow_down(Instant::now()),
+            Engine::Shared(budget) => budget.slow_down(),
+        }
     }
 
-    /// Shows the current pace (calls per second) in `gauge`.
+    /// Shows the current pace (calls per second) in `gauge`: this gateway's, or the shared
+    /// budget's.
     pub fn show_pace_in(&self, gauge: prometheus::Gauge) {
-        self.0.pace.show_in(gauge);
+        match &self.0.engine {
+            Engine::Local(_) => self.0.pace.show_in(gauge),
+            Engine::Shared(budget) => budget.show_pace_in(gauge),
+        }
     }
 
     /// The spacing between two permits at `requests_per_second`.

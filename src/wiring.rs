@@ -65,7 +65,11 @@ pub async fn run_with_upstream(
 ) {
     let listeners = listeners.into();
     let metrics = Metrics::new();
-    let (handlers, worker) = build_handlers(&config, upstream, metrics.clone());
+    let Built {
+        handlers,
+        worker,
+        fleet,
+    } = build_handlers(&config, upstream, metrics.clone());
     let auth = Authenticator::new(
         &config.auth,
         config.upstream.sdkappid,
@@ -83,6 +87,11 @@ pub async fn run_with_upstream(
         .saturating_sub(drain_started.elapsed());
     if tokio::time::timeout(left, worker).await.is_err() {
         warn!("batch worker still busy at the end of the grace period");
+    }
+    if let Some(fleet) = fleet {
+        // Once the last calls' window has passed, this gateway's shares go back to the
+        // others at once rather than when its lease runs out.
+        fleet.leave().await;
     }
     info!("tim-gateway stopped");
 }
@@ -135,8 +144,18 @@ pub fn build_service(
     upstream: Arc<dyn UpstreamApi>,
     metrics: Metrics,
 ) -> (ProfileService, tokio::task::JoinHandle<()>) {
-    let (handlers, worker) = build_handlers(config, upstream, metrics);
-    (handlers.service, worker)
+    let built = build_handlers(config, upstream, metrics);
+    (built.handlers.service, built.worker)
+}
+
+/// What [`build_handlers`] built.
+pub(crate) struct Built {
+    /// Everything that answers requests.
+    pub(crate) handlers: Handlers,
+    /// The batch worker, which exits once the handlers are dropped.
+    pub(crate) worker: tokio::task::JoinHandle<()>,
+    /// The fleet membership, to leave on a graceful stop.
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 /// Everything that answers requests: the profile service (cache, tier, batcher, the paths of
@@ -145,7 +164,7 @@ pub(crate) fn build_handlers(
     config: &Config,
     upstream: Arc<dyn UpstreamApi>,
     metrics: Metrics,
-) -> (Handlers, tokio::task::JoinHandle<()>) {
+) -> Built {
     let limits = &config.limits;
     let cache = ProfileCache::with_evictions(&config.cache, Some(metrics.cache_evictions.clone()));
     let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics)).map(Arc::new);
@@ -158,7 +177,9 @@ pub(crate) fn build_handlers(
         (apis::PORTRAIT_SET.label, set_path.limiter.clone()),
     ];
     // The fleet is the tier: the service and the batch worker holding it keep it alive.
-    let tier = fleet.map_or(CacheTier::Local, |f| CacheTier::Shared(f));
+    let tier = fleet
+        .clone()
+        .map_or(CacheTier::Local, |f| CacheTier::Shared(f));
     let batch_config = BatchConfig {
         max_accounts: limits.max_accounts_per_batch,
         window: limits.batch_window,
@@ -200,7 +221,11 @@ pub(crate) fn build_handlers(
         passthrough,
         callbacks,
     };
-    (handlers, worker)
+    Built {
+        handlers,
+        worker,
+        fleet,
+    }
 }
 
 fn log_banner(config: &Config, listeners: &Listeners) {

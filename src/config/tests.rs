@@ -320,7 +320,10 @@ fn fleet_is_off_by_default_and_set_from_the_environment() {
     let config = Config::default();
     assert_eq!(config.fleet.redis_url, None);
     assert_eq!(config.fleet.key_prefix, "tim-gateway");
-    assert_eq!(config.fleet.redis_timeout, Duration::from_millis(50));
+    assert_eq!(config.fleet.redis_timeout, Duration::from_millis(250));
+    assert_eq!(config.fleet.heartbeat, Duration::from_millis(400));
+    assert_eq!(config.fleet.lease, Duration::from_secs(4));
+    assert_eq!(config.fleet.after_lease, AfterLease::Stop);
     assert_eq!(config.fleet.fallback_instances.get(), 4);
     let vars = env(&[
         (
@@ -328,11 +331,13 @@ fn fleet_is_off_by_default_and_set_from_the_environment() {
             "redis://:hunter2@127.0.0.1:6390/0",
         ),
         ("TIM_GATEWAY__FLEET__FALLBACK_INSTANCES", "3"),
+        ("TIM_GATEWAY__FLEET__AFTER_LEASE", "spend_share"),
     ]);
     let config = Config::from_toml_str("", &vars).unwrap();
     let url = config.fleet.redis_url.as_ref().expect("fleet mode");
     assert_eq!(url.expose(), "redis://:hunter2@127.0.0.1:6390/0");
     assert_eq!(config.fleet.fallback_instances.get(), 3);
+    assert_eq!(config.fleet.after_lease, AfterLease::SpendShare);
     let shown = format!("{config:?}");
     assert!(
         !shown.contains("hunter2"),
@@ -356,6 +361,11 @@ fn bad_fleet_settings_are_rejected_without_echoing_the_url() {
         ("[fleet]\nkey_prefix = \"\"\n", "fleet.key_prefix"),
         ("[fleet]\nkey_prefix = \"a b\"\n", "fleet.key_prefix"),
         ("[fleet]\nredis_timeout_ms = 0\n", "fleet.redis_timeout_ms"),
+        (
+            "[fleet]\nheartbeat_ms = 1000\nlease_ms = 3000\n",
+            "fleet.lease_ms",
+        ),
+        ("[fleet]\nlease_ms = 120000\n", "fleet.lease_ms"),
         (
             "[fleet]\nfallback_instances = 0\n",
             "fleet.fallback_instances",

@@ -1,46 +1,52 @@
-//! FleetLimiter: one upstream budget for every gateway of an app, safe in any sliding second.
+//! FleetLimiter: one upstream budget for every gateway of an app, safe in any sliding second
+//! whatever fails: a gateway cut off from Redis, killed, or back after a long partition;
+//! Redis killed, restarted empty or frozen.
 //!
-//! The single gateway's reasoning made fleet-wide, on Redis's clock: each call takes a *hold*
-//! in a Redis sorted set before it is sent and keeps it until one window after its answer, so
-//! the call's arrival at Tencent lies inside its hold and no one-second window of arrivals can
-//! see more calls than there are holds (the limit). A hold first expires at grant + lease
-//! (longer than any call), so a gateway that dies holding capacity gives it back by expiry;
-//! the release after the answer only shortens it. Grants are also spaced `1 s / limit` apart
-//! on Redis's clock (no burst) and handed out as reservations in arrival order, which keeps
-//! gateways' shares even. See `scripts::ACQUIRE`.
+//! The budget of each API is split in Redis (scripts::HEARTBEAT) into each live gateway's
+//! *share* and a *pool*:
 //!
-//! While Redis is down the gateway allows itself `limit / fallback_instances`, counted in a
-//! local ledger that holds *every* call of this gateway, whichever mode granted it. Switching
-//! to fallback first waits until one window has passed since this gateway's last fleet grant
-//! and its fleet holds have ended (it cannot see the other gateways' holds, which were granted
-//! before Redis went away too). Switching back, fleet grants also need room in the local
-//! budget until every hold granted in fallback has ended plus [`CATCH_UP`] (time for the other
-//! gateways to reconnect), and the holds granted locally are written into Redis's count (all
-//! live holds after Redis lost its state, noticed by its epoch key).
+//! - **The share** is booked in Redis for this gateway while its lease lives. The gateway
+//!   grants calls within it by itself, with no Redis round trip, counting them in its own
+//!   ledger the way the local engine does (each call holds a slot from its grant until one
+//!   window after its answer); so at saturation, when every gateway's share is its fair share,
+//!   calls cost no Redis command at all. Cut off from Redis, the gateway goes on spending its
+//!   share, which nobody else can take, until its lease ends; then `fleet.after_lease` decides
+//!   (stop, or keep spending and accept the risk). A dead gateway's share returns to the others
+//!   when its lease ends; a graceful stop returns it at once.
+//! - **The pool** (what no share books) is taken one call at a time (scripts::ACQUIRE): the
+//!   hold lives in a Redis sorted set until one window after the answer, on Redis's clock.
+//!
+//! Shares follow demand (calls of the last window and whether callers wait, every heartbeat):
+//! a busy gateway grows toward its fair share as room frees, an idle one keeps one call. A
+//! share only shrinks after this gateway stopped using what it gives back, and only grows once
+//! Redis has booked it, so `Σ shares + pool holds <= limit` holds at every instant.
+//!
+//! Pace: a 60007 (or an over-limit alert) halves this gateway's own share at once and the
+//! fleet's paced limit in Redis (scripts::PACE_DOWN); every gateway follows at its next
+//! heartbeat, and the recovery, computed from the same Redis state, is shared too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::link::Link;
+use super::membership::MembershipState;
 use super::metrics::Command;
 use super::scripts;
 use crate::apis::WINDOW;
+use crate::config::AfterLease;
 use crate::ratelimit::{SharedBudget, SharedPermit};
 
-/// How long a waiting acquisition sleeps at most before it looks at the mode again.
+/// How long a waiting acquisition sleeps at most before it looks at its share and mode again.
 const RECHECK: Duration = Duration::from_millis(50);
-/// After a fallback grant's hold ends, how much longer fleet grants also need room in the
-/// fallback budget: other gateways may still be in fallback (not yet reconnected, so their
-/// calls are not in Redis's count) for up to the channel's reconnect backoff and a ping.
-const CATCH_UP: Duration = Duration::from_millis(2_500);
+/// The share an idle gateway asks for (if the fair share allows it).
+const SHARE_FLOOR: u32 = 2;
 
 /// The fleet's budget for one upstream API; cheap to clone.
 #[derive(Clone)]
@@ -48,44 +54,61 @@ pub struct FleetLimiter(Arc<Inner>);
 
 struct Inner {
     link: Link,
-    /// Redis keys: holds, next permit, epoch.
-    holds_key: String,
-    next_key: String,
-    epoch_key: String,
+    membership: Arc<MembershipState>,
+    /// The API's label (its keys in Redis, its metrics).
+    api: String,
+    keys: Keys,
     limit: u32,
     interval: Duration,
-    /// A hold's first expiry after its grant; longer than any call can last.
-    lease: Duration,
-    /// `gateway id:` prefix of this gateway's hold members.
+    /// A pool hold's first expiry after its grant; longer than any call can last.
+    hold_lease: Duration,
+    /// `gateway id:` prefix of this gateway's pool hold members.
     member_prefix: String,
     next_hold: AtomicU64,
-    /// The epoch of Redis's budget state this gateway last saw.
-    epoch: Mutex<String>,
-    ledger: Mutex<Ledger>,
-    ledger_changed: Notify,
-    fallback_limit: usize,
-    fallback_spacing: DefaultDirectRateLimiter,
+    state: Mutex<State>,
+    changed: Notify,
+    grants_share: prometheus::IntCounter,
+    grants_pool: prometheus::IntCounter,
+    pace_gauge: std::sync::OnceLock<prometheus::Gauge>,
 }
 
-/// Every live hold of this gateway.
-#[derive(Default)]
-struct Ledger {
-    in_flight: HashMap<u64, Grant>,
-    /// Ended calls, until one window after their answer; oldest first.
-    ended: VecDeque<(Instant, u64, Grant)>,
-    /// Redis may not know some live holds (granted in fallback, or Redis lost its state).
-    register: bool,
-    /// When this gateway last got a fleet grant while the fleet was busy: fallback grants wait
-    /// one window after it.
-    last_busy_grant: Option<Instant>,
-    /// Until when fleet grants also need room in the fallback budget (see [`CATCH_UP`]).
-    both_budgets_until: Option<Instant>,
+/// This API's keys in Redis.
+pub(super) struct Keys {
+    pub(super) usable: String,
+    pub(super) booked: String,
+    pub(super) holds: String,
+    pub(super) reserved: String,
+    pub(super) pace: String,
+    next: String,
 }
 
-#[derive(Clone, Copy)]
-struct Grant {
-    at: Instant,
-    by_fleet: bool,
+/// The share, and every live slot of this gateway (share and pool), guarded together.
+struct State {
+    /// Calls per window this gateway may grant itself (booked for it in Redis).
+    share: u32,
+    /// When the share was last confirmed by Redis (a heartbeat's send instant).
+    confirmed_at: Option<Instant>,
+    /// The fair share and the paced limit at the last heartbeat.
+    fair: u32,
+    paced: u32,
+    /// Slots held now: in flight, or ended less than one window ago (oldest first).
+    in_flight: Vec<(u64, Source)>,
+    ended: VecDeque<(Instant, Source)>,
+    /// The earliest the next share grant may go (spacing `1 s / share`).
+    next_share_at: Instant,
+    /// A grant is being waited for (demand the share does not meet).
+    waiting: bool,
+    /// The pool's room at the last heartbeat (paced limit - every gateway's booked share).
+    pool_room: u32,
+    /// The pool said it is full until then.
+    pool_closed_until: Instant,
+}
+
+/// Where a grant came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Share,
+    Pool,
 }
 
 /// The right to send one call; dropping it ends the call (see [`SharedPermit`]).
@@ -94,230 +117,249 @@ pub struct FleetPermit {
     id: u64,
 }
 
-enum Attempt {
-    Granted(FleetPermit),
-    Wait,
+/// What a heartbeat asks Redis for this API.
+pub(super) struct Ask {
+    pub(super) limit: u32,
+    pub(super) want: u32,
+    pub(super) claim: u32,
+}
+
+/// What a heartbeat brought back for this API.
+pub(super) struct Granted {
+    pub(super) share: u32,
+    pub(super) fair: u32,
+    pub(super) paced: u32,
+    pub(super) booked: u32,
+    pub(super) for_silent: u32,
 }
 
 impl FleetLimiter {
     /// A budget of `limit` calls per sliding second across the fleet, named `api` in Redis.
-    pub fn new(
+    pub(super) fn new(
         link: Link,
+        membership: Arc<MembershipState>,
         api: &str,
         limit: NonZeroU32,
-        fallback_instances: NonZeroU32,
         upstream_timeout: Duration,
     ) -> FleetLimiter {
-        let fallback = (limit.get() / fallback_instances.get()).max(1);
-        let quota = Quota::with_period(WINDOW / fallback)
-            .expect("non-zero interval")
-            .allow_burst(NonZeroU32::MIN);
+        let key = |part: &str| link.key(&["budget", api, part]);
+        let keys = Keys {
+            usable: key("usable"),
+            booked: key("booked"),
+            holds: key("holds"),
+            reserved: key("reserved"),
+            pace: key("pace"),
+            next: key("next"),
+        };
+        let metrics = link.metrics();
+        let now = Instant::now();
         FleetLimiter(Arc::new(Inner {
-            holds_key: link.key(&["budget", api, "holds"]),
-            next_key: link.key(&["budget", api, "next"]),
-            epoch_key: link.key(&["budget", "epoch"]),
+            grants_share: metrics.grants.with_label_values(&[api, "share"]),
+            grants_pool: metrics.grants.with_label_values(&[api, "pool"]),
+            keys,
+            api: api.to_owned(),
             limit: limit.get(),
             interval: WINDOW / limit.get(),
-            lease: upstream_timeout + WINDOW + Duration::from_secs(1),
-            member_prefix: format!("{:016x}:", rand::random::<u64>()),
+            hold_lease: upstream_timeout + WINDOW + Duration::from_secs(1),
+            member_prefix: format!("{}:", membership.id()),
             next_hold: AtomicU64::new(0),
-            epoch: Mutex::new(String::new()),
-            ledger: Mutex::new(Ledger::default()),
-            ledger_changed: Notify::new(),
-            fallback_limit: fallback as usize,
-            fallback_spacing: RateLimiter::direct(quota),
+            state: Mutex::new(State {
+                share: 0,
+                confirmed_at: None,
+                fair: 0,
+                paced: limit.get(),
+                in_flight: Vec::new(),
+                ended: VecDeque::new(),
+                next_share_at: now,
+                waiting: false,
+                pool_room: 0,
+                pool_closed_until: now,
+            }),
+            changed: Notify::new(),
+            pace_gauge: std::sync::OnceLock::new(),
+            membership,
             link,
         }))
     }
 
-    /// Waits for a permit, in fleet or fallback mode, with no deadline (the batch worker keeps
-    /// its own). Dropping the future before it resolves loses nothing but, at worst, one
-    /// reservation, which ends one window later.
+    /// Waits for a permit, from this gateway's share or the fleet's pool, with no deadline
+    /// (the caller keeps its own). Dropping the future before it resolves loses nothing but,
+    /// at worst, one pool reservation, which ends by its lease.
     pub async fn until_ready(&self) -> FleetPermit {
         let started = Instant::now();
-        loop {
-            let attempt = if self.0.link.is_up() {
-                self.try_fleet().await
+        let permit = loop {
+            let share_wait = match self.try_share() {
+                Ok(permit) => break permit,
+                Err(share_wait) => share_wait,
+            };
+            if self.pool_may_have_room() {
+                if let Some(permit) = self.try_pool(share_wait).await {
+                    break permit;
+                }
             } else {
-                self.try_fallback().await
-            };
-            if let Attempt::Granted(permit) = attempt {
-                let waited = started.elapsed().as_secs_f64();
-                self.0.link.metrics().budget_wait.observe(waited);
-                return permit;
+                self.wait_for_change(share_wait.min(RECHECK)).await;
             }
-        }
+        };
+        self.0.state.lock().waiting = false;
+        let waited = started.elapsed().as_secs_f64();
+        self.0.link.metrics().budget_wait.observe(waited);
+        permit
     }
 
-    /// Live holds this gateway has against the fallback budget's size (for metrics and tests).
+    /// Live slots of this gateway against its share (for metrics and tests).
     pub fn local_holds(&self) -> (usize, usize) {
-        let mut ledger = self.0.ledger.lock();
-        ledger.prune(Instant::now());
-        (ledger.live(), self.0.fallback_limit)
-    }
-
-    // === fleet mode ===
-
-    async fn try_fleet(&self) -> Attempt {
-        let Some(register) = self.fleet_registration() else {
-            // For one window after fallback, both budgets apply.
-            self.wait_for_ledger(RECHECK).await;
-            return Attempt::Wait;
-        };
-        let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
-        let known_epoch = self.0.epoch.lock().clone();
-        let mut invocation = scripts::ACQUIRE.prepare_invoke();
-        invocation
-            .key(&self.0.holds_key)
-            .key(&self.0.next_key)
-            .key(&self.0.epoch_key)
-            .arg(self.0.limit)
-            .arg(micros(self.0.interval))
-            .arg(micros(self.0.lease))
-            .arg(self.member(id))
-            .arg(&known_epoch);
-        for (member, remaining) in register.iter().flatten() {
-            invocation.arg(member).arg(micros(*remaining));
-        }
-        let answer: (i64, i64, String, i64) =
-            match self.0.link.run(Command::Acquire, &invocation).await {
-                Ok(answer) => answer,
-                Err(_) => return Attempt::Wait, // now in fallback mode
-            };
-        let (status, micros_to_wait, epoch, fleet_holds) = answer;
-        let wait = Duration::from_micros(u64::try_from(micros_to_wait).unwrap_or(0));
-        match status {
-            1 => {
-                // With more holds than half a fallback share, some gateway may hold more than
-                // its share: falling back right after would risk the sum.
-                let busy = fleet_holds > (self.0.fallback_limit / 2) as i64;
-                let permit = self.record(id, Some(busy), register.is_some());
-                tokio::time::sleep(wait).await;
-                Attempt::Granted(permit)
-            }
-            2 => {
-                *self.0.epoch.lock() = epoch;
-                self.0.ledger.lock().register = true;
-                Attempt::Wait
-            }
-            _ => {
-                tokio::time::sleep(wait.min(RECHECK) + jitter()).await;
-                Attempt::Wait
-            }
-        }
-    }
-
-    /// What to register with the next fleet grant (`Some(None)`: nothing), or `None` while
-    /// holds granted in fallback leave no room in the fallback budget.
-    fn fleet_registration(&self) -> Option<Option<Vec<(String, Duration)>>> {
         let now = Instant::now();
-        let mut ledger = self.0.ledger.lock();
-        ledger.prune(now);
-        let both_budgets = ledger.any_fallback_grant()
-            || ledger.both_budgets_until.is_some_and(|until| now < until);
-        if both_budgets && ledger.live() >= self.0.fallback_limit {
-            return None;
-        }
-        Some(ledger.register.then(|| self.live_holds(&ledger)))
+        let mut state = self.0.state.lock();
+        state.prune(now);
+        let share = self.spendable_share(&state, now);
+        (state.live(Source::Share), share as usize)
     }
 
-    /// Every live hold of this gateway as (member, time left), for Redis to count.
-    fn live_holds(&self, ledger: &Ledger) -> Vec<(String, Duration)> {
-        let now = Instant::now();
-        let in_flight = ledger.in_flight.iter().map(|(id, grant)| {
-            (
-                *id,
-                (grant.at + self.0.lease).saturating_duration_since(now),
-            )
-        });
-        let ended = ledger
-            .ended
-            .iter()
-            .map(|(end, id, _)| (*id, end.saturating_duration_since(now)));
-        in_flight
-            .chain(ended)
-            .filter(|(_, left)| !left.is_zero())
-            .map(|(id, left)| (self.member(id), left))
-            .collect()
-    }
-
-    // === fallback mode ===
-
-    async fn try_fallback(&self) -> Attempt {
-        match self.fallback_wait() {
-            Some(wait) => {
-                self.wait_for_ledger(wait.min(RECHECK)).await;
-                Attempt::Wait
-            }
-            None => {
-                let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
-                Attempt::Granted(self.record(id, None, false))
-            }
-        }
-    }
-
-    /// How long until the fallback budget may have room (`None`: it has room now, and the
-    /// spacing permit is taken).
-    fn fallback_wait(&self) -> Option<Duration> {
+    /// Tencent answered 60007: halve this gateway's share now, and the fleet's pace.
+    pub fn slow_down(&self) {
         {
-            let now = Instant::now();
-            let mut ledger = self.0.ledger.lock();
-            ledger.prune(now);
-            // Just out of a busy fleet: every gateway's fleet grants of the last window may still
-            // arrive at Tencent, and this one cannot see the others'. Wait until one window has
-            // passed since its own last such grant and its own fleet holds have ended.
-            let quiet_from = ledger.last_busy_grant.map(|at| at + WINDOW);
-            if let Some(wait) = quiet_from.and_then(|from| from.checked_duration_since(now)) {
-                return Some(wait);
-            }
-            if quiet_from.is_some() && ledger.any_fleet_grant() {
-                return Some(RECHECK);
-            }
-            if ledger.live() >= self.0.fallback_limit {
-                let first_end = ledger.ended.front().map(|(end, _, _)| *end);
-                let until = first_end.map(|end| end.saturating_duration_since(Instant::now()));
-                return Some(until.unwrap_or(RECHECK));
-            }
+            let mut state = self.0.state.lock();
+            state.share /= 2;
+            state.paced = (state.paced / 2).max(1);
+            self.show_pace(state.paced);
         }
-        match self.0.fallback_spacing.check() {
-            Ok(()) => None,
-            Err(not_yet) => {
-                let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
-                Some(not_yet.wait_time_from(now))
-            }
+        if !self.0.link.is_up() || tokio::runtime::Handle::try_current().is_err() {
+            return; // the fleet hears of it from the next 60007 seen while Redis answers
+        }
+        let limiter = self.clone();
+        tokio::spawn(async move {
+            let mut invocation = scripts::PACE_DOWN.prepare_invoke();
+            invocation.key(&limiter.0.keys.pace).arg(limiter.0.limit);
+            let _: Result<i64, _> = limiter.0.link.run(Command::Pace, &invocation).await;
+        });
+    }
+
+    /// Shows the fleet's paced limit (calls per second) in `gauge`.
+    pub fn show_pace_in(&self, gauge: prometheus::Gauge) {
+        gauge.set(f64::from(self.0.state.lock().paced));
+        let _ = self.0.pace_gauge.set(gauge);
+    }
+
+    fn show_pace(&self, paced: u32) {
+        if let Some(gauge) = self.0.pace_gauge.get() {
+            gauge.set(f64::from(paced));
         }
     }
 
-    // === the ledger ===
+    // === the share ===
 
-    /// Records a grant: `fleet_busy` is `None` for a fallback grant, else whether the fleet
-    /// was busy when Redis granted it.
-    fn record(&self, id: u64, fleet_busy: Option<bool>, registered: bool) -> FleetPermit {
-        let mut ledger = self.0.ledger.lock();
-        let grant = Grant {
-            at: Instant::now(),
-            by_fleet: fleet_busy.is_some(),
-        };
-        ledger.in_flight.insert(id, grant);
-        match fleet_busy {
-            None => ledger.register = true,
-            Some(busy) => {
-                if busy {
-                    ledger.last_busy_grant = Some(grant.at);
-                }
-                if registered {
-                    ledger.register = false;
-                }
+    /// A permit from the share when it has room and its spacing (`1 s / share`) allows one
+    /// now, else how long until it may.
+    fn try_share(&self) -> Result<FleetPermit, Duration> {
+        let now = Instant::now();
+        let mut state = self.0.state.lock();
+        state.prune(now);
+        let share = self.spendable_share(&state, now);
+        if state.live(Source::Share) >= share as usize {
+            state.waiting = true;
+            let first_end = state
+                .ended
+                .iter()
+                .find(|(_, s)| *s == Source::Share)
+                .map(|(end, _)| end.saturating_duration_since(now));
+            return Err(first_end.unwrap_or(RECHECK));
+        }
+        if let Some(spacing) = state.next_share_at.checked_duration_since(now) {
+            if !spacing.is_zero() {
+                state.waiting = true;
+                return Err(spacing);
             }
         }
-        FleetPermit {
+        state.next_share_at = now + WINDOW / share;
+        let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
+        state.in_flight.push((id, Source::Share));
+        drop(state);
+        self.0.grants_share.inc();
+        Ok(FleetPermit {
             limiter: self.clone(),
             id,
+        })
+    }
+
+    /// Whether asking the pool may succeed: in fleet mode, the pool was not full at the last
+    /// try (it said until when), and the last heartbeat left it some room. At saturation every
+    /// share is fair and the pool is empty: calls then cost no Redis round trip at all.
+    fn pool_may_have_room(&self) -> bool {
+        let state = self.0.state.lock();
+        self.0.link.is_up() && state.pool_room > 0 && Instant::now() >= state.pool_closed_until
+    }
+
+    /// The share this gateway may spend now: Redis's, while the lease lives; after it, what
+    /// `fleet.after_lease` says.
+    fn spendable_share(&self, state: &State, now: Instant) -> u32 {
+        let membership = &self.0.membership;
+        let leased = state
+            .confirmed_at
+            .is_some_and(|at| now < at + membership.safe_lease());
+        match (leased, membership.after_lease()) {
+            (true, _) => state.share,
+            (false, AfterLease::Stop) => 0,
+            (false, AfterLease::SpendShare) if state.confirmed_at.is_some() => state.share,
+            // Never seen the fleet: the floor the operator set.
+            (false, AfterLease::SpendShare) => self.0.limit / membership.fallback_instances(),
         }
     }
 
-    async fn wait_for_ledger(&self, at_most: Duration) {
-        let _ = tokio::time::timeout(at_most, self.0.ledger_changed.notified()).await;
+    // === the pool ===
+
+    /// One attempt at a pool hold (in fleet mode), else a wait of at most `share_wait` for the
+    /// share to have room.
+    async fn try_pool(&self, share_wait: Duration) -> Option<FleetPermit> {
+        let wait = share_wait.min(RECHECK);
+        let Some(epoch) = self.0.membership.epoch().filter(|_| self.0.link.is_up()) else {
+            self.wait_for_change(wait).await;
+            return None;
+        };
+        let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
+        let mut invocation = scripts::ACQUIRE.prepare_invoke();
+        invocation
+            .key(&self.0.keys.holds)
+            .key(&self.0.keys.next)
+            .key(self.0.membership.epoch_key())
+            .key(&self.0.keys.reserved)
+            .key(&self.0.keys.pace)
+            .arg(self.0.limit)
+            .arg(micros(self.0.interval))
+            .arg(micros(self.0.hold_lease))
+            .arg(self.member(id))
+            .arg(&epoch)
+            .arg(micros(self.0.membership.lease()));
+        let answer: (i64, i64) = match self.0.link.run(Command::Acquire, &invocation).await {
+            Ok(answer) => answer,
+            Err(_) => return None, // counted by the link; the share is looked at again
+        };
+        let micros_to_wait = Duration::from_micros(u64::try_from(answer.1).unwrap_or(0));
+        match answer.0 {
+            1 => {
+                self.0.state.lock().in_flight.push((id, Source::Pool));
+                self.0.grants_pool.inc();
+                tokio::time::sleep(micros_to_wait).await;
+                Some(FleetPermit {
+                    limiter: self.clone(),
+                    id,
+                })
+            }
+            2 => {
+                self.0.membership.epoch_changed();
+                self.wait_for_change(wait).await;
+                None
+            }
+            _ => {
+                let closed_for = micros_to_wait + jitter();
+                self.0.state.lock().pool_closed_until = Instant::now() + closed_for;
+                self.wait_for_change(closed_for.min(wait)).await;
+                None
+            }
+        }
+    }
+
+    async fn wait_for_change(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.0.changed.notified()).await;
     }
 
     fn member(&self, id: u64) -> String {
@@ -325,54 +367,93 @@ impl FleetLimiter {
     }
 
     fn end_call(&self, id: u64) {
-        {
-            let mut ledger = self.0.ledger.lock();
-            let Some(grant) = ledger.in_flight.remove(&id) else {
+        let source = {
+            let mut state = self.0.state.lock();
+            let Some(at) = state.in_flight.iter().position(|(i, _)| *i == id) else {
                 return;
             };
-            let hold_ends = Instant::now() + WINDOW;
-            if !grant.by_fleet {
-                ledger.both_budgets_until = Some(hold_ends + CATCH_UP);
-            }
-            ledger.ended.push_back((hold_ends, id, grant));
-        }
-        self.0.ledger_changed.notify_waiters();
-        if !self.0.link.is_up() || tokio::runtime::Handle::try_current().is_err() {
-            return; // the hold expires by its lease, or by registration's time left
+            let (_, source) = state.in_flight.swap_remove(at);
+            state.ended.push_back((Instant::now() + WINDOW, source));
+            source
+        };
+        self.0.changed.notify_waiters();
+        let pooled = source == Source::Pool;
+        if !pooled || !self.0.link.is_up() || tokio::runtime::Handle::try_current().is_err() {
+            return; // a share slot is this gateway's alone; a pool hold expires by its lease
         }
         let limiter = self.clone();
         tokio::spawn(async move {
             let mut invocation = scripts::RELEASE.prepare_invoke();
             invocation
-                .key(&limiter.0.holds_key)
+                .key(&limiter.0.keys.holds)
                 .arg(limiter.member(id))
                 .arg(micros(WINDOW));
             let _: Result<i64, _> = limiter.0.link.run(Command::Release, &invocation).await;
         });
     }
-}
 
-impl Ledger {
-    fn prune(&mut self, now: Instant) {
-        while self.ended.front().is_some_and(|(end, _, _)| *end <= now) {
-            self.ended.pop_front();
+    // === the heartbeat's side ===
+
+    /// The keys a heartbeat passes for this API.
+    pub(super) fn keys(&self) -> &Keys {
+        &self.0.keys
+    }
+
+    /// What to ask for at a heartbeat: the share wanted (calls of the last window with
+    /// headroom, more when callers wait, [`SHARE_FLOOR`] at least; never below the share slots still live, which Redis
+    /// must keep covering) and the share claimed (for a Redis that lost its state). A smaller
+    /// share is applied here before it is sent, so Redis never books less than is spent.
+    pub(super) fn ask(&self, now: Instant) -> Ask {
+        let mut state = self.0.state.lock();
+        state.prune(now);
+        let live_share = state.live(Source::Share) as u32;
+        let demand = state.live(Source::Share) + state.live(Source::Pool);
+        let demand = u32::try_from(demand).unwrap_or(u32::MAX);
+        // Headroom of a quarter, and a floor, so that a gateway cut off from Redis can still
+        // answer a few new misses; a waiting caller asks for the fair share.
+        let extra = u32::from(state.waiting) * state.fair.max(1);
+        let want = (demand + demand / 4 + SHARE_FLOOR + extra)
+            .min(self.0.limit)
+            .max(live_share);
+        let claim =
+            self.spendable_share(&state, now).max(live_share) + state.live(Source::Pool) as u32;
+        if want < state.share {
+            state.share = want;
+        }
+        Ask {
+            limit: self.0.limit,
+            want,
+            claim,
         }
     }
 
-    fn live(&self) -> usize {
-        self.in_flight.len() + self.ended.len()
+    /// Takes what Redis booked at a heartbeat sent at `sent_at`.
+    pub(super) fn granted(&self, sent_at: Instant, granted: &Granted) {
+        let metrics = self.0.link.metrics();
+        {
+            let mut state = self.0.state.lock();
+            // Never more than Redis booked, the fair share, or the pace.
+            state.share = granted.share.min(granted.fair.max(1)).min(granted.paced);
+            state.fair = granted.fair;
+            state.paced = granted.paced;
+            state.pool_room = granted.paced.saturating_sub(granted.booked);
+            state.confirmed_at = Some(sent_at);
+            self.show_pace(granted.paced);
+            metrics.show_shares(&self.0.api, state.share, granted);
+        }
+        self.0.changed.notify_waiters();
     }
 
-    fn any_fallback_grant(&self) -> bool {
-        self.any_grant(|g| !g.by_fleet)
+    /// Wakes waiters (the mode or the epoch changed).
+    pub(super) fn wake(&self) {
+        self.0.changed.notify_waiters();
     }
 
-    fn any_fleet_grant(&self) -> bool {
-        self.any_grant(|g| g.by_fleet)
-    }
-
-    fn any_grant(&self, which: impl Fn(&Grant) -> bool) -> bool {
-        self.in_flight.values().any(&which) || self.ended.iter().any(|(_, _, g)| which(g))
+    /// Whether any slot of this gateway is still live (a graceful leave waits for none).
+    pub(super) fn has_live_slots(&self) -> bool {
+        let mut state = self.0.state.lock();
+        state.prune(Instant::now());
+        !state.in_flight.is_empty() || !state.ended.is_empty()
     }
 }
 
@@ -383,6 +464,27 @@ impl SharedBudget for FleetLimiter {
 
     fn local_holds(&self) -> (usize, usize) {
         FleetLimiter::local_holds(self)
+    }
+
+    fn slow_down(&self) {
+        FleetLimiter::slow_down(self);
+    }
+
+    fn show_pace_in(&self, gauge: prometheus::Gauge) {
+        FleetLimiter::show_pace_in(self, gauge);
+    }
+}
+
+impl State {
+    fn prune(&mut self, now: Instant) {
+        while self.ended.front().is_some_and(|(end, _)| *end <= now) {
+            self.ended.pop_front();
+        }
+    }
+
+    fn live(&self, source: Source) -> usize {
+        let in_flight = self.in_flight.iter().filter(|(_, s)| *s == source).count();
+        in_flight + self.ended.iter().filter(|(_, s)| *s == source).count()
     }
 }
 

@@ -5,7 +5,9 @@
 //! Redis script or command the gateway sends), `result`, `direction`.
 
 use prometheus::Opts;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
 
 use crate::metrics::Metrics;
 
@@ -49,10 +51,14 @@ pub enum Command {
     Ping,
     /// The invalidation channel's subscription.
     Subscribe,
+    /// Renew the membership and the shares.
+    Heartbeat,
+    /// Halve the fleet's pace after a 60007.
+    Pace,
 }
 
 impl Command {
-    const ALL: [Command; 7] = [
+    const ALL: [Command; 9] = [
         Command::Acquire,
         Command::Release,
         Command::CacheGet,
@@ -60,6 +66,8 @@ impl Command {
         Command::Invalidate,
         Command::Ping,
         Command::Subscribe,
+        Command::Heartbeat,
+        Command::Pace,
     ];
 
     fn label(self) -> &'static str {
@@ -71,6 +79,8 @@ impl Command {
             Command::Invalidate => "invalidate",
             Command::Ping => "ping",
             Command::Subscribe => "subscribe",
+            Command::Heartbeat => "heartbeat",
+            Command::Pace => "pace",
         }
     }
 }
@@ -97,6 +107,17 @@ pub struct FleetMetrics {
     pub l1_flushes: IntCounter,
     /// Time from asking Redis for a hold to being allowed to send.
     pub budget_wait: Histogram,
+    /// Upstream calls granted, by API and source (the gateway's own share, or the pool).
+    pub grants: IntCounterVec,
+    /// Live gateways at the last heartbeat (this one included).
+    pub peers: IntGauge,
+    /// Gateways whose lease lives but whose heartbeats stopped.
+    pub silent_peers: IntGauge,
+    /// How long this gateway's shares stay spendable without another answered heartbeat.
+    pub lease_remaining: Gauge,
+    /// 1 while Redis's state is younger than one lease (shares held, none grows, no pool).
+    pub learning: IntGauge,
+    shares: IntGaugeVec,
 }
 
 const REDIS_BUCKETS_SECONDS: [f64; 12] = [
@@ -145,6 +166,23 @@ impl FleetMetrics {
         for command in Command::ALL {
             errors.with_label_values(&[command.label()]);
         }
+        let grants = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "fleet_grants_total",
+                "Upstream calls granted, by source: the gateway's own share (no Redis round \
+                 trip) or the fleet's pool (one)",
+            ),
+            &["api", "source"],
+        ));
+        let shares = metrics.register(IntGaugeVec::new(
+            Opts::new(
+                "fleet_share_calls",
+                "Calls per second of each budget: this gateway's share (own), the fair share, \
+                 the paced limit, booked by every gateway (booked), booked for silent ones \
+                 (silent)",
+            ),
+            &["api", "kind"],
+        ));
         let fleet = FleetMetrics {
             l2_hits: lookups.with_label_values(&["hit"]),
             l2_absent: lookups.with_label_values(&["absent"]),
@@ -163,6 +201,27 @@ impl FleetMetrics {
                 )
                 .buckets(WAIT_BUCKETS_SECONDS.to_vec()),
             )),
+            grants,
+            peers: metrics.register(IntGauge::new(
+                "fleet_peers",
+                "Live gateways of the fleet at the last heartbeat, this one included",
+            )),
+            silent_peers: metrics.register(IntGauge::new(
+                "fleet_silent_peers",
+                "Gateways whose lease still lives but whose heartbeats stopped (cut off from \
+                 Redis, or dead until their lease ends): their shares stay reserved",
+            )),
+            lease_remaining: metrics.register(Gauge::new(
+                "fleet_lease_remaining_seconds",
+                "How long this gateway may go on spending its shares without another \
+                 answered heartbeat",
+            )),
+            learning: metrics.register(IntGauge::new(
+                "fleet_learning",
+                "1 while Redis's budget state is younger than one lease (new, or restarted \
+                 empty): shares are held as claimed, none grows, the pool is closed",
+            )),
+            shares,
             mode,
             duration,
             errors,
@@ -177,6 +236,21 @@ impl FleetMetrics {
             self.mode
                 .with_label_values(&[m.label()])
                 .set(i64::from(m == mode));
+        }
+    }
+
+    /// Shows one budget's shares after a heartbeat.
+    pub(super) fn show_shares(&self, api: &str, own: u32, granted: &super::limiter::Granted) {
+        for (kind, value) in [
+            ("own", own),
+            ("fair", granted.fair),
+            ("paced", granted.paced),
+            ("booked", granted.booked),
+            ("silent", granted.for_silent),
+        ] {
+            self.shares
+                .with_label_values(&[api, kind])
+                .set(i64::from(value));
         }
     }
 

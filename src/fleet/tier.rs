@@ -1,4 +1,5 @@
-//! RedisTier: the fleet's shared cache tier: (account, tag) values and absences in Redis, behind every gateway's L1, and the
+//! RedisTier: the fleet's shared cache tier: (account, tag) values and absences in Redis,
+//! behind every gateway's L1, and the
 //! fleet-wide invalidation of an account.
 //!
 //! Layout per account: a hash `…:p:<account>` with one field per tag (`expiry ms|=raw JSON`, or

@@ -11,7 +11,7 @@ fn state() -> Arc<AppState> {
     let config = crate::Config::default();
     let metrics = Metrics::new();
     let upstream = Arc::new(UpstreamClient::new(&config.upstream));
-    let (handlers, _worker) = build_handlers(&config, upstream, metrics.clone());
+    let handlers = build_handlers(&config, upstream, metrics.clone()).handlers;
     let secret = config.upstream.secret_key.clone();
     let auth = Authenticator::new(&config.auth, config.upstream.sdkappid, secret);
     Arc::new(AppState::new(handlers, auth, metrics, &config))

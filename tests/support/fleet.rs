@@ -175,6 +175,10 @@ impl TestFleet {
             fleet.all_in_mode("fleet", Duration::from_secs(10)).await,
             "gateways did not reach fleet mode"
         );
+        assert!(
+            fleet.all_learned(Duration::from_secs(10)).await,
+            "the fleet's first lease did not end"
+        );
         fleet
     }
 
@@ -184,6 +188,20 @@ impl TestFleet {
         super::eventually(within, || async {
             for gateway in &self.gateways {
                 if gateway.metric(&sample).await != Some(1.0) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+    }
+
+    /// Waits until no gateway reports a Redis state younger than one lease (a new Redis holds
+    /// back every share's growth for one lease).
+    pub async fn all_learned(&self, within: Duration) -> bool {
+        super::eventually(within, || async {
+            for gateway in &self.gateways {
+                if gateway.metric("tim_gateway_fleet_learning").await != Some(0.0) {
                     return false;
                 }
             }
