@@ -417,12 +417,14 @@ async fn a_frozen_redis_costs_callers_at_most_its_timeout_per_step() {
     };
     let normal_at = Instant::now();
     let (normal_cold, _) = timed(get_body(&["user20"], &[NICK])).await;
+    // An idle gateway's share is two calls a second, spaced half a second apart: each cold
+    // account below is asked once the share may send it (a matter of budget, not of Redis).
+    tokio::time::sleep_until((normal_at + Duration::from_millis(550)).into()).await;
     fleet.redis.pause();
     let (frozen_cold, answer) = timed(get_body(&["user22"], &[NICK])).await;
     assert_eq!(nick_of(&answer), json!("nick-22"));
     let (frozen_hot, _) = timed(get_body(&["user20"], &[NICK])).await;
-    // An idle gateway's share is two calls a second: the third cold account waits for the
-    // first call's window to pass (a matter of budget, not of Redis), so ask after it.
+    // The third waits for the first call's window to pass.
     tokio::time::sleep_until((normal_at + Duration::from_millis(1_100)).into()).await;
     let (frozen_cold_again, _) = timed(get_body(&["user23"], &[NICK])).await;
     eprintln!(

@@ -281,12 +281,13 @@ impl FleetLimiter {
         })
     }
 
-    /// Whether asking the pool may succeed: in fleet mode, the pool was not full at the last
+    /// Whether asking the pool may succeed: in fleet mode with Redis's last answer on time
+    /// (a caller pays one timeout at most, not one per step), the pool was not full at the last
     /// try (it said until when), and the last heartbeat left it some room. At saturation every
     /// share is fair and the pool is empty: calls then cost no Redis round trip at all.
     fn pool_may_have_room(&self) -> bool {
         let state = self.0.state.lock();
-        self.0.link.is_up() && state.pool_room > 0 && Instant::now() >= state.pool_closed_until
+        self.0.link.is_healthy() && state.pool_room > 0 && Instant::now() >= state.pool_closed_until
     }
 
     /// The share this gateway may spend now: Redis's, while the lease lives; after it, what

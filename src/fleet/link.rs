@@ -110,6 +110,12 @@ impl Link {
         self.0.up.load(Ordering::Acquire)
     }
 
+    /// In fleet mode with the last command answered: worth a round trip that a caller waits on
+    /// (after one failure, callers spend what needs no Redis until a command answers again).
+    pub fn is_healthy(&self) -> bool {
+        self.is_up() && self.0.failures.load(Ordering::Acquire) == 0
+    }
+
     /// Counts a failed or slow command; the [`DOWN_AFTER`]th in a row switches to fallback.
     pub fn failed(&self, why: &LinkError) {
         if self.0.failures.fetch_add(1, Ordering::AcqRel) + 1 >= DOWN_AFTER {
