@@ -39,7 +39,7 @@ pub use account::{CachedAccount, Ticks};
 use rendered::RenderBudget;
 pub use rendered::{PairCounts, Render, TagListKey};
 use table::AccountTable;
-pub use tier::{AccountMiss, CacheTier, SharedTier, TierAnswer, TierWrite};
+pub use tier::{AccountMiss, CacheTier, Claim, SharedTier, TierAnswer, TierWrite};
 
 /// Cheap-to-clone handle to the gateway's caches.
 #[derive(Clone)]

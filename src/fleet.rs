@@ -9,8 +9,9 @@
 //! | `scripts.rs` | the Lua run inside Redis, on Redis's clock |
 //! | `membership.rs` | this gateway's lease, renewed with its shares by a heartbeat; leaving |
 //! | `limiter.rs` | one API's budget: this gateway's share, the fleet's pool, the shared pace |
-//! | `tier.rs` | shared (account, tag) values with versions; fleet-wide invalidation |
-//! | `channel.rs` | receiving invalidations; flushing L1 when some may have been missed |
+//! | `tier.rs` | shared (account, tag) values with versions; fleet-wide invalidation; claims |
+//! | `fills.rs` | claimed accounts heard filled; the wait of a gateway that found a claim |
+//! | `channel.rs` | receiving invalidations and fills; flushing L1 when some may be missed |
 //! | `metrics.rs` | the fleet's metric families |
 //!
 //! Nothing else names this module but the wiring: [`Fleet`] plugs into the two seams the
@@ -18,6 +19,7 @@
 //! `UpstreamLimiter`) and [`SharedTier`] (cache: the fleet's tier behind each L1).
 
 mod channel;
+mod fills;
 mod limiter;
 mod link;
 mod membership;
@@ -27,11 +29,12 @@ mod tier;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::apis::WINDOW;
 use crate::cache::{AccountMiss, ProfileCache, SharedTier, TierAnswer, TierWrite};
 use crate::config::Config;
 use crate::ratelimit::{BudgetSource, SharedBudget};
@@ -61,7 +64,9 @@ impl Fleet {
         config.fleet.redis_url.as_ref()?;
         let link = Link::new(&config.fleet, config.upstream.sdkappid, metrics)
             .expect("fleet.redis_url was validated when the config was loaded");
-        let tier = RedisTier::new(link.clone(), config.cache.ttl);
+        // A claim lives as long as its claimer's fetch may take: queued, then sent.
+        let claim_ttl = config.limits.max_queue_wait + config.upstream.timeout + WINDOW;
+        let tier = RedisTier::new(link.clone(), config.cache.ttl, claim_ttl);
         let stop = CancellationToken::new();
         tokio::spawn(channel::run(tier.clone(), cache.clone(), stop.clone()));
         let membership = Membership::new(link.clone(), &config.fleet);
@@ -102,12 +107,29 @@ impl BudgetSource for Fleet {
 /// The fleet is the tier: whoever holds it (the service, the batch worker) keeps the
 /// membership and its channel task alive.
 impl SharedTier for Fleet {
-    fn lookup<'a>(&'a self, misses: &'a [AccountMiss]) -> BoxFuture<'a, Option<Vec<TierAnswer>>> {
-        Box::pin(self.tier.lookup(misses))
+    fn lookup<'a>(
+        &'a self,
+        misses: &'a [AccountMiss],
+        claim: bool,
+    ) -> BoxFuture<'a, Option<Vec<TierAnswer>>> {
+        Box::pin(self.tier.lookup(misses, claim))
     }
 
     fn put<'a>(&'a self, writes: &'a [TierWrite]) -> BoxFuture<'a, Option<Vec<bool>>> {
         Box::pin(self.tier.put(writes))
+    }
+
+    fn wait_filled<'a>(
+        &'a self,
+        accounts: &'a [Account],
+        since: Instant,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Vec<bool>> {
+        Box::pin(self.tier.wait_filled(accounts, since, deadline))
+    }
+
+    fn release<'a>(&'a self, accounts: &'a [Account]) -> BoxFuture<'a, ()> {
+        Box::pin(self.tier.release(accounts))
     }
 
     fn invalidate<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, ()> {

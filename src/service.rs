@@ -2,8 +2,8 @@
 //!
 //! `portrait_get`: a body answered wholly from the cache before is served again as it was while
 //! still valid (answers.rs). Otherwise: decode and validate -> answer known-missing tags
-//! locally -> look every (account, tag) up in the cache -> fetch the misses from the fleet's
-//! shared tier (in a fleet) and the rest through the batcher -> assemble the answer in
+//! locally -> look every (account, tag) up in the cache -> fetch the misses (service/fetch.rs:
+//! the fleet's shared tier, a peer's claimed fetch, the batcher) -> assemble the answer in
 //! `To_Account` and `TagList` order. When every pair hits, no
 //! batcher, limiter or lock is touched, and the answer is kept by body for the next caller.
 //!
@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::upstream::UpstreamPath;
 use crate::wire::{self, Account, PortraitGetRequest, RawJson, ResponseWriter, Tag};
 
+mod fetch;
 mod hit;
 mod set;
 mod stale;
@@ -213,54 +214,6 @@ impl ProfileService {
             (Err(e), _) => return Err(e),
         };
         Ok(Bytes::from(self.assemble(&request, &found, &fetched, now)))
-    }
-
-    /// Fetches what L1 missed: from the fleet's shared tier first (one round trip for all of
-    /// them; what it has goes into L1), the rest through the batcher. Aligned with `misses`.
-    /// `stamps`: each miss's account stamp, taken before L1 was read.
-    async fn fetch(
-        &self,
-        stamps: Vec<Option<Stamp>>,
-        misses: Vec<AccountMiss>,
-    ) -> Result<Vec<AccountFetch>, Error> {
-        let Some(answers) = self.0.tier.lookup(&misses).await else {
-            return self.0.batcher.fetch(misses).await;
-        };
-        let now = Instant::now();
-        let mut merged: Vec<Vec<(Tag, Option<RawJson>)>> = Vec::with_capacity(misses.len());
-        let (mut remaining, mut remaining_at) = (Vec::new(), Vec::new());
-        for (i, (miss, answer)) in misses.into_iter().zip(answers).enumerate() {
-            if let (false, Some(stamp)) = (answer.found.is_empty(), stamps[i]) {
-                let until = now + answer.fresh_for;
-                let account = &miss.account;
-                self.0
-                    .cache
-                    .store_until(account, &answer.found, stamp, now, until);
-            }
-            let has = |tag: &Tag| answer.found.iter().any(|(t, _)| t == tag);
-            let left: Vec<Tag> = miss.tags.iter().filter(|t| !has(t)).cloned().collect();
-            if !left.is_empty() {
-                remaining_at.push(i);
-                remaining.push(AccountMiss {
-                    account: miss.account,
-                    tags: left,
-                    version: Some(answer.version),
-                });
-            }
-            merged.push(answer.found);
-        }
-        let mut fetched: Vec<AccountFetch> = merged.into_iter().map(AccountFetch::Values).collect();
-        if remaining.is_empty() {
-            return Ok(fetched);
-        }
-        let upstream = self.0.batcher.fetch(remaining).await?;
-        for (i, fetch) in remaining_at.into_iter().zip(upstream) {
-            match (&mut fetched[i], fetch) {
-                (AccountFetch::Values(have), AccountFetch::Values(more)) => have.extend(more),
-                (slot, failed) => *slot = failed,
-            }
-        }
-        Ok(fetched)
     }
 
     /// A still-valid answer kept for exactly this body, counted as the pair lookups it saves.

@@ -454,3 +454,106 @@ async fn a_frozen_redis_costs_callers_at_most_its_timeout_per_step() {
 fn gateway_timeout() -> Duration {
     tim_gateway::Config::default().fleet.redis_timeout
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_accounts_asked_on_every_gateway_at_once_are_fetched_once_fleet_wide() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let fleet = TestFleet::start(3, |_| {}, |_| {}).await;
+    const ACCOUNTS: usize = 300;
+    let bodies: Vec<Value> = (0..ACCOUNTS)
+        .step_by(100)
+        .map(|first| {
+            let names: Vec<String> = (first..first + 100)
+                .map(|n| format!("user{}", 5_000 + n))
+                .collect();
+            get_body(
+                &names.iter().map(String::as_str).collect::<Vec<_>>(),
+                &[NICK],
+            )
+        })
+        .collect();
+    // Every gateway is asked for all 300 new accounts at the same instant.
+    let mut asks = Vec::new();
+    for gateway in callers_of(&fleet) {
+        for body in &bodies {
+            let (gateway, body) = (gateway.clone(), body.clone());
+            asks.push(tokio::spawn(async move {
+                let answer = gateway.get(&body).await;
+                (body, answer)
+            }));
+        }
+    }
+    let mut seen = Seen::default();
+    for ask in asks {
+        seen.exchanges.push(ask.await.expect("caller"));
+    }
+    let (correct, errors) = judge(&fleet, &seen);
+    let calls = upstream_gets(&fleet);
+    let fetched: usize = calls.iter().map(|c| c.accounts.len()).sum();
+    let mut times: std::collections::HashMap<&str, usize> = Default::default();
+    for account in calls.iter().flat_map(|c| &c.accounts) {
+        *times.entry(account.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    let mut claims = Vec::new();
+    for gateway in &fleet.gateways {
+        let mut row = Vec::new();
+        for result in ["won", "waited", "expired"] {
+            let sample = format!("tim_gateway_fleet_claims_total{{result=\"{result}\"}}");
+            row.push(gateway.metric(&sample).await.unwrap_or(0.0));
+        }
+        claims.push(row);
+    }
+    eprintln!(
+        "{ACCOUNTS} new accounts on 3 gateways: {fetched} fetched upstream, {correct} correct, \
+         {errors} errors; claims won/waited/expired per gateway {claims:?}; \
+         fetched more than once: {twice:?}"
+    );
+    assert_eq!(errors, 0, "every caller is answered");
+    assert!(
+        fetched <= ACCOUNTS + ACCOUNTS / 20,
+        "{fetched} accounts fetched for {ACCOUNTS} (more than 5 % duplicates)"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_gateway_died_delays_the_account_only_until_it_expires() {
+    let fleet = TestFleet::start(1, |_| {}, |_| {}).await;
+    let config = support::fleet::fleet_config(&fleet.redis);
+    // A claim held by a gateway that is gone: nobody will ever fill it.
+    let key = format!(
+        "{}:{}:c:user42",
+        config.fleet.key_prefix, config.upstream.sdkappid
+    );
+    let set = std::process::Command::new("redis-cli")
+        .args([
+            "-u",
+            &fleet.redis.url(),
+            "SET",
+            &key,
+            "dead-gateway",
+            "PX",
+            "600",
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert!(set.status.success(), "{set:?}");
+    let gateway = &fleet.gateways[0];
+    let started = Instant::now();
+    let answer = gateway.get(&get_body(&["user42"], &[NICK])).await;
+    let waited = started.elapsed();
+    assert_eq!(nick_of(&answer), json!("昵称-42"));
+    let expired = r#"tim_gateway_fleet_claims_total{result="expired"}"#;
+    assert_eq!(gateway.metric(expired).await, Some(1.0));
+    assert_eq!(
+        upstream_gets(&fleet).len(),
+        1,
+        "fetched by the waiter itself"
+    );
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "waited {waited:?} on a claim with 600 ms left"
+    );
+    fleet.shutdown().await;
+}

@@ -2,9 +2,13 @@
 //! stands behind this gateway's cache: nothing (standalone), or a tier shared by a fleet that
 //! implements [`SharedTier`]. The cache side owns the seam and its data; the fleet plugs into
 //! it, so nothing here (nor the batcher or the service, which hold a `CacheTier`) names it.
+//!
+//! A shared tier also makes a miss single-flight across gateways: a lookup may claim the
+//! accounts it missed ([`Claim`]); a gateway that finds a peer's claim waits for that peer's
+//! fetch to fill the tier ([`SharedTier::wait_filled`]) instead of fetching the same accounts.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
@@ -22,6 +26,18 @@ pub struct AccountMiss {
     pub version: Option<u64>,
 }
 
+/// Who fetches an account the shared tier missed, as the lookup found or made its claim.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing claimed: nothing was missing, or the lookup did not claim.
+    #[default]
+    Unclaimed,
+    /// This gateway fetches it (its claim, made now or by another of its callers).
+    Mine,
+    /// A peer is fetching it; its claim lapses in this long.
+    Theirs(Duration),
+}
+
 /// What the shared tier had for one missed account.
 #[derive(Debug, Default)]
 pub struct TierAnswer {
@@ -31,6 +47,8 @@ pub struct TierAnswer {
     pub found: Vec<(Tag, Option<RawJson>)>,
     /// How long the shortest-lived of `found` stays fresh.
     pub fresh_for: Duration,
+    /// Who fetches the tags `found` lacks, when the lookup claimed.
+    pub claim: Claim,
 }
 
 /// Fetched values of one account to write, fenced by the version read before the fetch.
@@ -47,11 +65,31 @@ pub struct TierWrite {
 pub trait SharedTier: Send + Sync + 'static {
     /// Looks every miss up in one round trip, answers aligned with `misses`; `None` when the
     /// tier is unavailable (the caller goes to the upstream as a standalone gateway would).
-    fn lookup<'a>(&'a self, misses: &'a [AccountMiss]) -> BoxFuture<'a, Option<Vec<TierAnswer>>>;
+    /// With `claim`, each account with tags still missing is claimed for this gateway unless a
+    /// peer's claim holds it (in the same round trip).
+    fn lookup<'a>(
+        &'a self,
+        misses: &'a [AccountMiss],
+        claim: bool,
+    ) -> BoxFuture<'a, Option<Vec<TierAnswer>>>;
 
     /// Writes fetched values, each account only while its version is unchanged; which were
-    /// written (aligned with `writes`), or `None` when the tier did not answer.
+    /// written (aligned with `writes`), or `None` when the tier did not answer. Ends this
+    /// gateway's claims on the accounts and wakes the peers waiting on them.
     fn put<'a>(&'a self, writes: &'a [TierWrite]) -> BoxFuture<'a, Option<Vec<bool>>>;
+
+    /// Waits until a peer's fetch filled each of `accounts` (heard of since `since`), until
+    /// `deadline`, or until the tier becomes unavailable; which were filled, aligned.
+    fn wait_filled<'a>(
+        &'a self,
+        accounts: &'a [Account],
+        since: Instant,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Vec<bool>>;
+
+    /// Ends this gateway's claims on `accounts` without values (the fetch failed): waiting
+    /// peers wake and fetch for themselves.
+    fn release<'a>(&'a self, accounts: &'a [Account]) -> BoxFuture<'a, ()>;
 
     /// Tells every gateway sharing the tier that `account` changed (this gateway's L1 is the
     /// caller's job); kept and sent later when the tier is unavailable.
@@ -69,11 +107,12 @@ pub enum CacheTier {
 }
 
 impl CacheTier {
-    /// Looks misses up behind L1 (one round trip); `None` when there is nothing to ask.
-    pub async fn lookup(&self, misses: &[AccountMiss]) -> Option<Vec<TierAnswer>> {
+    /// Looks misses up behind L1 (one round trip), claiming what is still missing when
+    /// `claim`; `None` when there is nothing to ask.
+    pub async fn lookup(&self, misses: &[AccountMiss], claim: bool) -> Option<Vec<TierAnswer>> {
         match self {
             CacheTier::Local => None,
-            CacheTier::Shared(tier) => tier.lookup(misses).await,
+            CacheTier::Shared(tier) => tier.lookup(misses, claim).await,
         }
     }
 
@@ -81,6 +120,26 @@ impl CacheTier {
     pub async fn invalidate(&self, account: &Account) {
         if let CacheTier::Shared(tier) = self {
             tier.invalidate(account).await;
+        }
+    }
+
+    /// Waits for peers' claimed fetches of `accounts`; standalone, nothing is awaited.
+    pub async fn wait_filled(
+        &self,
+        accounts: &[Account],
+        since: Instant,
+        deadline: Instant,
+    ) -> Vec<bool> {
+        match self {
+            CacheTier::Local => vec![false; accounts.len()],
+            CacheTier::Shared(tier) => tier.wait_filled(accounts, since, deadline).await,
+        }
+    }
+
+    /// Ends this gateway's claims on `accounts` (their fetch failed).
+    pub async fn release(&self, accounts: &[Account]) {
+        if let CacheTier::Shared(tier) = self {
+            tier.release(accounts).await;
         }
     }
 

@@ -1,5 +1,6 @@
 //! The invalidation channel: every gateway subscribes to its app's channel and drops from its
-//! L1 each account another gateway invalidated. The task also decides when the gateway is in
+//! L1 each account another gateway invalidated; on the same connection it hears the filled
+//! channel, which wakes the callers waiting on a peer's claimed fetch (fills.rs). The task also decides when the gateway is in
 //! fleet mode: only while this subscription is live and Redis answers its pings.
 //!
 //! A (re)subscription on a new connection flushes the whole L1 first: while the gateway was not
@@ -63,7 +64,8 @@ async fn subscribe(
     let started = Instant::now();
     let connect = async {
         let (mut sink, stream) = link.client().get_async_pubsub().await?.split();
-        sink.subscribe(tier.channel()).await?;
+        sink.subscribe(&[tier.channel(), tier.filled_channel()])
+            .await?;
         Ok::<_, redis::RedisError>((sink, stream))
     };
     let limit = link.timeout().max(Duration::from_millis(500));
@@ -130,6 +132,10 @@ async fn ping(link: &Link, sink: &mut redis::aio::PubSubSink) -> bool {
 }
 
 fn on_message(tier: &RedisTier, cache: &ProfileCache, message: &redis::Msg) {
+    if message.get_channel_name() == tier.filled_channel() {
+        tier.fills().heard(message.get_payload_bytes());
+        return;
+    }
     let Ok(account) = std::str::from_utf8(message.get_payload_bytes()) else {
         return;
     };

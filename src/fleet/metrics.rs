@@ -55,10 +55,12 @@ pub enum Command {
     Heartbeat,
     /// Halve the fleet's pace after a 60007.
     Pace,
+    /// End claims on accounts whose fetch failed.
+    ReleaseClaims,
 }
 
 impl Command {
-    const ALL: [Command; 9] = [
+    const ALL: [Command; 10] = [
         Command::Acquire,
         Command::Release,
         Command::CacheGet,
@@ -68,6 +70,7 @@ impl Command {
         Command::Subscribe,
         Command::Heartbeat,
         Command::Pace,
+        Command::ReleaseClaims,
     ];
 
     fn label(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Command {
             Command::Subscribe => "subscribe",
             Command::Heartbeat => "heartbeat",
             Command::Pace => "pace",
+            Command::ReleaseClaims => "release_claims",
         }
     }
 }
@@ -103,6 +107,13 @@ pub struct FleetMetrics {
     pub invalidations_sent: IntCounter,
     /// `fleet_invalidations_total{direction=received}`.
     pub invalidations_received: IntCounter,
+    /// `fleet_claims_total{result=won}`: missed accounts this gateway claimed to fetch.
+    pub claims_won: IntCounter,
+    /// `fleet_claims_total{result=waited}`: accounts answered by a peer's claimed fetch.
+    pub claims_waited: IntCounter,
+    /// `fleet_claims_total{result=expired}`: accounts waited on in vain (the peer's claim
+    /// lapsed or its fetch failed), then fetched by this gateway.
+    pub claims_expired: IntCounter,
     /// Whole-L1 flushes after the invalidation channel was lost.
     pub l1_flushes: IntCounter,
     /// Time from asking Redis for a hold to being allowed to send.
@@ -163,6 +174,15 @@ impl FleetMetrics {
             ),
             &["direction"],
         ));
+        let claims = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "fleet_claims_total",
+                "Accounts missed fleet-wide, by who fetched them: this gateway's claim (won), \
+                 a peer's claimed fetch (waited), or this gateway after waiting in vain \
+                 (expired)",
+            ),
+            &["result"],
+        ));
         for command in Command::ALL {
             errors.with_label_values(&[command.label()]);
         }
@@ -190,6 +210,9 @@ impl FleetMetrics {
             l2_skipped: lookups.with_label_values(&["skipped"]),
             invalidations_sent: invalidations.with_label_values(&["sent"]),
             invalidations_received: invalidations.with_label_values(&["received"]),
+            claims_won: claims.with_label_values(&["won"]),
+            claims_waited: claims.with_label_values(&["waited"]),
+            claims_expired: claims.with_label_values(&["expired"]),
             l1_flushes: metrics.register(IntCounter::new(
                 "fleet_l1_flushes_total",
                 "Whole local caches dropped because invalidations may have been missed",

@@ -1,6 +1,6 @@
 //! RedisTier: the fleet's shared cache tier: (account, tag) values and absences in Redis,
-//! behind every gateway's L1, and the
-//! fleet-wide invalidation of an account.
+//! behind every gateway's L1; the fleet-wide invalidation of an account; and the claims that
+//! make a miss single-flight across the fleet.
 //!
 //! Layout per account: a hash `…:p:<account>` with one field per tag (`expiry ms|=raw JSON`, or
 //! `expiry ms|-` for a tag the upstream left unset; the expiry is on Redis's clock, so the TTL
@@ -10,18 +10,26 @@
 //! invalidation has bumped it. Invalidating bumps the version, drops the values and publishes
 //! the account on the fleet's channel (channel.rs), all in one script. An invalidation Redis
 //! could not take is kept (bounded) and sent again when Redis answers.
+//!
+//! Claims: a lookup that may go upstream also claims, in the same script, each account it
+//! lacks tags of (`…:c:<account>`, this gateway's token, expiring after the longest a fetch can
+//! take). A gateway that finds a peer's claim waits for the filled channel to name the account
+//! (fills.rs), then looks again; the claimer's write of the values ends its claims and
+//! publishes them, and a failed fetch releases them the same way. A claimer that dies leaves
+//! its claims to expire; its waiters stop waiting at their own bound and fetch for themselves.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
+use super::fills::Fills;
 use super::link::Link;
 use super::metrics::Command;
 use super::scripts;
-use crate::cache::{AccountMiss, TierAnswer, TierWrite};
+use crate::cache::{AccountMiss, Claim, TierAnswer, TierWrite};
 use crate::wire::{Account, RawJson};
 
 /// Invalidations kept while Redis is down; past this the fleet is told to flush every L1.
@@ -39,6 +47,13 @@ struct Inner {
     /// How long a version outlives its last bump: far longer than any fetch takes.
     version_ttl: Duration,
     channel: String,
+    /// The channel on which claimed accounts are announced filled (or given up on).
+    filled_channel: String,
+    /// This gateway's claims hold its token (random per process).
+    token: String,
+    /// How long a claim lives: the longest its claimer's fetch can take.
+    claim_ttl: Duration,
+    fills: Fills,
     pending: Mutex<Pending>,
 }
 
@@ -49,10 +64,14 @@ struct Pending {
 }
 
 impl RedisTier {
-    /// The tier in `link`'s namespace, with the L1 TTL.
-    pub fn new(link: Link, ttl: Duration) -> RedisTier {
+    /// The tier in `link`'s namespace, with the L1 TTL; claims live for `claim_ttl`.
+    pub fn new(link: Link, ttl: Duration, claim_ttl: Duration) -> RedisTier {
         RedisTier(Arc::new(Inner {
             channel: link.key(&["invalidate"]),
+            filled_channel: link.key(&["filled"]),
+            token: format!("{:016x}", rand::random::<u64>()),
+            claim_ttl,
+            fills: Fills::default(),
             version_ttl: ttl * 2 + Duration::from_secs(600),
             ttl,
             link,
@@ -65,14 +84,25 @@ impl RedisTier {
         &self.0.channel
     }
 
+    /// The filled channel's name.
+    pub fn filled_channel(&self) -> &str {
+        &self.0.filled_channel
+    }
+
+    /// What the filled channel said, for the waiters.
+    pub fn fills(&self) -> &Fills {
+        &self.0.fills
+    }
+
     /// The link to Redis.
     pub fn link(&self) -> &Link {
         &self.0.link
     }
 
-    /// Looks every miss up in one round trip; `None` when Redis is down or slow (the caller
-    /// goes to the upstream as a standalone gateway would).
-    pub async fn lookup(&self, misses: &[AccountMiss]) -> Option<Vec<TierAnswer>> {
+    /// Looks every miss up in one round trip, claiming (with `claim`) the accounts still
+    /// missing tags; `None` when Redis is down or slow (the caller goes to the upstream as a
+    /// standalone gateway would).
+    pub async fn lookup(&self, misses: &[AccountMiss], claim: bool) -> Option<Vec<TierAnswer>> {
         let metrics = self.0.link.metrics();
         let pairs: usize = misses.iter().map(|m| m.tags.len()).sum();
         if !self.0.link.is_up() {
@@ -80,10 +110,14 @@ impl RedisTier {
             return None;
         }
         let mut invocation = scripts::CACHE_GET.prepare_invoke();
+        invocation
+            .arg(if claim { self.0.token.as_str() } else { "" })
+            .arg(millis(self.0.claim_ttl));
         for miss in misses {
             invocation
                 .key(self.values_key(&miss.account))
-                .key(self.version_key(&miss.account));
+                .key(self.version_key(&miss.account))
+                .key(self.claim_key(&miss.account));
             invocation.arg(miss.tags.len());
             for tag in &miss.tags {
                 invocation.arg(tag.as_str());
@@ -115,6 +149,8 @@ impl RedisTier {
         metrics.l2_hits.inc_by(hits);
         metrics.l2_absent.inc_by(absent);
         metrics.l2_misses.inc_by(pairs as u64 - hits - absent);
+        let won = answers.iter().filter(|a| a.claim == Claim::Mine).count();
+        metrics.claims_won.inc_by(won as u64);
         Some(answers)
     }
 
@@ -125,12 +161,17 @@ impl RedisTier {
             return Some(Vec::new());
         }
         let mut invocation = scripts::CACHE_PUT.prepare_invoke();
-        invocation.arg(millis(self.0.ttl));
+        invocation
+            .arg(millis(self.0.ttl))
+            .arg(&self.0.token)
+            .arg(&self.0.filled_channel);
         for write in writes {
             invocation
                 .key(self.values_key(&write.account))
-                .key(self.version_key(&write.account));
+                .key(self.version_key(&write.account))
+                .key(self.claim_key(&write.account));
             invocation
+                .arg(write.account.as_str())
                 .arg(write.version.to_string())
                 .arg(write.values.len());
             for (tag, value) in &write.values {
@@ -141,6 +182,41 @@ impl RedisTier {
         }
         let written: Vec<i64> = self.0.link.run(Command::CachePut, &invocation).await.ok()?;
         Some(written.iter().map(|w| *w == 1).collect())
+    }
+
+    /// Waits for peers' claimed fetches of `accounts` (see [`Fills::wait`]).
+    pub async fn wait_filled(
+        &self,
+        accounts: &[Account],
+        since: Instant,
+        deadline: Instant,
+    ) -> Vec<bool> {
+        let filled = self
+            .0
+            .fills
+            .wait(&self.0.link, accounts, since, deadline)
+            .await;
+        let metrics = self.0.link.metrics();
+        let heard = filled.iter().filter(|f| **f).count();
+        metrics.claims_waited.inc_by(heard as u64);
+        metrics.claims_expired.inc_by((filled.len() - heard) as u64);
+        filled
+    }
+
+    /// Ends this gateway's claims on `accounts` (their fetch failed) and wakes their waiters;
+    /// when Redis does not answer, the claims end by expiry.
+    pub async fn release(&self, accounts: &[Account]) {
+        if accounts.is_empty() {
+            return;
+        }
+        let mut invocation = scripts::RELEASE_CLAIMS.prepare_invoke();
+        invocation.arg(&self.0.token).arg(&self.0.filled_channel);
+        for account in accounts {
+            invocation
+                .key(self.claim_key(account))
+                .arg(account.as_str());
+        }
+        let _: Result<i64, _> = self.0.link.run(Command::ReleaseClaims, &invocation).await;
     }
 
     /// Invalidates `account` fleet-wide; kept for later when Redis does not take it.
@@ -218,16 +294,21 @@ impl RedisTier {
     fn version_key(&self, account: &Account) -> String {
         self.0.link.key(&["v", account.as_str()])
     }
+
+    fn claim_key(&self, account: &Account) -> String {
+        self.0.link.key(&["c", account.as_str()])
+    }
 }
 
-/// One account's row from `CACHE_GET`: version, then (field, ms left, value) triples.
+/// One account's row from `CACHE_GET`: version, claim, then (field, ms left, value) triples.
 fn decode_row(miss: &AccountMiss, row: &[String]) -> TierAnswer {
     let mut answer = TierAnswer {
         version: row.first().and_then(|v| v.parse().ok()).unwrap_or(0),
+        claim: row.get(1).map_or(Claim::Unclaimed, |c| decode_claim(c)),
         ..TierAnswer::default()
     };
     let mut fresh_for: Option<u64> = None;
-    for triple in row.get(1..).unwrap_or_default().chunks_exact(3) {
+    for triple in row.get(2..).unwrap_or_default().chunks_exact(3) {
         let Some(tag) = miss.tags.iter().find(|t| t.as_str() == triple[0]) else {
             continue;
         };
@@ -239,6 +320,16 @@ fn decode_row(miss: &AccountMiss, row: &[String]) -> TierAnswer {
     }
     answer.fresh_for = Duration::from_millis(fresh_for.unwrap_or(0));
     answer
+}
+
+/// `m`: this gateway's; digits: a peer's, with that many ms left; else nothing claimed.
+fn decode_claim(text: &str) -> Claim {
+    match text {
+        "m" => Claim::Mine,
+        ms => ms.parse::<u64>().map_or(Claim::Unclaimed, |ms| {
+            Claim::Theirs(Duration::from_millis(ms))
+        }),
+    }
 }
 
 fn encode_value(value: Option<&RawValue>) -> String {
@@ -292,6 +383,7 @@ mod tests {
         };
         let row: Vec<String> = [
             "7",
+            "1500",
             nick.as_str(),
             "5000",
             "=\"n\"",
@@ -309,5 +401,14 @@ mod tests {
         assert_eq!(answer.version, 7);
         assert_eq!(answer.found.len(), 2);
         assert_eq!(answer.fresh_for, Duration::from_millis(1200));
+        assert_eq!(answer.claim, Claim::Theirs(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn claims_decode_and_anything_else_is_unclaimed() {
+        assert_eq!(decode_claim("m"), Claim::Mine);
+        assert_eq!(decode_claim("0"), Claim::Theirs(Duration::ZERO));
+        assert_eq!(decode_claim("-"), Claim::Unclaimed);
+        assert_eq!(decode_claim(""), Claim::Unclaimed);
     }
 }
