@@ -14,9 +14,10 @@
 //! | `channel.rs` | receiving invalidations and fills; flushing L1 when some may be missed |
 //! | `metrics.rs` | the fleet's metric families |
 //!
-//! Nothing else names this module but the wiring: [`Fleet`] plugs into the two seams the
-//! other modules define, [`BudgetSource`] (ratelimit: the fleet's budgets behind each
-//! `UpstreamLimiter`) and [`SharedTier`] (cache: the fleet's tier behind each L1).
+//! Nothing else names this module but the wiring: [`Fleet`] plugs into the seams the other
+//! modules define, [`BudgetSource`] (ratelimit: the fleet's budgets behind each
+//! `UpstreamLimiter`), [`SharedTier`] (cache: the fleet's tier behind each L1) and
+//! [`Report`] (its line in `/readyz`).
 
 mod channel;
 mod fills;
@@ -38,6 +39,7 @@ use crate::apis::WINDOW;
 use crate::cache::{AccountMiss, ProfileCache, SharedTier, TierAnswer, TierWrite};
 use crate::config::Config;
 use crate::ratelimit::{BudgetSource, SharedBudget};
+use crate::readiness::Report;
 use crate::wire::Account;
 use limiter::FleetLimiter;
 use link::Link;
@@ -101,6 +103,18 @@ impl BudgetSource for Fleet {
         );
         self.membership.register(limiter.clone());
         Arc::new(limiter)
+    }
+}
+
+/// `/readyz` shows the mode, the membership and every budget's shares.
+impl Report for Fleet {
+    fn readiness(&self) -> String {
+        let mode = if self.link.is_up() {
+            metrics::Mode::Fleet
+        } else {
+            metrics::Mode::Fallback
+        };
+        self.link.metrics().readiness(mode)
     }
 }
 

@@ -19,6 +19,7 @@
 //! | `error` | the one [`Error`] type: Tencent code, fault, retryable or outage |
 //! | `usersig`, `auth` | UserSig v2 sign/verify; checking callers' query strings |
 //! | `tls` | (leaf) rustls client configs, CA files, the one pooled HTTPS client builder |
+//! | `readiness` | (leaf) the [`Report`](readiness::Report) seam: a component's line in `/readyz` |
 //! | `cache` | per-(account, tag) values, absences and stale slots in moka; invalidation stamps; the [`SharedTier`](cache::SharedTier) seam behind L1 |
 //! | `answers` | whole all-hit answers by exact request body, voided by expiry or invalidation |
 //! | `batcher` | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
@@ -37,7 +38,7 @@
 //! | `wiring` | builds every component from the config, plugs the fleet into its seams, serves |
 //!
 //! Imports between these modules run one way (`tests/architecture.rs` fails on any circle):
-//! leaves (`apis`, `error`, `wire`, `tls`, `usersig`, `config`, `metrics`) <- components
+//! leaves (`apis`, `error`, `wire`, `tls`, `readiness`, `usersig`, `config`, `metrics`) <- components
 //! (`cache`, `ratelimit`, `breaker`, `retry`, `auth`) <- `fleet` and `upstream` <- `batcher`
 //! <- `service`, `passthrough` <- `callback` <- `routes` <- `server` <- `wiring`. Only
 //! `wiring` names `fleet`.
@@ -83,6 +84,7 @@ pub(crate) mod error;
 pub(crate) mod fleet;
 pub(crate) mod passthrough;
 pub(crate) mod ratelimit;
+pub(crate) mod readiness;
 pub(crate) mod request_id;
 pub(crate) mod retry;
 pub(crate) mod routes;

@@ -49,6 +49,7 @@ pub struct AppState {
     service: ProfileService,
     passthrough: PassThrough,
     callbacks: Callbacks,
+    reports: Vec<std::sync::Arc<dyn crate::readiness::Report>>,
     /// `callback.path`.
     callback_path: String,
     /// Whether callbacks are served on the API listener (`callback.listen` unset).
@@ -74,6 +75,7 @@ impl AppState {
             service: handlers.service,
             passthrough: handlers.passthrough,
             callbacks: handlers.callbacks,
+            reports: handlers.reports,
             callback_path: config.callback.path.clone(),
             callbacks_on_api_listener: config.callback.listen.is_none(),
             auth,
@@ -98,6 +100,8 @@ pub struct Handlers {
     pub passthrough: PassThrough,
     /// Tencent's callbacks.
     pub callbacks: Callbacks,
+    /// Components with a line in `/readyz` (the fleet, when there is one).
+    pub reports: Vec<std::sync::Arc<dyn crate::readiness::Report>>,
 }
 
 /// Which listener a request came in on.

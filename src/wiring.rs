@@ -21,6 +21,7 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::passthrough::PassThrough;
 use crate::ratelimit::BudgetSource;
+use crate::readiness::Report;
 use crate::routes::{AppState, Handlers, Listener};
 use crate::server;
 use crate::service::ProfileService;
@@ -216,10 +217,12 @@ pub(crate) fn build_handlers(
         passthrough.clone(),
         &metrics,
     );
+    let reports = fleet.iter().map(|f| f.clone() as Arc<dyn Report>).collect();
     let handlers = Handlers {
         service,
         passthrough,
         callbacks,
+        reports,
     };
     Built {
         handlers,

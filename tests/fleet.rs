@@ -557,3 +557,33 @@ async fn a_claim_whose_gateway_died_delays_the_account_only_until_it_expires() {
     );
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_shows_the_membership_and_a_graceful_leave_returns_a_share_at_once() {
+    let mut fleet = TestFleet::start(2, |_| {}, |_| {}).await;
+    let readyz = |gateway: Caller| async move {
+        let (status, body) = gateway.send("GET", "/readyz", String::new()).await;
+        assert_eq!(status, 200, "a fleet member is ready whatever Redis does");
+        String::from_utf8(body.to_vec()).expect("text")
+    };
+    let first = Caller::clone(&fleet.gateways[0]);
+    let both = support::eventually(Duration::from_secs(5), || async {
+        readyz(first.clone())
+            .await
+            .contains("fleet fleet peers=2 silent=0")
+    })
+    .await;
+    assert!(both, "{}", readyz(first.clone()).await);
+    let report = readyz(first.clone()).await;
+    assert!(report.contains("portrait_get share="), "{report}");
+    // A graceful stop leaves the fleet: the survivor sees one member long before a lease.
+    // (Without the leave it would show as a silent peer until its 4 s lease ran out.)
+    let left = fleet.gateways.pop().expect("two");
+    left.shutdown().await;
+    let alone = support::eventually(Duration::from_secs(1), || async {
+        readyz(first.clone()).await.contains("peers=1 silent=0")
+    })
+    .await;
+    assert!(alone, "{}", readyz(first.clone()).await);
+    fleet.shutdown().await;
+}

@@ -4,6 +4,10 @@
 //! Label values are fixed sets: `mode` (standalone, fleet, fallback), `command` (one per
 //! Redis script or command the gateway sends), `result`, `direction`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use prometheus::Opts;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -129,6 +133,8 @@ pub struct FleetMetrics {
     /// 1 while Redis's state is younger than one lease (shares held, none grows, no pool).
     pub learning: IntGauge,
     shares: IntGaugeVec,
+    /// The last shares shown per API (own, fair, paced, booked, for silent), for `/readyz`.
+    last_shares: Arc<Mutex<BTreeMap<String, [u32; 5]>>>,
 }
 
 const REDIS_BUCKETS_SECONDS: [f64; 12] = [
@@ -245,6 +251,7 @@ impl FleetMetrics {
                  empty): shares are held as claimed, none grows, the pool is closed",
             )),
             shares,
+            last_shares: Arc::default(),
             mode,
             duration,
             errors,
@@ -264,17 +271,45 @@ impl FleetMetrics {
 
     /// Shows one budget's shares after a heartbeat.
     pub(super) fn show_shares(&self, api: &str, own: u32, granted: &super::limiter::Granted) {
-        for (kind, value) in [
-            ("own", own),
-            ("fair", granted.fair),
-            ("paced", granted.paced),
-            ("booked", granted.booked),
-            ("silent", granted.for_silent),
-        ] {
+        let shown = [
+            own,
+            granted.fair,
+            granted.paced,
+            granted.booked,
+            granted.for_silent,
+        ];
+        self.last_shares.lock().insert(api.to_owned(), shown);
+        for (kind, value) in ["own", "fair", "paced", "booked", "silent"]
+            .into_iter()
+            .zip(shown)
+        {
             self.shares
                 .with_label_values(&[api, kind])
                 .set(i64::from(value));
         }
+    }
+
+    /// The membership and every budget's shares as last shown, in one line for `/readyz`.
+    pub(super) fn readiness(&self, mode: Mode) -> String {
+        let mut line = format!(
+            "fleet {} peers={} silent={} lease_left={:.1}s learning={}",
+            mode.label(),
+            self.peers.get(),
+            self.silent_peers.get(),
+            self.lease_remaining.get(),
+            if self.learning.get() == 1 {
+                "yes"
+            } else {
+                "no"
+            },
+        );
+        for (api, [own, fair, paced, booked, silent]) in self.last_shares.lock().iter() {
+            line.push_str(&format!(
+                "; {api} share={own}/s fair={fair}/s paced={paced}/s booked={booked}/s \
+                 for_silent={silent}/s"
+            ));
+        }
+        line
     }
 
     /// Records one Redis command.

@@ -1,5 +1,6 @@
 //! The unauthenticated endpoints: `/metrics` (Prometheus text), `/healthz` (liveness: 503 once
-//! draining) and `/readyz` (readiness, with the breakers' states in its body).
+//! draining) and `/readyz` (readiness, with the breakers' states and each component's report,
+//! such as the fleet's membership, in its body).
 
 use std::sync::atomic::Ordering;
 
@@ -56,10 +57,12 @@ pub(super) fn readyz(state: &AppState) -> Response<Full<Bytes>> {
             "draining: shutting down, send no new requests\n".to_owned(),
         )
     } else {
-        (
-            StatusCode::OK,
-            format!("ready; breakers {}\n", breakers.join(" ")),
-        )
+        let mut text = format!("ready; breakers {}\n", breakers.join(" "));
+        for report in &state.reports {
+            text.push_str(&report.readiness());
+            text.push('\n');
+        }
+        (StatusCode::OK, text)
     };
     let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
