@@ -587,3 +587,56 @@ async fn readyz_shows_the_membership_and_a_graceful_leave_returns_a_share_at_onc
     assert!(alone, "{}", readyz(first.clone()).await);
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_host_does_not_flap_modes_and_a_frozen_redis_is_noticed_within_a_second() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let fleet = TestFleet::start(
+        3,
+        |_| {},
+        |config| config.fleet.redis_timeout = gateway_timeout(),
+    )
+    .await;
+    // Twice as many busy threads as cores: a load average of twice the cores.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..cores * 2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                x
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let seen = load(callers_of(&fleet), 12, started + Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("hog");
+    }
+    let mut changes = 0.0;
+    for gateway in &fleet.gateways {
+        changes += gateway
+            .metric("tim_gateway_fleet_mode_changes_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    let (correct, errors) = judge(&fleet, &seen);
+    eprintln!("loaded host: {correct} correct, {errors} errors, {changes} mode changes");
+    // Each gateway entered fleet mode once at start-up.
+    assert_eq!(
+        changes, 3.0,
+        "a loaded host flapped between fleet and fallback"
+    );
+    // Gone without a word (frozen: no refusal, no reset), the hardest to notice.
+    fleet.redis.pause();
+    let frozen_at = Instant::now();
+    assert!(fleet.all_in_mode("fallback", Duration::from_secs(1)).await);
+    eprintln!("frozen Redis noticed after {:?}", frozen_at.elapsed());
+    fleet.redis.resume();
+    fleet.shutdown().await;
+}

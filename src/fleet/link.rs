@@ -129,6 +129,7 @@ impl Link {
         if !self.0.up.swap(true, Ordering::AcqRel) {
             info!("redis answers: fleet mode");
             self.0.metrics.set_mode(Mode::Fleet);
+            self.0.metrics.mode_changes.inc();
         }
     }
 
@@ -137,6 +138,7 @@ impl Link {
         if self.0.up.swap(false, Ordering::AcqRel) {
             warn!(error = %why, "redis unavailable: fallback mode");
             self.0.metrics.set_mode(Mode::Fallback);
+            self.0.metrics.mode_changes.inc();
         }
     }
 

@@ -118,6 +118,8 @@ pub struct FleetMetrics {
     /// `fleet_claims_total{result=expired}`: accounts waited on in vain (the peer's claim
     /// lapsed or its fetch failed), then fetched by this gateway.
     pub claims_expired: IntCounter,
+    /// Switches between fleet and fallback mode (a flapping link shows here).
+    pub mode_changes: IntCounter,
     /// Whole-L1 flushes after the invalidation channel was lost.
     pub l1_flushes: IntCounter,
     /// Time from asking Redis for a hold to being allowed to send.
@@ -219,6 +221,10 @@ impl FleetMetrics {
             claims_won: claims.with_label_values(&["won"]),
             claims_waited: claims.with_label_values(&["waited"]),
             claims_expired: claims.with_label_values(&["expired"]),
+            mode_changes: metrics.register(IntCounter::new(
+                "fleet_mode_changes_total",
+                "Switches between fleet and fallback mode",
+            )),
             l1_flushes: metrics.register(IntCounter::new(
                 "fleet_l1_flushes_total",
                 "Whole local caches dropped because invalidations may have been missed",
