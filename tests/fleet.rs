@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::fleet::{max_in_any_second, TestFleet};
+use support::fleet::{fleet_config, max_in_any_second, TestFleet};
 use support::Caller;
 use support::{get_body, FAILING_ACCOUNT, GENDER, NICK, SET};
+use tim_gateway::config::AfterLease;
 use tim_gateway::sim::{portrait_set_callback, Api, CallbackSender, PORTRAIT_SET_COMMAND};
 
 /// The sim's app limit in the budget tests, and every gateway's configured budget.
@@ -520,7 +521,7 @@ async fn new_accounts_asked_on_every_gateway_at_once_are_fetched_once_fleet_wide
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_gateway_died_delays_the_account_only_until_it_expires() {
     let fleet = TestFleet::start(1, |_| {}, |_| {}).await;
-    let config = support::fleet::fleet_config(&fleet.redis);
+    let config = fleet_config(&fleet.redis);
     // A claim held by a gateway that is gone: nobody will ever fill it.
     let key = format!(
         "{}:{}:c:user42",
@@ -639,4 +640,81 @@ async fn a_loaded_host_does_not_flap_modes_and_a_frozen_redis_is_noticed_within_
     eprintln!("frozen Redis noticed after {:?}", frozen_at.elapsed());
     fleet.redis.resume();
     fleet.shutdown().await;
+}
+
+/// What three loaded gateways did while the whole fleet's Redis was gone for longer than a
+/// lease: (calls per second after the leases ran out, max in any second, correct, errors).
+async fn outage_longer_than_a_lease(after_lease: AfterLease) -> (f64, usize, usize, usize) {
+    let mut fleet = TestFleet::start(
+        3,
+        |sim| sim.requests_per_second = APP_LIMIT,
+        |config| {
+            config.limits.requests_per_second = APP_LIMIT.try_into().expect("non-zero");
+            config.limits.max_queue_wait = Duration::from_secs(2);
+            config.fleet.after_lease = after_lease;
+        },
+    )
+    .await;
+    let lease = fleet_config(&fleet.redis).fleet.lease;
+    let started = Instant::now();
+    let (killed_at, restarted_at) = (started + Duration::from_secs(1), started + lease * 2);
+    let seen = {
+        let load = load(
+            callers_of(&fleet),
+            90,
+            restarted_at + Duration::from_secs(2),
+        );
+        let disturb = async {
+            tokio::time::sleep_until(killed_at.into()).await;
+            fleet.redis.kill();
+            tokio::time::sleep_until(restarted_at.into()).await;
+            fleet.redis.restart();
+        };
+        let (seen, ()) = tokio::join!(load, disturb);
+        seen
+    };
+    let calls = upstream_gets(&fleet);
+    let (correct, errors) = judge(&fleet, &seen);
+    let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
+    let over = calls.iter().filter(|c| c.error_code == OVER_LIMIT).count();
+    // From one window after the last leases could have ended to the restart.
+    let (from, to) = (killed_at + lease + Duration::from_secs(1), restarted_at);
+    let after = calls.iter().filter(|c| c.at >= from && c.at < to).count();
+    let rate = after as f64 / (to - from).as_secs_f64();
+    eprintln!(
+        "after_lease {after_lease:?}: {} calls, {rate:.1}/s once the leases ended, max {max} in \
+         any second, {correct} correct, {errors} errors",
+        calls.len()
+    );
+    assert!(
+        max <= APP_LIMIT as usize,
+        "{max} upstream calls in one second"
+    );
+    assert_eq!(over, 0, "the sim answered 60007");
+    assert!(
+        fleet.all_in_mode("fleet", Duration::from_secs(10)).await,
+        "the fleet did not return to fleet mode after Redis came back"
+    );
+    fleet.shutdown().await;
+    (rate, max, correct, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_fleet_outage_past_the_lease_stops_calls_by_default() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let (rate, _, correct, _) = outage_longer_than_a_lease(AfterLease::Stop).await;
+    assert_eq!(rate, 0.0, "a gateway spent a share whose lease had ended");
+    assert!(
+        correct > 0,
+        "callers were served before and after the outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_fleet_outage_past_the_lease_spends_the_last_shares_when_configured() {
+    let _alone = ONE_LOAD_AT_A_TIME.lock().await;
+    let (rate, max, _, _) = outage_longer_than_a_lease(AfterLease::SpendShare).await;
+    // The last shares sum to at most the budget; at saturation, to nearly all of it.
+    assert!(rate >= f64::from(APP_LIMIT) * 0.5, "only {rate:.1}/s spent");
+    assert!(max <= APP_LIMIT as usize);
 }
