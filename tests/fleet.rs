@@ -116,7 +116,7 @@ async fn three_gateways_share_one_budget_in_any_sliding_second() {
     let _alone = ONE_LOAD_AT_A_TIME.lock().await;
     let fleet = fleet_with_app_limit(3).await;
     let started = Instant::now();
-    let seen = load(callers_of(&fleet), 180, started + Duration::from_secs(3)).await;
+    let seen = load(callers_of(&fleet), 180, started + Duration::from_secs(4)).await;
     let calls = upstream_gets(&fleet);
     let (correct, errors) = judge(&fleet, &seen);
     let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
@@ -125,11 +125,27 @@ async fn three_gateways_share_one_budget_in_any_sliding_second() {
         .last()
         .map_or(0.0, |c| (c.at - calls[0].at).as_secs_f64());
     let used = calls.len() as f64 / (span.max(1.0) * f64::from(APP_LIMIT));
+    // Saturated: from the end of the shares' ramp (the first calls' pool slots are held for
+    // a window after their answers) to the end of the load.
+    let (from, to) = (
+        started + Duration::from_secs(2),
+        started + Duration::from_secs(4),
+    );
+    let steady = calls.iter().filter(|c| c.at >= from && c.at < to).count() as f64
+        / (2.0 * f64::from(APP_LIMIT));
+    let mut acquires = 0.0;
+    for gateway in &fleet.gateways {
+        let sample = r#"tim_gateway_redis_command_duration_seconds_count{command="acquire"}"#;
+        acquires += gateway.metric(sample).await.unwrap_or(0.0);
+    }
+    let per_call = acquires / calls.len() as f64;
     eprintln!(
-        "{} calls over {span:.2} s, max {max} in any second, budget used {:.0} %, \
-         {correct} correct, {errors} errors, slowest caller {:?}",
+        "{} calls over {span:.2} s, max {max} in any second, budget used {:.0} % ({:.0} % \
+         saturated), {per_call:.2} acquire round trips per call, {correct} correct, \
+         {errors} errors, slowest caller {:?}",
         calls.len(),
         used * 100.0,
+        steady * 100.0,
         seen.slowest
     );
     assert!(
@@ -139,6 +155,12 @@ async fn three_gateways_share_one_budget_in_any_sliding_second() {
     assert_eq!(over, 0, "the sim answered 60007");
     assert_eq!(errors, 0, "no caller needs an error under this load");
     assert!(used >= 0.8, "only {:.0} % of the budget used", used * 100.0);
+    assert!(
+        steady >= 0.95,
+        "only {:.0} % of the budget used at saturation",
+        steady * 100.0
+    );
+    assert!(per_call <= 1.1, "{per_call:.2} pool round trips per call");
     let mut shares = Vec::new();
     for gateway in &fleet.gateways {
         let sample = r#"tim_gateway_upstream_requests_total{api="portrait_get",outcome="ok"}"#;
