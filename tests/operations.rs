@@ -16,9 +16,13 @@ use serde_json::Value;
 use support::*;
 
 /// Series the dashboard and rules use that a standalone gateway (as this test runs) exposes
-/// without samples: Redis command latency, observed only in fleet mode. Queries naming them may
+/// without samples: Redis command latency, shares and grants, observed only in fleet mode. Queries naming them may
 /// come back empty. The test fails while a listed name is exposed, so the list cannot go stale.
-const FLEET_ONLY_SERIES: &[&str] = &["tim_gateway_redis_command_duration_seconds"];
+const FLEET_ONLY_SERIES: &[&str] = &[
+    "tim_gateway_redis_command_duration_seconds",
+    "tim_gateway_fleet_share_calls",
+    "tim_gateway_fleet_grants_total",
+];
 
 const RULE_FILES: [&str; 2] = [
     "deploy/prometheus/tim-gateway-recording.yml",
@@ -125,7 +129,8 @@ async fn dashboard_failures(prom: &Prometheus) -> Vec<String> {
     for (panel, expr) in queries {
         let expr = expr
             .replace("$__rate_interval", "1m")
-            .replace("$instance", ".*");
+            .replace("$instance", ".*")
+            .replace("$api", ".*");
         let pending = FLEET_ONLY_SERIES.iter().any(|m| expr.contains(m));
         match prom.query(&expr).await {
             Err(e) => failures.push(format!("dashboard '{panel}': {expr}: {e}")),
