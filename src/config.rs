@@ -225,45 +225,6 @@ pub struct CacheConfig {
     pub failure_ttl: Duration,
 }
 
-/// `[fleet]` settings: every gateway with the same Redis, key prefix and sdkappid shares one
-/// upstream budget, one cache tier and one invalidation channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetConfig {
-    /// The shared Redis; `None` runs the gateway standalone.
-    pub redis_url: Option<RedisUrl>,
-    /// Namespace of every Redis key and channel the gateway uses.
-    pub key_prefix: String,
-    /// Per Redis command; a slower Redis counts as down.
-    pub redis_timeout: Duration,
-    /// The fewest gateways a fair share is counted for: a share is at most
-    /// `requests_per_second / max(live gateways, fallback_instances)`.
-    pub fallback_instances: NonZeroU32,
-    /// How often a gateway renews its membership and its reserved shares in Redis.
-    pub heartbeat: Duration,
-    /// How long a membership (and the shares reserved for it) outlives its last heartbeat.
-    pub lease: Duration,
-    /// What a gateway does once it has been cut off from Redis for longer than its lease.
-    pub after_lease: AfterLease,
-}
-
-/// What a gateway cut off from Redis does once its lease has run out (`fleet.after_lease`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AfterLease {
-    /// Stop calling Tencent: callers are answered from the cache (stale where allowed) or
-    /// with 60007. The fleet can never exceed its budget, whatever fails.
-    #[default]
-    Stop,
-    /// Keep spending the last reserved share: callers keep being served through a long Redis
-    /// outage, but gateways that start (or whose shares were handed on) meanwhile may push
-    /// the app over its limit.
-    SpendShare,
-}
-
-/// A `redis://` or `rediss://` URL. `Debug` hides any password in it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(Url);
-
 /// Log output format (`log.format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -433,26 +394,16 @@ raw_section!(
     RawBreaker { failure_threshold: u32 = 5, open_ms: u64 = 2_000, }
 );
 raw_section!(
-    /// `[fleet]` as written.
-    RawFleet {
-        redis_url: String = String::new(),
-        key_prefix: String = "tim-gateway".to_owned(),
-        redis_timeout_ms: u64 = 250,
-        fallback_instances: u32 = 4,
-        heartbeat_ms: u64 = 400,
-        lease_ms: u64 = 4_000,
-        after_lease: AfterLease = AfterLease::Stop,
-    }
-);
-raw_section!(
     /// `[log]` as written.
     RawLog { format: LogFormat = LogFormat::Text, }
 );
 
-// The sections about which APIs are served (they use `raw_section!`, so they come after it).
+// Sections in their own files (they use `raw_section!`, so they come after it).
 mod apis;
+mod fleet;
 
 pub use apis::{CallbackConfig, PassThroughConfig, RawCallback, RawPassThrough};
+pub use fleet::{AfterLease, FleetConfig, RawFleet, RedisShape, RedisUrl};
 
 // === impl Config ===
 
@@ -671,47 +622,6 @@ impl RawCache {
             stale_if_error: Duration::from_secs(self.stale_if_error_seconds),
             stale_while_revalidate: Duration::from_secs(self.stale_while_revalidate_seconds),
             failure_ttl: Duration::from_secs(self.failure_ttl_seconds),
-        })
-    }
-}
-
-impl RawFleet {
-    fn validate(self) -> Result<FleetConfig, ConfigError> {
-        let redis_url = match self.redis_url.trim() {
-            "" => None,
-            text => Some(RedisUrl::parse(text)?),
-        };
-        let prefix_ok = !self.key_prefix.is_empty()
-            && self.key_prefix.len() <= 64
-            && self.key_prefix.bytes().all(|b| b.is_ascii_graphic());
-        if !prefix_ok {
-            let value = format!("{:?}", self.key_prefix);
-            let reason = "must be 1 to 64 visible ASCII characters";
-            return Err(invalid("fleet.key_prefix", value, reason));
-        }
-        let timeout = between("fleet.redis_timeout_ms", self.redis_timeout_ms, 1, 10_000)?;
-        let instances = between(
-            "fleet.fallback_instances",
-            self.fallback_instances,
-            1,
-            10_000,
-        )?;
-        let heartbeat = between("fleet.heartbeat_ms", self.heartbeat_ms, 50, 10_000)?;
-        // A lease must survive a few lost heartbeats, and must not strand a dead gateway's
-        // share for longer than a minute.
-        let lease = between("fleet.lease_ms", self.lease_ms, 1_000, 60_000)?;
-        if lease < heartbeat * 4 {
-            let reason = format!("must be at least 4 heartbeats ({} ms)", heartbeat * 4);
-            return Err(invalid("fleet.lease_ms", lease, reason));
-        }
-        Ok(FleetConfig {
-            redis_url,
-            key_prefix: self.key_prefix,
-            redis_timeout: Duration::from_millis(timeout),
-            fallback_instances: NonZeroU32::new(instances).unwrap_or(NonZeroU32::MIN),
-            heartbeat: Duration::from_millis(heartbeat),
-            lease: Duration::from_millis(lease),
-            after_lease: self.after_lease,
         })
     }
 }
@@ -951,49 +861,6 @@ impl EnvSource for HashMap<String, String> {
 
     fn vars(&self) -> Vec<(String, String)> {
         self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
-
-// === impl RedisUrl ===
-
-impl RedisUrl {
-    fn parse(text: &str) -> Result<RedisUrl, ConfigError> {
-        // Never echo the URL: it may carry a password.
-        let bad = |reason: &str| invalid("fleet.redis_url", "<redacted>", reason);
-        let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(bad("scheme must be redis or rediss"));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad("must have a host"));
-        }
-        // What the Redis client will parse at start-up must parse now (a bad db number, say).
-        if redis::Client::open(text).is_err() {
-            return Err(bad(
-                "the Redis client does not accept it (redis://host:port/db)",
-            ));
-        }
-        Ok(RedisUrl(url))
-    }
-
-    /// The URL itself, for connecting. Never log it.
-    pub fn expose(&self) -> &str {
-        self.0.as_str()
-    }
-
-    /// `host:port`, for logs.
-    pub fn host_port(&self) -> String {
-        let host = self.0.host_str().unwrap_or("");
-        match self.0.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({}://{})", self.0.scheme(), self.host_port())
     }
 }
 

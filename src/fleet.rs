@@ -1,10 +1,12 @@
 //! The fleet: gateways of one app sharing a Redis become one gateway to Tencent: one upstream
 //! budget (limiter.rs), one cache tier behind every L1 (tier.rs), one truth after a write
-//! (the invalidation channel, channel.rs). With no `fleet.redis_url` none of this runs and the
+//! (the invalidation channel, channel.rs). With no Redis configured none of this runs and the
 //! gateway is standalone, exactly as without this module.
 //!
 //! | file | owns |
 //! |---|---|
+//! | `backend.rs` | the Redis in its shape (single, Sentinel, Cluster), TLS trust and credentials |
+//! | `failover.rs` | following a Sentinel failover to the new primary |
 //! | `link.rs` | the Redis connection, per-command timeout, fleet/fallback mode |
 //! | `scripts.rs` | the Lua run inside Redis, on Redis's clock |
 //! | `membership.rs` | this gateway's lease, renewed with its shares by a heartbeat; leaving |
@@ -19,7 +21,9 @@
 //! `UpstreamLimiter`), [`SharedTier`] (cache: the fleet's tier behind each L1) and
 //! [`Report`] (its line in `/readyz`).
 
+mod backend;
 mod channel;
+mod failover;
 mod fills;
 mod limiter;
 mod link;
@@ -63,14 +67,23 @@ impl Fleet {
     /// Connects lazily: a Redis that is down at start-up only means starting in fallback.
     /// Must run inside a tokio runtime (it spawns the channel and heartbeat tasks).
     pub fn join(config: &Config, cache: &ProfileCache, metrics: FleetMetrics) -> Option<Fleet> {
-        config.fleet.redis_url.as_ref()?;
-        let link = Link::new(&config.fleet, config.upstream.sdkappid, metrics)
-            .expect("fleet.redis_url was validated when the config was loaded");
+        let shape = config.fleet.redis.as_ref()?;
+        let link = match Link::new(&config.fleet, shape, config.upstream.sdkappid, metrics) {
+            Ok(link) => link,
+            Err(e) => {
+                // Validated at load; only an unreadable CA file can get here.
+                tracing::error!(error = %e, "fleet: cannot prepare the Redis client; standalone");
+                return None;
+            }
+        };
         // A claim lives as long as its claimer's fetch may take: queued, then sent.
         let claim_ttl = config.limits.max_queue_wait + config.upstream.timeout + WINDOW;
         let tier = RedisTier::new(link.clone(), config.cache.ttl, claim_ttl);
         let stop = CancellationToken::new();
         tokio::spawn(channel::run(tier.clone(), cache.clone(), stop.clone()));
+        if link.backend().follows_failovers() {
+            tokio::spawn(failover::follow(link.clone(), stop.clone()));
+        }
         let membership = Membership::new(link.clone(), &config.fleet);
         let heartbeat = stop.child_token();
         tokio::spawn(membership.clone().run(heartbeat.clone()));
@@ -114,7 +127,11 @@ impl Report for Fleet {
         } else {
             metrics::Mode::Fallback
         };
-        self.link.metrics().readiness(mode)
+        let mut line = self.link.metrics().readiness(mode);
+        if let Some(error) = self.link.last_error() {
+            line.push_str(&format!("; redis_error={error:?}"));
+        }
+        line
     }
 }
 

@@ -546,7 +546,7 @@ async fn a_claim_whose_gateway_died_delays_the_account_only_until_it_expires() {
     let config = fleet_config(&fleet.redis);
     // A claim held by a gateway that is gone: nobody will ever fill it.
     let key = format!(
-        "{}:{}:c:user42",
+        "{{{}:{}}}:c:user42",
         config.fleet.key_prefix, config.upstream.sdkappid
     );
     let set = std::process::Command::new("redis-cli")

@@ -318,7 +318,7 @@ fn env_vars_differing_only_in_case_are_rejected() {
 #[test]
 fn fleet_is_off_by_default_and_set_from_the_environment() {
     let config = Config::default();
-    assert_eq!(config.fleet.redis_url, None);
+    assert_eq!(config.fleet.redis, None);
     assert_eq!(config.fleet.key_prefix, "tim-gateway");
     assert_eq!(config.fleet.redis_timeout, Duration::from_millis(250));
     assert_eq!(config.fleet.heartbeat, Duration::from_millis(400));
@@ -334,7 +334,9 @@ fn fleet_is_off_by_default_and_set_from_the_environment() {
         ("TIM_GATEWAY__FLEET__AFTER_LEASE", "spend_share"),
     ]);
     let config = Config::from_toml_str("", &vars).unwrap();
-    let url = config.fleet.redis_url.as_ref().expect("fleet mode");
+    let Some(RedisShape::Single(url)) = &config.fleet.redis else {
+        panic!("one primary: {:?}", config.fleet.redis);
+    };
     assert_eq!(url.expose(), "redis://:hunter2@127.0.0.1:6390/0");
     assert_eq!(config.fleet.fallback_instances.get(), 3);
     assert_eq!(config.fleet.after_lease, AfterLease::SpendShare);
@@ -344,6 +346,57 @@ fn fleet_is_off_by_default_and_set_from_the_environment() {
         "Debug leaks the Redis password: {shown}"
     );
     assert!(shown.contains("127.0.0.1:6390"), "{shown}");
+}
+
+#[test]
+fn sentinel_and_cluster_shapes_come_from_the_file_or_comma_separated_env() {
+    let toml =
+        "[fleet]\nredis_sentinel_nodes = [\"127.0.0.1:26379\", \"rediss://:pw@127.0.0.1:26380\"]\n\
+                redis_sentinel_master = \"mymaster\"\n";
+    let config = Config::from_toml_str(toml, &no_env()).unwrap();
+    let Some(RedisShape::Sentinel { nodes, master }) = &config.fleet.redis else {
+        panic!("sentinel: {:?}", config.fleet.redis);
+    };
+    assert_eq!(master, "mymaster");
+    assert_eq!(nodes[0].expose(), "redis://127.0.0.1:26379");
+    assert!(nodes[1].is_tls());
+    let vars = env(&[(
+        "TIM_GATEWAY__FLEET__REDIS_CLUSTER_NODES",
+        "127.0.0.1:7000,127.0.0.1:7001",
+    )]);
+    let config = Config::from_toml_str("", &vars).unwrap();
+    let Some(shape @ RedisShape::Cluster { nodes }) = &config.fleet.redis else {
+        panic!("cluster: {:?}", config.fleet.redis);
+    };
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(
+        shape.describe(),
+        "cluster via 127.0.0.1:7000,127.0.0.1:7001"
+    );
+    assert!(!format!("{config:?}").contains("pw@"));
+}
+
+#[test]
+fn two_shapes_of_redis_at_once_are_one_error_naming_both() {
+    for (toml, first, second) in [
+        (
+            "[fleet]\nredis_url = \"redis://:pw@h:1/0\"\nredis_cluster_nodes = [\"h:2\"]\n",
+            "fleet.redis_url",
+            "fleet.redis_cluster_nodes",
+        ),
+        (
+            "[fleet]\nredis_sentinel_nodes = [\"h:3\"]\nredis_sentinel_master = \"m\"\n\
+             redis_cluster_nodes = [\"h:2\"]\n",
+            "fleet.redis_sentinel_nodes",
+            "fleet.redis_cluster_nodes",
+        ),
+    ] {
+        let text = Config::from_toml_str(toml, &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(first) && text.contains(second), "{text}");
+        assert!(!text.contains('\n') && !text.contains("pw"), "{text}");
+    }
 }
 
 #[test]
@@ -360,6 +413,19 @@ fn bad_fleet_settings_are_rejected_without_echoing_the_url() {
         ),
         ("[fleet]\nkey_prefix = \"\"\n", "fleet.key_prefix"),
         ("[fleet]\nkey_prefix = \"a b\"\n", "fleet.key_prefix"),
+        ("[fleet]\nkey_prefix = \"a{b}\"\n", "fleet.key_prefix"),
+        (
+            "[fleet]\nredis_sentinel_nodes = [\"h:1\"]\n",
+            "fleet.redis_sentinel_master",
+        ),
+        (
+            "[fleet]\nredis_cluster_nodes = [\"http://:pw@h:1\"]\n",
+            "fleet.redis_cluster_nodes",
+        ),
+        (
+            "[fleet]\nredis_ca_file = \"/nonexistent.pem\"\n",
+            "fleet.redis_ca_file",
+        ),
         ("[fleet]\nredis_timeout_ms = 0\n", "fleet.redis_timeout_ms"),
         (
             "[fleet]\nheartbeat_ms = 1000\nlease_ms = 3000\n",

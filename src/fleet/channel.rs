@@ -63,7 +63,10 @@ async fn subscribe(
     let link = tier.link();
     let started = Instant::now();
     let connect = async {
-        let (mut sink, stream) = link.client().get_async_pubsub().await?.split();
+        let client = link.backend().pubsub_client().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no Redis server known yet"))
+        })?;
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
         sink.subscribe(&[tier.channel(), tier.filled_channel()])
             .await?;
         Ok::<_, redis::RedisError>((sink, stream))

@@ -1,5 +1,10 @@
-//! Link: the gateway's one connection to the fleet's Redis, every command bounded by
-//! `fleet.redis_timeout_ms`, and the fleet/fallback mode that command outcomes decide.
+//! Link: the gateway's one connection to the fleet's Redis (in its shape, backend.rs), every
+//! command bounded by `fleet.redis_timeout_ms`, and the fleet/fallback mode that command
+//! outcomes decide. Every key and channel of one fleet shares one hash tag
+//! (`{key_prefix:sdkappid}`), so each multi-key script runs on one Cluster slot.
+//!
+//! Why Redis does not answer (refused, timed out, TLS, auth) is logged once per change of that
+//! reason, not once per command, and is shown in `/readyz` until a command answers again.
 //!
 //! Two failed or slow commands in a row switch the gateway to fallback, so few callers pay the
 //! timeout (one slow answer on a busy host does not flip a whole gateway, which would spend its
@@ -10,12 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use parking_lot::Mutex;
 use redis::{FromRedisValue, ScriptInvocation};
 use tracing::{info, warn};
 
+use super::backend::Backend;
 use super::metrics::{Command, FleetMetrics, Mode};
-use crate::config::FleetConfig;
+use crate::config::{FleetConfig, RedisShape};
 
 /// Why a Redis command did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +45,7 @@ const DOWN_AFTER: u32 = 2;
 pub struct Link(Arc<Inner>);
 
 struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    backend: Backend,
     timeout: Duration,
     /// `key_prefix:sdkappid:`, the namespace shared by one app's gateways.
     namespace: String,
@@ -48,37 +53,29 @@ struct Inner {
     up: AtomicBool,
     /// Commands failed in a row; [`DOWN_AFTER`] of them mean Redis is down.
     failures: AtomicU32,
+    /// Why the last failed command failed, until one answers (logged once per change).
+    last_error: Mutex<Option<String>>,
     metrics: FleetMetrics,
 }
 
 impl Link {
-    /// Prepares the connection; connects lazily, so a Redis that is down at start-up only
-    /// means starting in fallback.
+    /// Prepares the connection to `shape`; connects lazily, so a Redis that is down at
+    /// start-up only means starting in fallback.
     pub fn new(
         config: &FleetConfig,
+        shape: &RedisShape,
         sdkappid: u64,
         metrics: FleetMetrics,
     ) -> Result<Link, redis::RedisError> {
-        let url = config
-            .redis_url
-            .as_ref()
-            .map(|u| u.expose().to_owned())
-            .unwrap_or_default();
-        let client = redis::Client::open(url)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.redis_timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(config.redis_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let backend = Backend::new(config, shape)?;
         metrics.set_mode(Mode::Fallback);
         Ok(Link(Arc::new(Inner {
-            client,
-            conn,
+            backend,
             timeout: config.redis_timeout,
-            namespace: format!("{}:{sdkappid}:", config.key_prefix),
+            namespace: format!("{{{}:{sdkappid}}}:", config.key_prefix),
             up: AtomicBool::new(false),
             failures: AtomicU32::new(0),
+            last_error: Mutex::new(None),
             metrics,
         })))
     }
@@ -100,9 +97,14 @@ impl Link {
         self.0.timeout
     }
 
-    /// For the channel task, which needs connections of its own.
-    pub fn client(&self) -> &redis::Client {
-        &self.0.client
+    /// The backend (its shape's connections, failover following).
+    pub(super) fn backend(&self) -> &Backend {
+        &self.0.backend
+    }
+
+    /// Why Redis last failed to answer, while it has not answered since.
+    pub fn last_error(&self) -> Option<String> {
+        self.0.last_error.lock().clone()
     }
 
     /// Whether the gateway is in fleet mode.
@@ -118,14 +120,31 @@ impl Link {
 
     /// Counts a failed or slow command; the [`DOWN_AFTER`]th in a row switches to fallback.
     pub fn failed(&self, why: &LinkError) {
+        self.note_error(why);
         if self.0.failures.fetch_add(1, Ordering::AcqRel) + 1 >= DOWN_AFTER {
             self.mark_down(why);
         }
     }
 
+    /// Logs why Redis does not answer when the reason changed (not once per command).
+    fn note_error(&self, why: &LinkError) {
+        let reason = why.to_string();
+        let mut last = self.0.last_error.lock();
+        if last.as_deref() != Some(reason.as_str()) {
+            warn!(error = %reason, "redis does not answer");
+            *last = Some(reason);
+        }
+    }
+
+    /// A command answered: clears the failure count and the last error.
+    fn answered(&self) {
+        self.0.failures.store(0, Ordering::Release);
+        self.0.last_error.lock().take();
+    }
+
     /// Switches to fleet mode (the channel is live and Redis answers).
     pub fn mark_up(&self) {
-        self.0.failures.store(0, Ordering::Release);
+        self.answered();
         if !self.0.up.swap(true, Ordering::AcqRel) {
             info!("redis answers: fleet mode");
             self.0.metrics.set_mode(Mode::Fleet);
@@ -161,17 +180,19 @@ impl Link {
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, LinkError> {
         let started = Instant::now();
-        let mut conn = self.0.conn.clone();
-        let result =
-            match tokio::time::timeout(self.0.timeout, invocation.invoke_async(&mut conn)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(LinkError::Redis(e)),
-                Err(_) => Err(LinkError::Timeout),
-            };
+        let call = async {
+            let mut conn = self.0.backend.conn().await?;
+            conn.invoke(invocation).await
+        };
+        let result = match tokio::time::timeout(self.0.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(LinkError::Redis(e)),
+            Err(_) => Err(LinkError::Timeout),
+        };
         let seconds = started.elapsed().as_secs_f64();
         self.0.metrics.record(command, seconds, result.is_ok());
         match &result {
-            Ok(_) => self.0.failures.store(0, Ordering::Release),
+            Ok(_) => self.answered(),
             Err(e) => self.failed(e),
         }
         result

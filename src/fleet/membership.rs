@@ -167,7 +167,8 @@ impl Membership {
             .arg(micros(state.lease))
             .arg(state.fallback_instances)
             .arg(micros(state.heartbeat))
-            .arg(u8::from(leaving));
+            .arg(u8::from(leaving))
+            .arg(self.0.link.backend().primary_id());
         for limiter in &limiters {
             let keys = limiter.keys();
             invocation

@@ -41,8 +41,10 @@ end
 ///
 /// KEYS: members (sorted set: gateway -> lease end), epoch; then per API: usable (hash),
 /// booked (hash), pool holds, Σ booked, pace.
-/// ARGV: gateway, lease µs, fallback_instances, heartbeat µs, leaving (1/0); then per API:
-/// limit, wanted share, claimed share.
+/// ARGV: gateway, lease µs, fallback_instances, heartbeat µs, leaving (1/0), the primary's
+/// address when it can move (Sentinel; else empty); then per API: limit, wanted share,
+/// claimed share. The epoch is `start µs@primary`: a heartbeat naming another primary (a
+/// failover, whose new primary may hold an old copy of the state) starts a new epoch.
 ///
 /// Returns `{epoch, {live gateways, learning (1/0), silent gateways, then per API: usable,
 /// fair, paced limit, Σ booked, booked for silent gateways}}`.
@@ -57,13 +59,14 @@ local lease = tonumber(ARGV[2])
 local floor_n = tonumber(ARGV[3])
 local heartbeat = tonumber(ARGV[4])
 local leaving = ARGV[5] == '1'
+local primary = ARGV[6]
 local keep_ms = math.ceil(lease / 1000) * 3
 local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = tostring(now)
+if not epoch or (primary ~= '' and string.match(epoch, '@(.*)$') ~= primary) then
+  epoch = string.format('%d', now) .. '@' .. primary
   redis.call('SET', KEYS[2], epoch)
 end
-local learning = now < tonumber(epoch) + lease
+local learning = now < tonumber(string.match(epoch, '^(%d+)')) + lease
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if leaving then
@@ -80,9 +83,9 @@ local apis = (#KEYS - 2) / 5
 for i = 0, apis - 1 do
   local usable_k, booked_k, holds_k = KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i]
   local reserved_k, pace_k = KEYS[6 + 5 * i], KEYS[7 + 5 * i]
-  local limit = tonumber(ARGV[6 + 3 * i])
-  local want = tonumber(ARGV[7 + 3 * i])
-  local claim = tonumber(ARGV[8 + 3 * i])
+  local limit = tonumber(ARGV[7 + 3 * i])
+  local want = tonumber(ARGV[8 + 3 * i])
+  local claim = tonumber(ARGV[9 + 3 * i])
   for _, g in ipairs(gone) do
     redis.call('HDEL', usable_k, g)
     redis.call('HDEL', booked_k, g)
@@ -164,7 +167,7 @@ local epoch = redis.call('GET', KEYS[3])
 if not epoch or epoch ~= ARGV[5] then
   return {2, 0}
 end
-local learned = tonumber(epoch) + tonumber(ARGV[6])
+local learned = tonumber(string.match(epoch, '^(%d+)')) + tonumber(ARGV[6])
 if now < learned then
   return {0, learned - now}
 end
