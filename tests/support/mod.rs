@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod pki;
 
 use std::future::Future;
 use std::net::SocketAddr;
