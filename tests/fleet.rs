@@ -4,94 +4,23 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::fleet::{fleet_config, max_in_any_second, TestFleet};
+use support::load::{judge, load, upstream_gets, Seen, OVER_LIMIT};
 use support::Caller;
 use support::{get_body, FAILING_ACCOUNT, GENDER, NICK, SET};
 use tim_gateway::config::AfterLease;
-use tim_gateway::sim::{portrait_set_callback, Api, CallbackSender, PORTRAIT_SET_COMMAND};
+use tim_gateway::sim::{portrait_set_callback, CallbackSender, PORTRAIT_SET_COMMAND};
 
 /// The sim's app limit in the budget tests, and every gateway's configured budget.
 const APP_LIMIT: u32 = 30;
-const OVER_LIMIT: i64 = 60007;
-
-/// What the callers saw: (request, answer) pairs, and the longest wait.
-#[derive(Default)]
-struct Seen {
-    exchanges: Vec<(Value, Value)>,
-    slowest: Duration,
-}
-
-/// Cold accounts per request: enough that every gateway always has full batches queued, so
-/// the budget, not the callers, sets the pace.
-const COLD_PER_REQUEST: usize = 10;
-
-/// `callers` callers spread over the gateways, each asking for new cold accounts (plus a hot
-/// one) until `until`. A caller that waits 10 s fails the test.
-async fn load(gateways: Vec<Caller>, callers: usize, until: Instant) -> Seen {
-    let next = Arc::new(AtomicUsize::new(1_000));
-    let mut tasks = Vec::new();
-    for c in 0..callers {
-        let caller = gateways[c % gateways.len()].clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Seen::default();
-            while Instant::now() < until {
-                let first = next.fetch_add(COLD_PER_REQUEST, Ordering::Relaxed);
-                let mut accounts: Vec<String> = (first..first + COLD_PER_REQUEST)
-                    .map(|n| format!("user{n}"))
-                    .collect();
-                accounts.push("user7".to_owned());
-                let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
-                let body = get_body(&accounts, &[NICK, GENDER]);
-                let started = Instant::now();
-                let answer = tokio::time::timeout(Duration::from_secs(10), caller.get(&body))
-                    .await
-                    .expect("no caller waits 10 s");
-                seen.slowest = seen.slowest.max(started.elapsed());
-                seen.exchanges.push((body, answer));
-            }
-            seen
-        }));
-    }
-    let mut all = Seen::default();
-    for task in tasks {
-        let seen = task.await.expect("caller task");
-        all.exchanges.extend(seen.exchanges);
-        all.slowest = all.slowest.max(seen.slowest);
-    }
-    all
-}
-
-/// (answered as the sim alone would, answered with an error); panics on any other answer.
-fn judge(fleet: &TestFleet, seen: &Seen) -> (usize, usize) {
-    let (mut correct, mut errors) = (0, 0);
-    for (body, answer) in &seen.exchanges {
-        let alone: Value =
-            serde_json::from_slice(&fleet.sim.answer_portrait_get(body.to_string().as_bytes()))
-                .expect("sim answers JSON");
-        if *answer == alone {
-            correct += 1;
-        } else if answer["ActionStatus"] == "FAIL" && answer["ErrorCode"].as_i64() != Some(0) {
-            errors += 1;
-        } else {
-            panic!("wrong answer to {body}: {answer}\nthe sim alone: {alone}");
-        }
-    }
-    (correct, errors)
-}
 
 fn callers_of(fleet: &TestFleet) -> Vec<Caller> {
     fleet.gateways.iter().map(|g| Caller::clone(g)).collect()
-}
-
-fn upstream_gets(fleet: &TestFleet) -> Vec<tim_gateway::sim::SimCall> {
-    let calls = fleet.sim.calls().into_iter();
-    calls.filter(|c| c.api == Api::PortraitGet).collect()
 }
 
 async fn fleet_with_app_limit(fallback_instances: u32) -> TestFleet {
@@ -117,8 +46,8 @@ async fn three_gateways_share_one_budget_in_any_sliding_second() {
     let fleet = fleet_with_app_limit(3).await;
     let started = Instant::now();
     let seen = load(callers_of(&fleet), 180, started + Duration::from_secs(4)).await;
-    let calls = upstream_gets(&fleet);
-    let (correct, errors) = judge(&fleet, &seen);
+    let calls = upstream_gets(&fleet.sim);
+    let (correct, errors) = judge(&fleet.sim, &seen);
     let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
     let over = calls.iter().filter(|c| c.error_code == OVER_LIMIT).count();
     let span = calls
@@ -237,7 +166,7 @@ async fn an_account_fetched_through_one_gateway_is_answered_by_another_without_u
         unreachable!()
     };
     let first = a.get(&body).await;
-    assert_eq!(upstream_gets(&fleet).len(), 1);
+    assert_eq!(upstream_gets(&fleet.sim).len(), 1);
     // The shared tier is written right after the answer: B asks only once A's write is done
     // (asked earlier, B would fetch and keep the values in its own L1, never asking again).
     let put = r#"tim_gateway_redis_command_duration_seconds_count{command="cache_put"}"#;
@@ -261,7 +190,7 @@ async fn an_account_fetched_through_one_gateway_is_answered_by_another_without_u
         "gateway B did not find A's values in the shared tier"
     );
     assert_eq!(c.get(&body).await, first);
-    let calls = upstream_gets(&fleet);
+    let calls = upstream_gets(&fleet.sim);
     assert!(
         calls
             .iter()
@@ -355,7 +284,7 @@ async fn a_fetch_sent_before_a_set_and_answered_after_it_writes_nothing_back() {
     });
     assert!(
         support::eventually(Duration::from_secs(2), || async {
-            !upstream_gets(&fleet).is_empty()
+            !upstream_gets(&fleet.sim).is_empty()
         })
         .await
     );
@@ -399,8 +328,8 @@ async fn redis_killed_mid_load_then_restarted_keeps_callers_served_and_the_budge
         let (seen, ()) = tokio::join!(load, disturb);
         seen
     };
-    let calls = upstream_gets(&fleet);
-    let (correct, errors) = judge(&fleet, &seen);
+    let calls = upstream_gets(&fleet.sim);
+    let (correct, errors) = judge(&fleet.sim, &seen);
     let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
     let over = calls.iter().filter(|c| c.error_code == OVER_LIMIT).count();
     eprintln!(
@@ -502,7 +431,7 @@ async fn new_accounts_asked_on_every_gateway_at_once_are_fetched_once_fleet_wide
             let (gateway, body) = (gateway.clone(), body.clone());
             asks.push(tokio::spawn(async move {
                 let answer = gateway.get(&body).await;
-                (body, answer)
+                (0, body, answer)
             }));
         }
     }
@@ -510,8 +439,8 @@ async fn new_accounts_asked_on_every_gateway_at_once_are_fetched_once_fleet_wide
     for ask in asks {
         seen.exchanges.push(ask.await.expect("caller"));
     }
-    let (correct, errors) = judge(&fleet, &seen);
-    let calls = upstream_gets(&fleet);
+    let (correct, errors) = judge(&fleet.sim, &seen);
+    let calls = upstream_gets(&fleet.sim);
     let fetched: usize = calls.iter().map(|c| c.accounts.len()).sum();
     let mut times: std::collections::HashMap<&str, usize> = Default::default();
     for account in calls.iter().flat_map(|c| &c.accounts) {
@@ -570,7 +499,7 @@ async fn a_claim_whose_gateway_died_delays_the_account_only_until_it_expires() {
     let expired = r#"tim_gateway_fleet_claims_total{result="expired"}"#;
     assert_eq!(gateway.metric(expired).await, Some(1.0));
     assert_eq!(
-        upstream_gets(&fleet).len(),
+        upstream_gets(&fleet.sim).len(),
         1,
         "fetched by the waiter itself"
     );
@@ -648,7 +577,7 @@ async fn a_loaded_host_does_not_flap_modes_and_a_frozen_redis_is_noticed_within_
             .await
             .unwrap_or(0.0);
     }
-    let (correct, errors) = judge(&fleet, &seen);
+    let (correct, errors) = judge(&fleet.sim, &seen);
     eprintln!("loaded host: {correct} correct, {errors} errors, {changes} mode changes");
     // Each gateway entered fleet mode once at start-up.
     assert_eq!(
@@ -695,8 +624,8 @@ async fn outage_longer_than_a_lease(after_lease: AfterLease) -> (f64, usize, usi
         let (seen, ()) = tokio::join!(load, disturb);
         seen
     };
-    let calls = upstream_gets(&fleet);
-    let (correct, errors) = judge(&fleet, &seen);
+    let calls = upstream_gets(&fleet.sim);
+    let (correct, errors) = judge(&fleet.sim, &seen);
     let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
     let over = calls.iter().filter(|c| c.error_code == OVER_LIMIT).count();
     // From one window after the last leases could have ended to the restart.

@@ -74,6 +74,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("redis is running").id()
     }
@@ -155,15 +160,33 @@ impl TestFleet {
         sim: impl FnOnce(&mut SimConfig),
         tweak: impl Fn(&mut Config),
     ) -> TestFleet {
-        let redis = RedisServer::start();
+        TestFleet::start_each(n, sim, |_, config| tweak(config)).await
+    }
+
+    /// As [`TestFleet::start`], with `tweak` told which gateway (0..n) it adjusts.
+    pub async fn start_each(
+        n: usize,
+        sim: impl FnOnce(&mut SimConfig),
+        tweak: impl Fn(usize, &mut Config),
+    ) -> TestFleet {
+        TestFleet::start_on(RedisServer::start(), n, sim, tweak).await
+    }
+
+    /// As [`TestFleet::start_each`], on a Redis the test started (to put a proxy before it).
+    pub async fn start_on(
+        redis: RedisServer,
+        n: usize,
+        sim: impl FnOnce(&mut SimConfig),
+        tweak: impl Fn(usize, &mut Config),
+    ) -> TestFleet {
         let mut sim_config = SimConfig::default();
         sim(&mut sim_config);
         let sim = Sim::start(sim_config).await.expect("sim starts");
         let mut gateways = Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let mut config = fleet_config(&redis);
             config.upstream.base_url = sim.base_url().parse().expect("sim url");
-            tweak(&mut config);
+            tweak(i, &mut config);
             gateways.push(FleetMember::start(config).await);
         }
         let fleet = TestFleet {
@@ -219,16 +242,18 @@ impl TestFleet {
     }
 }
 
-/// The test config of a fleet member: sim credentials, no caller auth, this Redis. Its
-/// Redis timeout is 250 ms, not the shipped 50 ms: a debug build on a busy 2-core CI machine
-/// can take longer than 50 ms to schedule a healthy Redis's answer, and these tests are about
-/// the fleet with a healthy Redis (the frozen-Redis test sets the shipped value).
+/// The test config of a fleet member: sim credentials, no caller auth, this Redis, and the
+/// shipped timings (Redis timeout 250 ms, heartbeat 400 ms, lease 4 s).
 pub fn fleet_config(redis: &RedisServer) -> Config {
+    fleet_config_at(&redis.url())
+}
+
+/// As [`fleet_config`], for a Redis reached at `url` (through a proxy, say).
+pub fn fleet_config_at(url: &str) -> Config {
     let mut config = test_config();
     config.auth.mode = tim_gateway::config::AuthMode::None;
     let mut raw = RawConfig::default();
-    raw.fleet.redis_url = redis.url();
-    raw.fleet.redis_timeout_ms = 250;
+    raw.fleet.redis_url = url.to_owned();
     let fleet = Config::from_raw(raw).expect("valid fleet config").fleet;
     config.fleet = fleet;
     config
@@ -280,4 +305,86 @@ pub fn max_in_any_second(instants: &[Instant]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// A fleet member run as its own process (the binary), so a test can SIGKILL it: no graceful
+/// leave, its lease left to run out in Redis. Killed when dropped.
+pub struct ProcessMember {
+    child: Option<Child>,
+    caller: Caller,
+}
+
+impl std::ops::Deref for ProcessMember {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl ProcessMember {
+    /// `tim-gateway` in front of `sim`, in the fleet of `redis`, configured through the
+    /// environment as a deployment would (`env` adds or overrides keys); waits until it
+    /// reports fleet mode.
+    pub async fn spawn(sim: &Sim, redis: &RedisServer, env: &[(&str, &str)]) -> ProcessMember {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tim-gateway"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TIM_GATEWAY__") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        let (listen, sdkappid) = (addr.to_string(), super::SDKAPPID.to_string());
+        command
+            .envs([
+                ("TIM_GATEWAY__SERVER__LISTEN", listen.as_str()),
+                ("TIM_GATEWAY__UPSTREAM__BASE_URL", &sim.base_url()),
+                ("TIM_GATEWAY__UPSTREAM__SDKAPPID", &sdkappid),
+                ("TIM_GATEWAY__UPSTREAM__IDENTIFIER", super::ADMIN),
+                (
+                    "TIM_GATEWAY__UPSTREAM__SECRET_KEY",
+                    tim_gateway::sim::DEMO_SECRET_KEY,
+                ),
+                ("TIM_GATEWAY__AUTH__MODE", "none"),
+                ("TIM_GATEWAY__FLEET__REDIS_URL", &redis.url()),
+            ])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("spawn tim-gateway");
+        let member = ProcessMember {
+            child: Some(child),
+            caller: Caller::new(addr),
+        };
+        let in_fleet = super::eventually(Duration::from_secs(20), || async {
+            let answered = member
+                .caller
+                .try_send_with("GET", "/metrics", &[], "")
+                .await;
+            let Ok((_, _, body)) = answered else {
+                return false;
+            };
+            let text = String::from_utf8_lossy(&body);
+            super::metric_value(&text, "tim_gateway_fleet_mode{mode=\"fleet\"}") == Some(1.0)
+        });
+        assert!(
+            in_fleet.await,
+            "the gateway process did not reach fleet mode"
+        );
+        member
+    }
+
+    /// SIGKILL: no drain, no leave.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ProcessMember {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod load;
 pub mod pki;
+pub mod proxy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -177,6 +179,19 @@ impl Caller {
         headers: &[(&str, &[u8])],
         body: impl Into<Bytes>,
     ) -> (u16, http::HeaderMap, Bytes) {
+        self.try_send_with(method, path_and_query, headers, body)
+            .await
+            .expect("gateway answers")
+    }
+
+    /// As `send_with`, but a gateway that does not answer (killed, say) is an `Err`.
+    pub async fn try_send_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &[u8])],
+        body: impl Into<Bytes>,
+    ) -> Result<(u16, http::HeaderMap, Bytes), String> {
         let mut request = http::Request::builder()
             .method(method)
             .uri(format!("http://{}{path_and_query}", self.addr));
@@ -184,16 +199,16 @@ impl Caller {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body.into())).expect("request");
-        let response = self.client.request(request).await.expect("gateway answers");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, headers, body)
+        let body = response.into_body().collect().await;
+        let body = body.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, headers, body))
     }
 
     /// POSTs `body` to an API path with a valid admin query; the parsed JSON answer (HTTP 200
@@ -210,6 +225,15 @@ impl Caller {
     /// A `portrait_get`; the parsed answer.
     pub async fn get(&self, body: &Value) -> Value {
         self.post(GET, body).await
+    }
+
+    /// A `portrait_get` to a gateway that may be gone: `None` when it does not answer.
+    pub async fn try_get(&self, body: &Value) -> Option<Value> {
+        let query = format!("{GET}?{}", auth_query());
+        let sent = self.try_send_with("POST", &query, &[], body.to_string());
+        let (status, _, answer) = sent.await.ok()?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        Some(serde_json::from_slice(&answer).expect("JSON answer"))
     }
 
     /// One metric sample's value.
