@@ -12,7 +12,7 @@
 //!   calls cost no Redis command at all. Cut off from Redis, the gateway goes on spending its
 //!   share, which nobody else can take, until its lease ends; then `fleet.after_lease` decides
 //!   (stop, or keep spending and accept the risk). A dead gateway's share returns to the others
-//!   when its lease ends; a graceful stop returns it at once.
+//!   one window after its lease ends; a graceful stop returns it at once.
 //! - **The pool** (what no share books) is taken one call at a time (scripts::ACQUIRE): the
 //!   hold lives in a Redis sorted set until one window after the answer, on Redis's clock.
 //!
@@ -102,6 +102,8 @@ struct State {
     pool_room: u32,
     /// The pool said it is full until then.
     pool_closed_until: Instant,
+    /// When a 60007 last slowed this gateway down.
+    slowed_at: Option<Instant>,
 }
 
 /// Where a grant came from.
@@ -174,6 +176,7 @@ impl FleetLimiter {
                 waiting: false,
                 pool_room: 0,
                 pool_closed_until: now,
+                slowed_at: None,
             }),
             changed: Notify::new(),
             pace_gauge: std::sync::OnceLock::new(),
@@ -215,10 +218,16 @@ impl FleetLimiter {
         (state.live(Source::Share), share as usize)
     }
 
-    /// Tencent answered 60007: halve this gateway's share now, and the fleet's pace.
+    /// Tencent answered 60007: halve this gateway's share now, and the fleet's pace (once per
+    /// window: the 60007s of one window are one signal).
     pub fn slow_down(&self) {
         {
             let mut state = self.0.state.lock();
+            let now = Instant::now();
+            if state.slowed_at.is_some_and(|at| now < at + WINDOW) {
+                return;
+            }
+            state.slowed_at = Some(now);
             state.share /= 2;
             state.paced = (state.paced / 2).max(1);
             self.show_pace(state.paced);
@@ -229,7 +238,10 @@ impl FleetLimiter {
         let limiter = self.clone();
         tokio::spawn(async move {
             let mut invocation = scripts::PACE_DOWN.prepare_invoke();
-            invocation.key(&limiter.0.keys.pace).arg(limiter.0.limit);
+            invocation
+                .key(&limiter.0.keys.pace)
+                .arg(limiter.0.limit)
+                .arg(micros(WINDOW));
             let _: Result<i64, _> = limiter.0.link.run(Command::Pace, &invocation).await;
         });
     }

@@ -6,7 +6,8 @@
 //! *sent* (Redis recorded it later, so its lease there ends later still): the limiters spend
 //! their shares only inside that time ([`MembershipState::safe_lease`]). A graceful stop waits
 //! until every call of the last window has ended, then leaves (its shares return at once); a
-//! gateway that dies gives them back when its lease ends.
+//! gateway that dies gives them back one window after its lease ends (its last calls count in
+//! every sliding second until then).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::limiter::{FleetLimiter, Granted};
 use super::link::Link;
 use super::metrics::Command;
 use super::scripts;
+use crate::apis::WINDOW;
 use crate::config::{AfterLease, FleetConfig};
 
 /// Taken off a confirmed lease: clock-rate differences between this host and Redis's over one
@@ -168,7 +170,8 @@ impl Membership {
             .arg(state.fallback_instances)
             .arg(micros(state.heartbeat))
             .arg(u8::from(leaving))
-            .arg(self.0.link.backend().primary_id());
+            .arg(self.0.link.backend().primary_id())
+            .arg(micros(WINDOW));
         for limiter in &limiters {
             let keys = limiter.keys();
             invocation

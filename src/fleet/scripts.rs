@@ -30,7 +30,7 @@ end
 /// usable share plus the growth it is waiting for). The pool that gateways take holds from one
 /// call at a time is what is not booked: `paced limit - Σ booked`. The invariant, kept by
 /// every script: `Σ usable + live pool holds <= limit`, so a gateway cut off from Redis keeps
-/// spending a share nobody else can take, until its lease ends (then its shares are dropped).
+/// spending a share nobody else can take, until its lease ends (its shares are dropped one window later).
 ///
 /// A share grows only into room that is free now (not used by another share nor by a pool
 /// hold), up to the fair share `paced limit / max(live gateways, fallback_instances)`; the
@@ -42,8 +42,10 @@ end
 /// KEYS: members (sorted set: gateway -> lease end), epoch; then per API: usable (hash),
 /// booked (hash), pool holds, Σ booked, pace.
 /// ARGV: gateway, lease µs, fallback_instances, heartbeat µs, leaving (1/0), the primary's
-/// address when it can move (Sentinel; else empty); then per API: limit, wanted share,
-/// claimed share. The epoch is `start µs@primary`: a heartbeat naming another primary (a
+/// address when it can move (Sentinel; else empty), window µs; then per API: limit, wanted
+/// share, claimed share. A gateway whose lease ended keeps its shares booked for one more
+/// window: the calls it granted itself just before its lease ended count in every sliding
+/// second up to a window later (a graceful leave has waited that window already). The epoch is `start µs@primary`: a heartbeat naming another primary (a
 /// failover, whose new primary may hold an old copy of the state) starts a new epoch.
 ///
 /// Returns `{epoch, {live gateways, learning (1/0), silent gateways, then per API: usable,
@@ -60,6 +62,7 @@ local floor_n = tonumber(ARGV[3])
 local heartbeat = tonumber(ARGV[4])
 local leaving = ARGV[5] == '1'
 local primary = ARGV[6]
+local window = tonumber(ARGV[7])
 local keep_ms = math.ceil(lease / 1000) * 3
 local epoch = redis.call('GET', KEYS[2])
 if not epoch or (primary ~= '' and string.match(epoch, '@(.*)$') ~= primary) then
@@ -67,8 +70,8 @@ if not epoch or (primary ~= '' and string.match(epoch, '@(.*)$') ~= primary) the
   redis.call('SET', KEYS[2], epoch)
 end
 local learning = now < tonumber(string.match(epoch, '^(%d+)')) + lease
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if leaving then
   redis.call('ZREM', KEYS[1], me)
   table.insert(gone, me)
@@ -83,9 +86,9 @@ local apis = (#KEYS - 2) / 5
 for i = 0, apis - 1 do
   local usable_k, booked_k, holds_k = KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i]
   local reserved_k, pace_k = KEYS[6 + 5 * i], KEYS[7 + 5 * i]
-  local limit = tonumber(ARGV[7 + 3 * i])
-  local want = tonumber(ARGV[8 + 3 * i])
-  local claim = tonumber(ARGV[9 + 3 * i])
+  local limit = tonumber(ARGV[8 + 3 * i])
+  local want = tonumber(ARGV[9 + 3 * i])
+  local claim = tonumber(ARGV[10 + 3 * i])
   for _, g in ipairs(gone) do
     redis.call('HDEL', usable_k, g)
     redis.call('HDEL', booked_k, g)
@@ -190,9 +193,11 @@ return {1, at - now}
     ))
 });
 
-/// Halves the fleet's pace of one API (a 60007 or an over-limit alert seen by any gateway).
+/// Halves the fleet's pace of one API (a 60007 or an over-limit alert seen by any gateway),
+/// once per window: the 60007s of one window (from one gateway or several) are one signal
+/// that the app was over its limit in that window, not one each.
 ///
-/// KEYS: pace. ARGV: limit. Returns the new pace in milli-calls per second.
+/// KEYS: pace. ARGV: limit, window µs. Returns the new pace in milli-calls per second.
 pub static PACE_DOWN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PACED}{}",
@@ -200,6 +205,13 @@ pub static PACE_DOWN: LazyLock<Script> = LazyLock::new(|| {
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
+local last = redis.call('GET', KEYS[1])
+if last then
+  local bar = string.find(last, '|', 1, true)
+  if now - tonumber(string.sub(last, bar + 1)) < tonumber(ARGV[2]) then
+    return tonumber(string.sub(last, 1, bar - 1))
+  end
+end
 local rate = math.max(1000, math.floor(paced(KEYS[1], limit, now) * 1000 / 2))
 redis.call('SET', KEYS[1], string.format('%d|%d', rate, now), 'PX', 60000)
 return rate
