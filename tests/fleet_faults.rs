@@ -261,6 +261,17 @@ async fn a_gateway_sigkilled_while_holding_slots_leaves_the_budget_safe_and_its_
     })
     .await;
     let at = assert_within_budget("a gateway SIGKILLed", &fleet, &seen);
+    let mut expired = 0.0;
+    for gateway in &fleet.gateways {
+        expired += gateway
+            .metric("tim_gateway_fleet_peers_expired_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    assert_eq!(
+        expired, 1.0,
+        "the dead gateway's expiry is counted once fleet-wide"
+    );
     let second = Duration::from_secs(1);
     let (before, within, after) = (
         at.rate_between(started + second / 2, killed_at),

@@ -220,6 +220,9 @@ impl Membership {
         metrics.learning.set(i64::from(learning));
         metrics.peers.set(number(0));
         metrics.silent_peers.set(number(2));
+        metrics
+            .peers_expired
+            .inc_by(u64::try_from(number(3)).unwrap_or(0));
         *state.confirmed_at.lock() = Some(sent_at);
         {
             let mut known = state.epoch.lock();
@@ -228,7 +231,7 @@ impl Membership {
             }
         }
         for (i, limiter) in limiters.iter().enumerate() {
-            let at = 3 + 5 * i;
+            let at = 4 + 5 * i;
             let granted = Granted {
                 share: as_u32(number(at)),
                 fair: as_u32(number(at + 1)),

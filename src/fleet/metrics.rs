@@ -130,6 +130,9 @@ pub struct FleetMetrics {
     pub peers: IntGauge,
     /// Gateways whose lease lives but whose heartbeats stopped.
     pub silent_peers: IntGauge,
+    /// Gateways dropped from the fleet because their lease ran out (no graceful leave),
+    /// counted by the one gateway whose heartbeat dropped each.
+    pub peers_expired: IntCounter,
     /// How long this gateway's shares stay spendable without another answered heartbeat.
     pub lease_remaining: Gauge,
     /// 1 while Redis's state is younger than one lease (shares held, none grows, no pool).
@@ -245,6 +248,12 @@ impl FleetMetrics {
                 "fleet_silent_peers",
                 "Gateways whose lease still lives but whose heartbeats stopped (cut off from \
                  Redis, or dead until their lease ends): their shares stay reserved",
+            )),
+            peers_expired: metrics.register(IntCounter::new(
+                "fleet_peers_expired_total",
+                "Gateways dropped from the fleet because their lease ran out without a leave \
+                 (killed, or cut off from Redis); each counted once fleet-wide, by the gateway \
+                 whose heartbeat dropped it",
             )),
             lease_remaining: metrics.register(Gauge::new(
                 "fleet_lease_remaining_seconds",

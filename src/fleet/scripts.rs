@@ -48,8 +48,9 @@ end
 /// second up to a window later (a graceful leave has waited that window already). The epoch is `start µs@primary`: a heartbeat naming another primary (a
 /// failover, whose new primary may hold an old copy of the state) starts a new epoch.
 ///
-/// Returns `{epoch, {live gateways, learning (1/0), silent gateways, then per API: usable,
-/// fair, paced limit, Σ booked, booked for silent gateways}}`.
+/// Returns `{epoch, {live gateways, learning (1/0), silent gateways, gateways this call dropped
+/// because their lease ran out (each expiry is seen by exactly one heartbeat), then per API:
+/// usable, fair, paced limit, Σ booked, booked for silent gateways}}`.
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PACED}{}",
@@ -72,6 +73,7 @@ end
 local learning = now < tonumber(string.match(epoch, '^(%d+)')) + lease
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local expired = #gone
 if leaving then
   redis.call('ZREM', KEYS[1], me)
   table.insert(gone, me)
@@ -81,7 +83,7 @@ else
 end
 local n = redis.call('ZCARD', KEYS[1])
 local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + lease - 3 * heartbeat)
-local out = {n, learning and 1 or 0, #silent}
+local out = {n, learning and 1 or 0, #silent, expired}
 local apis = (#KEYS - 2) / 5
 for i = 0, apis - 1 do
   local usable_k, booked_k, holds_k = KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i]
