@@ -164,17 +164,10 @@ impl Backend {
         }
     }
 
-    /// The primary's address where it can move (Sentinel: a new one after a failover), else
-    /// empty (a single primary may be named differently by different gateways, and a
-    /// cluster's slot moves are the client's).
-    pub(super) fn primary_id(&self) -> String {
-        match &self.shape {
-            Shape::Sentinel { primary, .. } => primary
-                .read()
-                .as_ref()
-                .map_or_else(String::new, |p| p.address.clone()),
-            Shape::Single(_) | Shape::Cluster { .. } => String::new(),
-        }
+    /// Whether the channel's subscription may be on another node than the one serving the
+    /// fleet's keys (a Cluster's), so its pings say nothing of the commands' node.
+    pub(super) fn channel_elsewhere(&self) -> bool {
+        matches!(self.shape, Shape::Cluster { .. })
     }
 
     /// Whether this shape has a primary that can move (Sentinel).

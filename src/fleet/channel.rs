@@ -1,7 +1,9 @@
 //! The invalidation channel: every gateway subscribes to its app's channel and drops from its
 //! L1 each account another gateway invalidated; on the same connection it hears the filled
-//! channel, which wakes the callers waiting on a peer's claimed fetch (fills.rs). The task also decides when the gateway is in
-//! fleet mode: only while this subscription is live and Redis answers its pings.
+//! channel, which wakes the callers waiting on a peer's claimed fetch (fills.rs). The task also
+//! decides when the gateway is back in fleet mode: only while this subscription is live, Redis
+//! answers its pings, and the node holding the fleet's keys answers a probe (a Cluster's
+//! subscription may be on another node).
 //!
 //! A (re)subscription on a new connection flushes the whole L1 first: while the gateway was not
 //! listening it may have missed invalidations, so nothing it cached before is trusted. Then the
@@ -107,7 +109,13 @@ async fn listen(
                 }
             },
             _ = ticks.tick() => {
-                if ping(link, &mut sink).await && tier.resend_pending().await {
+                // Where the subscription's node may not be the one serving the fleet's keys (a
+                // Cluster), or while in fallback, the command path must answer too.
+                let probe = !link.is_up() || link.backend().channel_elsewhere();
+                let answered = ping(link, &mut sink).await
+                    && (!probe || link.probe().await)
+                    && tier.resend_pending().await;
+                if answered {
                     failed_pings = 0;
                     link.mark_up();
                 } else {

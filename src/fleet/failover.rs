@@ -1,8 +1,8 @@
 //! Following a Sentinel failover: the sentinels are asked which server is the primary, often
 //! while commands fail (a dead or demoted primary) and now and then while they succeed; when
 //! the answer changes, commands and the channel move to the new primary. The budget treats a
-//! new primary as a Redis restarted maybe empty (membership.rs sends the primary's address
-//! with each heartbeat; a new address starts a new epoch, which learns for one lease).
+//! new primary as a Redis restarted maybe empty (the heartbeat script finds the state under
+//! the old primary's run id and starts a new epoch, which learns for one lease).
 
 use std::time::Duration;
 

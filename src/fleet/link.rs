@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use super::backend::Backend;
 use super::metrics::{Command, FleetMetrics, Mode};
+use super::scripts;
 use crate::config::{FleetConfig, RedisShape};
 
 /// Why a Redis command did not answer.
@@ -159,6 +160,15 @@ impl Link {
             self.0.metrics.set_mode(Mode::Fallback);
             self.0.metrics.mode_changes.inc();
         }
+    }
+
+    /// Whether the fleet's keys answer through the command path (the channel's pings reach
+    /// one node; before fleet mode comes back, the node serving the fleet must answer too).
+    pub async fn probe(&self) -> bool {
+        let mut invocation = scripts::PROBE.prepare_invoke();
+        invocation.key(self.key(&["budget", "epoch"]));
+        let answer: Result<i64, _> = self.run_anyway(Command::Ping, &invocation).await;
+        answer.is_ok()
     }
 
     /// Runs a script within the timeout, when in fleet mode; a failure switches to fallback.

@@ -170,7 +170,6 @@ impl Membership {
             .arg(state.fallback_instances)
             .arg(micros(state.heartbeat))
             .arg(u8::from(leaving))
-            .arg(self.0.link.backend().primary_id())
             .arg(micros(WINDOW));
         for limiter in &limiters {
             let keys = limiter.keys();
