@@ -210,6 +210,34 @@ async fn out_of_range_config_value_exits_64_with_one_line_naming_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_shapes_at_once_exit_64_with_one_line_naming_both_and_no_password() {
+    let (code, _, stderr) = run_to_exit(
+        &[],
+        &[
+            (
+                "TIM_GATEWAY__FLEET__REDIS_URL",
+                "redis://:hunter2@127.0.0.1:1/0",
+            ),
+            (
+                "TIM_GATEWAY__FLEET__REDIS_CLUSTER_NODES",
+                "127.0.0.1:7000,127.0.0.1:7001",
+            ),
+            ("TIM_GATEWAY__UPSTREAM__SECRET_KEY", "x"),
+        ],
+    );
+    assert_eq!(code, Some(EXIT_USAGE), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {stderr:?}");
+    for key in ["redis_url", "redis_cluster_nodes"] {
+        assert!(lines[0].contains(key), "names {key}: {}", lines[0]);
+    }
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password was printed: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_env_key_exits_64_with_one_line_naming_it() {
     let (code, _, stderr) = run_to_exit(
         &[],

@@ -1,6 +1,7 @@
 //! The fleet on the Redis shapes users run, each made of real `redis-server` processes the
 //! tests start on loopback: TLS from a private CA, a password alone and an ACL user, a
-//! 3-primary Cluster made with `redis-cli --cluster create`, and a Sentinel set (a primary, a
+//! 3-primary Cluster made with `redis-cli --cluster create` (and one with replicas whose primary
+//! for the fleet's slot is SIGKILLed under load), and a Sentinel set (a primary, a
 //! replica, three sentinels) whose primary is SIGKILLed under load. On each: one budget in any
 //! sliding second at the simulated Tencent, the shared tier, and a set seen by every gateway.
 
@@ -442,41 +443,7 @@ async fn a_password_alone_and_an_acl_user_both_join_and_a_wrong_one_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_primary_cluster_holds_one_budget_one_tier_and_one_truth() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _nodes: Vec<Redis> = ports
-        .iter()
-        .map(|port| {
-            Redis::start(
-                *port,
-                None,
-                &[
-                    "--port",
-                    &port.to_string(),
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ],
-            )
-        })
-        .collect();
-    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli --cluster create");
-    assert!(created.status.success(), "{created:?}");
-    let ok = eventually(Duration::from_secs(10), || async {
-        ports
-            .iter()
-            .all(|p| cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
-    })
-    .await;
-    assert!(ok, "the cluster did not form");
+    let (_nodes, addresses) = cluster(3, 0).await;
     let shaped = Shaped::start(3, APP_LIMIT, |fleet| {
         fleet.redis_cluster_nodes = addresses.clone();
     })
@@ -499,6 +466,144 @@ async fn a_three_primary_cluster_holds_one_budget_one_tier_and_one_truth() {
         0.0,
         "CROSSSLOT or MOVED reached the gateways"
     );
+    shaped.shutdown().await;
+}
+
+/// `count` cluster nodes on free ports, made one cluster with `replicas` replicas per primary;
+/// returns them and their `127.0.0.1:port` addresses once the cluster is ok.
+async fn cluster(count: usize, replicas: u8) -> (Vec<Redis>, Vec<String>) {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let nodes: Vec<Redis> = ports
+        .iter()
+        .map(|port| {
+            Redis::start(
+                *port,
+                None,
+                &[
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ],
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(created.status.success(), "{created:?}");
+    let ok = eventually(Duration::from_secs(15), || async {
+        ports
+            .iter()
+            .all(|p| cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+    })
+    .await;
+    assert!(ok, "the cluster did not form");
+    (nodes, addresses)
+}
+
+/// Which of `ports` is the primary serving the fleet's one hash-tag slot.
+fn primary_of_the_fleets_slot(ports: &[u16]) -> u16 {
+    let tag = format!("{{tim-gateway:{}}}", support::SDKAPPID);
+    let slot: u32 = cli(ports[0], &["cluster", "keyslot", &tag])
+        .trim()
+        .parse()
+        .expect("a slot");
+    let nodes = cli(ports[0], &["cluster", "nodes"]);
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 9 || !fields[2].contains("master") {
+            continue;
+        }
+        let serves = fields[8..].iter().any(|range| {
+            let mut bounds = range.split('-').filter_map(|b| b.parse::<u32>().ok());
+            let low = bounds.next().unwrap_or(u32::MAX);
+            let high = bounds.next().unwrap_or(low);
+            (low..=high).contains(&slot)
+        });
+        if serves {
+            let port = fields[1].split(['@', ':']).nth(1).expect("port");
+            return port.parse().expect("port number");
+        }
+    }
+    panic!("no primary serves slot {slot}:\n{nodes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_primary_sigkilled_under_load_keeps_the_budget_and_its_replica_takes_over() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (mut nodes, addresses) = cluster(6, 1).await;
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let nodes_list = addresses.clone();
+    let shaped = Shaped::start(3, APP_LIMIT, |fleet| {
+        fleet.redis_cluster_nodes = nodes_list.clone();
+    })
+    .await;
+    assert!(shaped.ready_in_fleet().await, "{}", shaped.readyz(0).await);
+    let doomed = primary_of_the_fleets_slot(&ports);
+    let started = Instant::now();
+    let killed_at = started + Duration::from_secs(2);
+    let (judged, back_after) = {
+        let load = loaded(&shaped, 60, started + Duration::from_secs(14));
+        let kill = async {
+            tokio::time::sleep_until(killed_at.into()).await;
+            let node = nodes.iter_mut().find(|n| n.port == doomed).expect("node");
+            node.kill();
+            shaped.all_in_mode("fallback", Duration::from_secs(5)).await;
+            let alive: Vec<u16> = ports.iter().copied().filter(|p| *p != doomed).collect();
+            let promoted = eventually(Duration::from_secs(15), || async {
+                primary_of_the_fleets_slot(&alive) != doomed
+            });
+            let promoted = promoted.await.then(|| killed_at.elapsed());
+            let back = shaped.all_in_mode("fleet", Duration::from_secs(15)).await;
+            let back = back.then(|| killed_at.elapsed());
+            // The promoted replica's copy may be behind: its first lease books no growth.
+            let learning = eventually(Duration::from_secs(2), || async {
+                shaped.gateways[0]
+                    .metric("tim_gateway_fleet_learning")
+                    .await
+                    == Some(1.0)
+            });
+            assert!(learning.await, "the promoted copy was trusted as it was");
+            (promoted, back)
+        };
+        let (judged, (promoted, back)) = tokio::join!(load, kill);
+        eprintln!("the replica took the slot {promoted:?} after the kill");
+        (judged, back)
+    };
+    let mut changes = 0.0;
+    for gateway in &shaped.gateways {
+        changes += gateway
+            .metric("tim_gateway_fleet_mode_changes_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    eprintln!("mode changes over the three gateways: {changes}");
+    // Each gateway: into fleet mode at start, out at the kill, back once the slot is served.
+    assert!(
+        changes <= 9.0,
+        "the gateways flapped: {changes} mode changes"
+    );
+    eprintln!(
+        "cluster failover: {} calls, max {} in any second, {} correct, {} errors; back in \
+         fleet mode {back_after:?} after the kill",
+        judged.calls, judged.max_in_a_second, judged.correct, judged.errors,
+    );
+    assert_within_budget(&judged);
+    assert!(
+        back_after.is_some_and(|t| t < Duration::from_secs(15)),
+        "not back in fleet mode within 15 s: {}",
+        shaped.readyz(0).await
+    );
+    one_truth(&shaped, "user35", Duration::from_millis(500)).await;
     shaped.shutdown().await;
 }
 
