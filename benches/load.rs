@@ -1,13 +1,14 @@
 //! The load tool for scenarios S1-S5 of the benchmark issue and S7 of the fleet issue: starts
-//! the simulated Tencent and the gateway in this process on 127.0.0.1 (S7: the sim here, four
+//! the simulated Tencent and the gateway in this process on 127.0.0.1 (S7: the sim here,
 //! gateway processes and a `redis-server`), drives them with a closed-loop HTTP/1.1 load
 //! generator, and prints one summary table.
 //!
 //! ```sh
-//! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 s7 (about 2 min)
+//! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 s7 (about 5 min)
 //! cargo bench --bench load -- s1 s3        # some
 //! LOAD_SECONDS=20 cargo bench --bench load -- s4   # longer measured windows
-//! cargo bench --bench load -- s7          # S7 (about 1 min): the fleet of four
+//! cargo bench --bench load -- s7          # S7 (about 4 min): fleets of 1, 4, 16, 32, then four
+//! S7_SIZES=1,4 cargo bench --bench load -- s7   # S7 at some sizes only
 //! cargo build --release && cp target/release/tim-gateway /tmp/tim-gateway-s7-bin
 //! TIM_GATEWAY_BIN=/tmp/tim-gateway-s7-bin cargo bench --bench load -- s7   # S7, release profile
 //! ```
@@ -16,10 +17,11 @@
 //! - S3: cold saturation against the sim's 200 calls/s (`load/cold.rs`).
 //! - S4: Zipf mix with 20 ms upstream latency (`load/mix.rs`).
 //! - S5: RSS per cached (account, tag) (`load/memory.rs`).
-//! - S7: a fleet of four gateway processes sharing one Redis: S3's and S4's loads spread over
-//!   them, and S4's without Redis for comparison (`load/fleet.rs`; needs `redis-server`, else
-//!   skipped). Its gateways run `target/release/tim-gateway`, which `cargo bench` has just
-//!   rebuilt with the bench profile, or `TIM_GATEWAY_BIN`.
+//! - S7: fleets of gateway processes sharing one Redis: at 1, 4, 16 and 32 gateways
+//!   (`S7_SIZES`) S3's load and a paced load of misses; at four, cold pairs and S4's load with
+//!   and without Redis (`load/fleet.rs`; needs `redis-server`, else skipped). Its gateways
+//!   run `target/release/tim-gateway`, which `cargo bench` has just rebuilt with the bench
+//!   profile, or `TIM_GATEWAY_BIN`.
 //!
 //! Everything shares the machine's cores, as in production sidecars; compare.sh in
 //! `../shared/bench` is the side-by-side judge for S1/S2 against nginx. Run only by

@@ -1,6 +1,7 @@
 //! A closed-loop HTTP/1.1 load generator over raw tokio TCP: `conns` keep-alive connections,
-//! each sending its next request as soon as the previous answer is complete. With several
-//! gateway addresses, connection `i` talks to address `i % n` (a fleet shares the load evenly).
+//! each sending its next request as soon as the previous answer is complete, or a think time
+//! after it ([`Plan::paced`]: a load below saturation). With several gateway addresses,
+//! connection `i` talks to address `i % n` (a fleet shares the load evenly).
 //!
 //! Runs on its own thread with a current-thread runtime, so it shares the machine's cores with
 //! the gateway and the sim but not their runtime. A [`Workload`] writes each request and sees
@@ -10,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,6 +42,9 @@ pub struct Plan {
     pub measure_from: Instant,
     /// No request starts at or after this.
     pub until: Instant,
+    /// What each connection waits after an answer before its next request (zero: closed
+    /// loop); the first requests are spread over one think time.
+    pub think: Duration,
 }
 
 impl Plan {
@@ -52,7 +56,14 @@ impl Plan {
             conns,
             measure_from,
             until: measure_from + timing.measure,
+            think: Duration::ZERO,
         }
+    }
+
+    /// The same plan with each connection waiting `think` after every answer: `conns / think`
+    /// requests per second at most, whatever the latency.
+    pub fn paced(self, think: Duration) -> Plan {
+        Plan { think, ..self }
     }
 }
 
@@ -65,6 +76,20 @@ pub struct LoadResult {
     pub hits: Vec<u32>,
     /// Measured requests per non-zero code.
     pub errors: BTreeMap<i64, u64>,
+}
+
+impl LoadResult {
+    /// One measured request: its code, whether the workload called it all-hit, its latency.
+    fn record(&mut self, code: i64, hit: bool, elapsed: u32) {
+        if code != 0 {
+            *self.errors.entry(code).or_default() += 1;
+            return;
+        }
+        self.ok.push(elapsed);
+        if hit {
+            self.hits.push(elapsed);
+        }
+    }
 }
 
 /// A failed read or write, recorded as this code.
@@ -126,6 +151,9 @@ async fn connection<W: Workload>(
     };
     let _ = stream.set_nodelay(true);
     let (mut request, mut buf) = (Vec::with_capacity(4096), Vec::with_capacity(64 * 1024));
+    // Spread the paced connections' first requests over one think time.
+    let offset = plan.think.mul_f64(conn as f64 / plan.conns.max(1) as f64);
+    tokio::time::sleep(offset).await;
     loop {
         let started = Instant::now();
         if started >= plan.until {
@@ -133,39 +161,39 @@ async fn connection<W: Workload>(
         }
         request.clear();
         let sent = workload.request(conn, &mut request);
-        let answer = match stream.write_all(&request).await {
-            Ok(()) => read_response(&mut stream, &mut buf).await,
-            Err(e) => Err(e),
-        };
-        let (code, body, consumed) = match answer {
-            Ok((status, body)) => {
-                let code = if status == 200 {
-                    error_code(&buf[body.clone()])
-                } else {
-                    -i64::from(status)
-                };
-                (code, body.clone(), body.end)
-            }
-            Err(_) => (CODE_IO, 0..0, buf.len()),
-        };
+        let (code, body, consumed) = exchange(&mut stream, &request, &mut buf).await;
         let elapsed = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         let hit = workload.answered(sent, code, &buf[body]);
         if started >= plan.measure_from {
-            if code == 0 {
-                result.ok.push(elapsed);
-                if hit {
-                    result.hits.push(elapsed);
-                }
-            } else {
-                *result.errors.entry(code).or_default() += 1;
-            }
+            result.record(code, hit, elapsed);
         }
         if code == CODE_IO {
             break;
         }
         buf.drain(..consumed);
+        if !plan.think.is_zero() {
+            tokio::time::sleep(plan.think).await;
+        }
     }
     result
+}
+
+/// Sends `request` and reads its answer into `buf`: Tencent's `ErrorCode` (negative: the HTTP
+/// status, or [`CODE_IO`]), the body's range in `buf`, and how much of `buf` the answer used.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> (i64, std::ops::Range<usize>, usize) {
+    let answer = match stream.write_all(request).await {
+        Ok(()) => read_response(stream, buf).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok((200, body)) => (error_code(&buf[body.clone()]), body.clone(), body.end),
+        Ok((status, body)) => (-i64::from(status), body.clone(), body.end),
+        Err(_) => (CODE_IO, 0..0, buf.len()),
+    }
 }
 
 /// Reads one response into `buf`; returns its status and the body's range in `buf`.

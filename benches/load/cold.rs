@@ -72,13 +72,7 @@ pub fn run(table: &mut Table, timing: Timing) {
 
 /// The cold-saturation rows of scenario `name`: `all` is the sim's whole `portrait_get` log,
 /// `result` what the callers saw during `plan`'s measured window.
-pub fn report(
-    table: &mut Table,
-    name: &'static str,
-    plan: Plan,
-    all: &[SimCall],
-    result: &LoadResult,
-) {
+pub fn report(table: &mut Table, name: &str, plan: Plan, all: &[SimCall], result: &LoadResult) {
     let Plan {
         measure_from,
         until,

@@ -1,17 +1,14 @@
-//! S7: a fleet of four. Four gateway processes (the release binary) share one `redis-server`
-//! in front of one sim (in this process, as in [`Stack`](crate::stack::Stack), so its call log
-//! gives arrival times), and the load is spread over them: connection `i` talks to gateway
-//! `i % 4`. Four phases, each on a fresh sim, Redis and fleet:
+//! S7: a fleet. Gateway processes (the release binary) share one `redis-server` in front of
+//! one sim (in this process, as in [`Stack`](crate::stack::Stack), so its call log gives
+//! arrival times), and the load is spread over them: connection `i` talks to gateway `i % n`.
+//! Every phase runs on a fresh sim, Redis and fleet:
 //!
-//! - cold: S3's load (`cold.rs`) against the fleet's one budget of 200 calls/s: S3's rows, each
-//!   gateway's share of the upstream calls, and cross-gateway duplicate fetches;
-//! - cold, pairs: the worst case for cross-gateway duplicate fetches: fresh accounts again, but
-//!   gateways 0 and 1 (and 2 and 3) each ask for the same blocks in the same order, so two
-//!   gateways miss the same accounts at about the same time;
-//! - mix, fleet: S4's load (`mix.rs`); the fleet hit ratio counts L1 hits and shared-tier hits
-//!   over L1 lookups, summed over the four gateways' `/metrics`;
-//! - mix, local: the same four processes without Redis, each allowed 200 / 4 calls/s (what a
-//!   team does without a fleet), for the comparison.
+//! - by size (`fleet/sizes.rs`): fleets of 1, 4, 16 and 32 gateways (`S7_SIZES=1,4,16,32`
+//!   picks), each under S3's saturating cold load and under a paced load of misses at about
+//!   half the budget: budget used, the sliding-second maximum, 60007s, Redis commands per
+//!   upstream call and per caller request and Redis's CPU (from its `INFO`), a miss's latency;
+//! - at four (`fleet/four.rs`): cold pairs (cross-gateway duplicate fetches at their worst),
+//!   and S4's mix with Redis and without it.
 //!
 //! The gateways run `TIM_GATEWAY_BIN`, else `target/release/tim-gateway` (which `cargo bench`
 //! rebuilds with the bench profile before it runs this), get their settings from
@@ -19,38 +16,37 @@
 //! environment reaches them too, e.g. `TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS=250`), log at warn
 //! into a temp dir, and are stopped by SIGTERM. `S7_GATEWAY0_REDIS_TIMEOUT_MS` sets gateway 0's
 //! Redis timeout alone (e.g. 5 ms: it alone keeps dropping to fallback). Without a gateway
-//! binary or `redis-server` the scenario says so and is skipped. Owns the fleet-only figures;
-//! `fleet/procs.rs` owns the processes.
+//! binary or `redis-server` the scenario says so and is skipped. Owns the rows every phase
+//! shares (shares of calls, duplicate fetches, the fleet's Redis rows); `fleet/procs.rs` owns
+//! the processes, `fleet/redis_info.rs` Redis's own counters, `fleet/cpu.rs` the CPU split.
 
+#[path = "fleet/cpu.rs"]
+mod cpu;
+#[path = "fleet/four.rs"]
+mod four;
 #[path = "fleet/procs.rs"]
 mod procs;
+#[path = "fleet/redis_info.rs"]
+mod redis_info;
+#[path = "fleet/sizes.rs"]
+mod sizes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tim_gateway::sim::SimCall;
 
-use crate::client::{self, LoadResult, Plan, Workload};
-use crate::cold::{self, Cold};
-use crate::inmem;
-use crate::mix::{self, Mix};
+use crate::client::{LoadResult, Plan};
+use crate::cold;
 use crate::report::Table;
 use crate::stack;
 use crate::Timing;
+use cpu::CpuSplit;
 use procs::Fleet;
+use redis_info::RedisDelta;
 
-const COLD: &str = "S7 cold";
-/// Cold, every fresh block asked through two gateways at about the same time.
-const PAIRS: &str = "S7 cold, pairs";
-/// With Redis: one budget, the shared tier behind each L1.
-const MIX_FLEET: &str = "S7 mix, fleet";
-/// Without Redis: four standalone gateways, an equal part of the budget each.
-const MIX_LOCAL: &str = "S7 mix, local";
-const GATEWAYS: usize = 4;
 /// The fleet's budget, as the sim enforces it.
 const FLEET_RPS: usize = cold::LIMIT_RPS;
 /// The gateways' batch window (`limits.batch_window_ms`, default).
@@ -65,8 +61,9 @@ const STOP_WITHIN: Duration = Duration::from_secs(15);
 /// Metrics scraped from every gateway, one map per gateway.
 type Scrape = Vec<HashMap<String, f64>>;
 
-/// Runs the four phases, or explains why it cannot.
+/// Runs the phases by size, then those at four, or explains why it cannot.
 pub fn run(table: &mut Table, cold_timing: Timing, mix_timing: Timing) {
+    let sizes = sizes::chosen();
     let bin = std::env::var_os("TIM_GATEWAY_BIN").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tim-gateway"),
         PathBuf::from,
@@ -85,120 +82,17 @@ pub fn run(table: &mut Table, cold_timing: Timing, mix_timing: Timing) {
         return;
     }
     eprintln!(
-        "S7: {GATEWAYS} gateway processes ({}), one redis-server",
+        "S7: fleets of {sizes:?} gateway processes ({}), one redis-server",
         bin.display()
     );
-    cold_phase(table, &bin, cold_timing);
-    pairs_phase(table, &bin, cold_timing);
-    mix_phase(table, &bin, mix_timing, true);
-    mix_phase(table, &bin, mix_timing, false);
-}
-
-fn cold_phase(table: &mut Table, bin: &Path, timing: Timing) {
-    eprintln!("{COLD}: S3's load over {GATEWAYS} gateways, one budget of {FLEET_RPS}/s");
-    let run = Fleet::start(bin, cold::sim_config(), true).run(Cold::new(), cold::CONNS, timing);
-    cold::report(table, COLD, run.plan, &run.calls, &run.result);
-    let secs = timing.measure.as_secs_f64();
-    let measured = run.measured_calls();
-    let used = 100.0 * measured.len() as f64 / secs / FLEET_RPS as f64;
-    let used_text = format!("{used:.1} %");
-    table.target(
-        COLD,
-        "fleet budget used",
-        used_text,
-        ">= 90 %",
-        used >= 90.0,
-    );
-    shares(table, &run);
-    duplicates(table, COLD, &measured);
-    redis_rows(table, COLD, &run);
-}
-
-fn pairs_phase(table: &mut Table, bin: &Path, timing: Timing) {
-    eprintln!("{PAIRS}: S3's load, each block asked through two gateways");
-    let workload = Arc::new(ColdPairs {
-        sent: std::array::from_fn(|_| AtomicU64::new(0)),
-    });
-    let run = Fleet::start(bin, cold::sim_config(), true).run(workload, cold::CONNS, timing);
-    let measured = run.measured_calls();
-    let calls = measured.len() as f64 / timing.measure.as_secs_f64();
-    table.info(PAIRS, "upstream calls/s", format!("{calls:.1}"));
-    duplicates(table, PAIRS, &measured);
-    let errors: u64 = run.result.errors.values().sum();
-    let text = format!("{errors} {:?}", run.result.errors);
-    table.target(PAIRS, "caller errors", text, "0", errors == 0);
-}
-
-/// Fresh blocks of accounts, the `n`-th block of lane `g / 2` asked by gateway `g`'s `n`-th
-/// request: the two gateways of a lane ask for the same accounts at about the same time.
-struct ColdPairs {
-    /// Requests written per gateway (connection `i` talks to gateway `i % GATEWAYS`).
-    sent: [AtomicU64; GATEWAYS],
-}
-
-impl Workload for ColdPairs {
-    type Sent = ();
-
-    fn request(&self, conn: usize, out: &mut Vec<u8>) {
-        let gateway = conn % GATEWAYS;
-        let n = self.sent[gateway].fetch_add(1, Ordering::Relaxed);
-        let lanes = (GATEWAYS / 2) as u64;
-        let block = n * lanes + (gateway / 2) as u64;
-        let first = 1 + block * cold::ACCOUNTS as u64;
-        let body = inmem::body(first, cold::ACCOUNTS, cold::TAGS);
-        client::write_request(out, body.as_bytes());
-    }
-
-    fn answered(&self, (): (), _code: i64, _body: &[u8]) -> bool {
-        false
-    }
-}
-
-fn mix_phase(table: &mut Table, bin: &Path, timing: Timing, shared: bool) {
-    let name = if shared { MIX_FLEET } else { MIX_LOCAL };
-    eprintln!("{name}: S4's load over {GATEWAYS} gateways");
-    let run = Fleet::start(bin, mix::sim_config(), shared).run(Mix::new(), mix::CONNS, timing);
-    let measured = run.measured_calls();
-    let (before, after) = (sum(&run.before), sum(&run.after));
-    mix::report(
-        table,
-        name,
-        timing,
-        &run.result,
-        measured.len(),
-        &before,
-        &after,
-    );
-    let l1 = |result: &str| run.delta(&format!("cache_lookups_total{{result=\"{result}\"}}"));
-    let l2 = |result: &str| {
-        run.delta(&format!(
-            "shared_cache_lookups_total{{result=\"{result}\"}}"
-        ))
-    };
-    let lookups = (l1("hit") + l1("absent") + l1("miss")).max(1.0);
-    let (l2_answered, l2_asked) = (
-        l2("hit") + l2("absent"),
-        l2("hit") + l2("absent") + l2("miss"),
-    );
-    let ratio = 100.0 * (l1("hit") + l1("absent") + l2_answered) / lookups;
-    let ratio_text = format!(
-        "{ratio:.2} % (shared tier {:.2} % of lookups)",
-        100.0 * l2_answered / lookups
-    );
-    table.info(name, "fleet hit ratio, L1 + shared tier", ratio_text);
-    if shared {
-        let answered = format!("{:.1} %", 100.0 * l2_answered / l2_asked.max(1.0));
-        table.info(name, "shared tier answered (of L1 misses)", answered);
-    }
-    duplicates(table, name, &measured);
-    if shared {
-        redis_rows(table, name, &run);
-    }
+    sizes::run(table, &bin, &sizes, cold_timing);
+    four::run(table, &bin, cold_timing, mix_timing);
 }
 
 /// What one phase saw: the plan, the callers' result, each gateway's metrics at the start and
-/// the end of the measured window, the sim's whole `portrait_get` log, and the gateways'
-/// switches to fallback over the whole phase (from their logs).
+/// the end of the measured window, the sim's whole `portrait_get` log, the gateways'
+/// switches to fallback over the whole phase (from their logs), and what Redis did in the
+/// measured window (when there is one) and where the machine's CPU went in it.
 struct Run {
     plan: Plan,
     result: LoadResult,
@@ -206,6 +100,8 @@ struct Run {
     after: Scrape,
     calls: Vec<SimCall>,
     fallbacks: usize,
+    redis: Option<RedisDelta>,
+    cpu: CpuSplit,
 }
 
 // === impl Run ===
@@ -246,24 +142,24 @@ impl Run {
 }
 
 /// Each gateway's share of the upstream `portrait_get` calls, against half and twice the equal
-/// share.
-fn shares(table: &mut Table, run: &Run) {
+/// share: each share up to four gateways, the smallest and the largest beyond.
+fn shares(table: &mut Table, name: &str, run: &Run) {
     let calls = run.per_gateway("upstream_requests_total{api=\"portrait_get\"");
     let total: f64 = calls.iter().sum::<f64>().max(1.0);
-    let equal = 1.0 / GATEWAYS as f64;
-    let shares: Vec<f64> = calls.iter().map(|c| c / total).collect();
-    let fair = shares
-        .iter()
-        .all(|s| *s >= equal / 2.0 && *s <= equal * 2.0);
-    let text: Vec<String> = shares.iter().map(|s| format!("{:.1}", 100.0 * s)).collect();
-    let target = format!("each {:.1}-{:.1} %", 50.0 * equal, 200.0 * equal);
-    table.target(
-        COLD,
-        "gateways' shares of calls, %",
-        text.join(" / "),
-        &target,
-        fair,
-    );
+    let equal = 1.0 / calls.len() as f64;
+    let shares: Vec<f64> = calls.iter().map(|c| 100.0 * c / total).collect();
+    let (low, high) = (50.0 * equal, 200.0 * equal);
+    let fair = shares.iter().all(|s| *s >= low && *s <= high);
+    let text = if shares.len() <= 4 {
+        let each: Vec<String> = shares.iter().map(|s| format!("{s:.1}")).collect();
+        each.join(" / ")
+    } else {
+        let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = shares.iter().copied().fold(0.0, f64::max);
+        format!("min {min:.1}, max {max:.1}")
+    };
+    let target = format!("each {low:.1}-{high:.1} %");
+    table.target(name, "gateways' shares of calls, %", text, &target, fair);
 }
 
 /// (account, tag) pairs fetched more than once, as a share of the pairs fetched in `calls` (the
@@ -271,7 +167,7 @@ fn shares(table: &mut Table, run: &Run) {
 /// fetch of that pair, within [`IN_FLIGHT`] of it, and at all. A gateway coalesces its own
 /// misses and keeps what it fetched, and S7's accounts are readable, so a pair fetched again
 /// was fetched by another gateway (or while the first fetch was in flight).
-fn duplicates(table: &mut Table, name: &'static str, calls: &[&SimCall]) {
+fn duplicates(table: &mut Table, name: &str, calls: &[&SimCall]) {
     let mut seen: HashMap<(&str, &str), Vec<Instant>> = HashMap::new();
     for call in calls {
         for account in &call.accounts {
@@ -307,20 +203,22 @@ fn duplicates(table: &mut Table, name: &'static str, calls: &[&SimCall]) {
 
 /// The fleet's own figures: modes at the end, Redis latency and errors, switches to fallback,
 /// budget waits.
-fn redis_rows(table: &mut Table, name: &'static str, run: &Run) {
+fn redis_rows(table: &mut Table, name: &str, run: &Run) {
     let mode = "tim_gateway_fleet_mode{mode=\"fleet\"}";
     let in_fleet = run
         .after
         .iter()
         .filter(|m| m.get(mode) == Some(&1.0))
         .count();
-    let all = format!("{GATEWAYS}");
+    let all = run.after.len();
+    let target = all.to_string();
+    let met = in_fleet == all;
     table.target(
         name,
         "gateways in fleet mode at the end",
         in_fleet,
-        &all,
-        in_fleet == GATEWAYS,
+        &target,
+        met,
     );
     for command in ["acquire", "release", "cache_get", "cache_put"] {
         let labels = format!("{{command=\"{command}\"}}");

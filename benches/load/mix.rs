@@ -134,7 +134,7 @@ pub fn run(table: &mut Table, timing: Timing) {
 /// `after` the gateway's metrics (summed over a fleet's gateways) at its ends.
 pub fn report(
     table: &mut Table,
-    name: &'static str,
+    name: &str,
     timing: Timing,
     result: &client::LoadResult,
     calls: usize,

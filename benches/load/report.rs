@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 /// One line of the summary table.
 pub struct Row {
-    scenario: &'static str,
+    scenario: String,
     figure: String,
     value: String,
     target: String,
@@ -23,12 +23,12 @@ pub struct Table {
 
 impl Table {
     /// Adds a figure without a target.
-    pub fn info(&mut self, scenario: &'static str, figure: &str, value: impl Display) {
+    pub fn info(&mut self, scenario: &str, figure: &str, value: impl Display) {
         self.push(scenario, figure, value, "", None);
     }
 
     /// Two rows: the p50 and p99 of `sorted` latencies (µs), labelled "`what` p50/p99 latency".
-    pub fn latencies(&mut self, scenario: &'static str, what: &str, sorted: &[u32]) {
+    pub fn latencies(&mut self, scenario: &str, what: &str, sorted: &[u32]) {
         for (label, q) in [("p50", 0.50), ("p99", 0.99)] {
             let figure = format!("{what} {label} latency").trim_start().to_string();
             self.info(scenario, &figure, micros(percentile(sorted, q)));
@@ -38,7 +38,7 @@ impl Table {
     /// Adds a figure with its target and whether it was met.
     pub fn target(
         &mut self,
-        scenario: &'static str,
+        scenario: &str,
         figure: &str,
         value: impl Display,
         target: &str,
@@ -49,14 +49,14 @@ impl Table {
 
     fn push(
         &mut self,
-        scenario: &'static str,
+        scenario: &str,
         figure: &str,
         value: impl Display,
         target: &str,
         met: Option<bool>,
     ) {
         let row = Row {
-            scenario,
+            scenario: scenario.to_owned(),
             figure: figure.to_owned(),
             value: value.to_string(),
             target: target.to_owned(),
@@ -72,12 +72,20 @@ impl Table {
 
     /// Prints the table (Markdown, aligned) in scenario order.
     pub fn print(&mut self) {
-        self.rows.sort_by_key(|r| r.scenario);
+        self.rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
         let header = ["scenario", "figure", "value", "target", "verdict"];
         let cells: Vec<[&str; 5]> = self
             .rows
             .iter()
-            .map(|r| [r.scenario, &r.figure, &r.value, &r.target, r.verdict])
+            .map(|r| {
+                [
+                    r.scenario.as_str(),
+                    &r.figure,
+                    &r.value,
+                    &r.target,
+                    r.verdict,
+                ]
+            })
             .collect();
         let mut widths = header.map(str::len);
         for row in &cells {

@@ -1,32 +1,38 @@
-//! S7's system under load: a `redis-server` and the gateway processes on free loopback ports,
-//! configured by env vars, plus the sim on a runtime of this process. Starts them, waits until
-//! every gateway reports its mode, drives the load over all of them, scrapes their `/metrics`,
-//! reads the sim's call log and the gateways' logs, and stops everything (SIGTERM, then wait). Owns no figures: `fleet.rs` reads them.
+//! S7's system under load: a `redis-server` and any number of gateway processes on free
+//! loopback ports, configured by env vars, plus the sim on a runtime of this process. Starts
+//! them, waits until every gateway reports its mode (and in a fleet, that Redis's first lease
+//! is over), drives the load over all of them, scrapes their `/metrics` and Redis's `INFO` at
+//! both ends of the measured window, reads the sim's call log and the gateways' logs, and
+//! stops everything (SIGTERM, then wait). Owns no figures: `fleet.rs` and `sizes.rs` read them.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tim_gateway::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
 
-use super::{Run, Scrape, FALLBACK_LOG, FLEET_RPS, GATEWAYS, READY_WITHIN, STOP_WITHIN};
+use super::cpu::CpuSample;
+use super::redis_info::RedisInfo;
+use super::{Run, Scrape, FALLBACK_LOG, FLEET_RPS, READY_WITHIN, STOP_WITHIN};
 use crate::client::{self, Plan, Workload};
 use crate::stack;
 use crate::Timing;
 
+/// 1 while a gateway's Redis budget state is younger than one lease.
+const LEARNING: &str = "tim_gateway_fleet_learning";
 /// Gateway 0's `fleet.redis_timeout_ms` alone, when set: one gateway that keeps dropping to
 /// fallback while the others stay in fleet mode.
 const GATEWAY0_REDIS_TIMEOUT_VAR: &str = "S7_GATEWAY0_REDIS_TIMEOUT_MS";
 
-/// The sim, an optional Redis and [`GATEWAYS`] gateway processes.
+/// The sim, an optional Redis and the gateway processes.
 pub struct Fleet {
     sim: Sim,
     gateways: Vec<Process>,
     addrs: Vec<SocketAddr>,
-    redis: Option<Process>,
+    redis: Option<(Process, SocketAddr)>,
     /// Every process's output; removed after a clean stop, kept (and named) otherwise.
     dir: PathBuf,
     /// Runs the sim; dropped last.
@@ -42,9 +48,9 @@ struct Process {
 // === impl Fleet ===
 
 impl Fleet {
-    /// Starts the sim with `sim` and the gateways `bin`; `shared`: with one Redis and the fleet's
-    /// budget, otherwise standalone with an equal part of it each.
-    pub fn start(bin: &Path, sim: SimConfig, shared: bool) -> Fleet {
+    /// Starts the sim with `sim` and `count` gateways `bin`; `shared`: with one Redis and the
+    /// fleet's budget, otherwise standalone with an equal part of it each.
+    pub fn start(bin: &Path, sim: SimConfig, count: usize, shared: bool) -> Fleet {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -53,45 +59,25 @@ impl Fleet {
         let dir = std::env::temp_dir().join(format!("tim-gateway-s7-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("log dir");
         let redis = shared.then(|| start_redis(&dir));
-        let rps = if shared {
-            FLEET_RPS
-        } else {
-            FLEET_RPS / GATEWAYS
-        };
-        let base = stack::base_config();
-        let (mut gateways, mut addrs) = (Vec::new(), Vec::new());
-        for i in 0..GATEWAYS {
-            let addr = free_addr();
-            let mut command = Command::new(bin);
-            command
-                .args(["--config", "/dev/null"])
-                .env("RUST_LOG", "tim_gateway=warn")
-                .env("TIM_GATEWAY__SERVER__LISTEN", addr.to_string())
-                .env("TIM_GATEWAY__UPSTREAM__BASE_URL", sim.base_url())
-                .env("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)
-                .env("TIM_GATEWAY__AUTH__MODE", "none")
-                .env("TIM_GATEWAY__LIMITS__REQUESTS_PER_SECOND", rps.to_string())
-                .env("TIM_GATEWAY__CACHE__TTL_SECONDS", secs(base.cache.ttl))
-                .env(
-                    "TIM_GATEWAY__CACHE__MAX_ENTRIES",
-                    base.cache.max_entries.to_string(),
-                )
-                .env(
-                    "TIM_GATEWAY__SERVER__SHUTDOWN_GRACE_MS",
-                    base.server.shutdown_grace.as_millis().to_string(),
-                );
-            if let Some(redis) = &redis {
-                command.env("TIM_GATEWAY__FLEET__REDIS_URL", redis_url(redis));
-                if let (0, Ok(ms)) = (i, std::env::var(GATEWAY0_REDIS_TIMEOUT_VAR)) {
-                    command.env("TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS", ms);
-                }
-            }
-            gateways.push(Process::spawn(format!("gateway-{i}"), command, &dir));
-            addrs.push(addr);
-        }
+        let rps = if shared { FLEET_RPS } else { FLEET_RPS / count };
+        let redis_url = redis.as_ref().map(|(_, addr)| format!("redis://{addr}/0"));
+        let addrs: Vec<SocketAddr> = (0..count).map(|_| free_addr()).collect();
+        let mut gateways: Vec<Process> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let command = gateway_command(bin, i, *addr, &sim, rps, redis_url.as_deref());
+                Process::spawn(format!("gateway-{i}"), command, &dir)
+            })
+            .collect();
         let mode = if shared { "fleet" } else { "standalone" };
         for (gateway, addr) in gateways.iter_mut().zip(&addrs) {
             gateway.wait_for_mode(*addr, mode, &dir);
+        }
+        // A fresh Redis's first lease grows no share and opens no pool (README, "Running a
+        // fleet"): the load starts on a fleet past it, as a fleet runs after its first seconds.
+        for (gateway, addr) in gateways.iter_mut().zip(&addrs).filter(|_| shared) {
+            gateway.wait_for(*addr, LEARNING, 0.0, &dir);
         }
         Fleet {
             sim,
@@ -103,16 +89,32 @@ impl Fleet {
         }
     }
 
-    /// Runs `workload` on `conns` connections spread over the gateways, scraping every gateway
-    /// when the measured window opens and when it closes, then stops the fleet.
+    /// Runs `workload` on `conns` closed-loop connections spread over the gateways (see
+    /// [`Fleet::run_paced`]).
     pub fn run<W: Workload>(self, workload: Arc<W>, conns: usize, timing: Timing) -> Run {
-        let plan = Plan::starting_now(conns, timing);
+        self.run_paced(workload, conns, timing, Duration::ZERO)
+    }
+
+    /// Runs `workload` on `conns` connections spread over the gateways, each waiting `think`
+    /// after an answer, scraping every gateway and Redis when the measured window opens and
+    /// when it closes, then stops the fleet.
+    pub fn run_paced<W: Workload>(
+        self,
+        workload: Arc<W>,
+        conns: usize,
+        timing: Timing,
+        think: Duration,
+    ) -> Run {
+        let plan = Plan::starting_now(conns, timing).paced(think);
         let load = client::start(&self.addrs, workload, plan);
         std::thread::sleep(plan.measure_from.saturating_duration_since(Instant::now()));
+        let (cpu_before, redis_before) = (self.cpu(), self.redis_info());
         let before = self.scrape();
         std::thread::sleep(plan.until.saturating_duration_since(Instant::now()));
+        let (cpu_after, redis_after) = (self.cpu(), self.redis_info());
         let after = self.scrape();
         let result = load.join().expect("load client");
+        let redis = redis_before.zip(redis_after).map(|(b, a)| b.until(&a));
         let calls = stack::upstream_gets(&self.sim);
         let fallbacks = self.gateway_log_lines(FALLBACK_LOG);
         self.stop();
@@ -123,7 +125,20 @@ impl Fleet {
             after,
             calls,
             fallbacks,
+            redis,
+            cpu: cpu_before.until(&cpu_after),
         }
+    }
+
+    /// The CPU used so far by the gateways, this process, Redis and the machine.
+    fn cpu(&self) -> CpuSample {
+        let gateways: Vec<u32> = self.gateways.iter().map(|g| g.child.id()).collect();
+        CpuSample::take(&gateways, self.redis.as_ref().map(|(r, _)| r.child.id()))
+    }
+
+    /// Redis's `INFO all` now, if this fleet has a Redis.
+    fn redis_info(&self) -> Option<RedisInfo> {
+        self.redis.as_ref().map(|(_, addr)| RedisInfo::take(*addr))
     }
 
     /// Lines containing `text` in the gateways' logs so far.
@@ -155,7 +170,7 @@ impl Fleet {
             ..
         } = self;
         let mut clean = true;
-        for process in gateways.into_iter().chain(redis) {
+        for process in gateways.into_iter().chain(redis.map(|(p, _)| p)) {
             clean &= process.stop();
         }
         rt.block_on(sim.shutdown());
@@ -167,8 +182,47 @@ impl Fleet {
     }
 }
 
-/// A fresh Redis with no persistence on a free port, answering.
-fn start_redis(dir: &Path) -> Process {
+/// Gateway `i`'s command: listening on `addr`, calling `sim` at `rps` calls/s, in the fleet of
+/// `redis_url` if there is one; its own Redis timeout when [`GATEWAY0_REDIS_TIMEOUT_VAR`] says
+/// so (gateway 0 only).
+fn gateway_command(
+    bin: &Path,
+    i: usize,
+    addr: SocketAddr,
+    sim: &Sim,
+    rps: usize,
+    redis_url: Option<&str>,
+) -> Command {
+    let base = stack::base_config();
+    let mut command = Command::new(bin);
+    command
+        .args(["--config", "/dev/null"])
+        .env("RUST_LOG", "tim_gateway=warn")
+        .env("TIM_GATEWAY__SERVER__LISTEN", addr.to_string())
+        .env("TIM_GATEWAY__UPSTREAM__BASE_URL", sim.base_url())
+        .env("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)
+        .env("TIM_GATEWAY__AUTH__MODE", "none")
+        .env("TIM_GATEWAY__LIMITS__REQUESTS_PER_SECOND", rps.to_string())
+        .env("TIM_GATEWAY__CACHE__TTL_SECONDS", secs(base.cache.ttl))
+        .env(
+            "TIM_GATEWAY__CACHE__MAX_ENTRIES",
+            base.cache.max_entries.to_string(),
+        )
+        .env(
+            "TIM_GATEWAY__SERVER__SHUTDOWN_GRACE_MS",
+            base.server.shutdown_grace.as_millis().to_string(),
+        );
+    if let Some(url) = redis_url {
+        command.env("TIM_GATEWAY__FLEET__REDIS_URL", url);
+        if let (0, Ok(ms)) = (i, std::env::var(GATEWAY0_REDIS_TIMEOUT_VAR)) {
+            command.env("TIM_GATEWAY__FLEET__REDIS_TIMEOUT_MS", ms);
+        }
+    }
+    command
+}
+
+/// A fresh Redis with no persistence on a free port, answering, and its address.
+fn start_redis(dir: &Path) -> (Process, SocketAddr) {
     let port = free_addr().port().to_string();
     let mut command = Command::new("redis-server");
     command
@@ -182,14 +236,9 @@ fn start_redis(dir: &Path) -> Process {
     while TcpStream::connect(addr).is_err() {
         redis.check_alive(dir);
         assert!(Instant::now() < deadline, "S7: redis-server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    redis
-}
-
-fn redis_url(redis: &Process) -> String {
-    let port = redis.name.trim_start_matches("redis-");
-    format!("redis://127.0.0.1:{port}/0")
+    (redis, addr)
 }
 
 /// A loopback address with a port the OS just had free.
@@ -198,7 +247,7 @@ fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local address")
 }
 
-fn secs(d: std::time::Duration) -> String {
+fn secs(d: Duration) -> String {
     d.as_secs().to_string()
 }
 
@@ -228,18 +277,24 @@ impl Process {
     /// Waits until the gateway at `addr` reports `tim_gateway_fleet_mode{mode}` = 1.
     fn wait_for_mode(&mut self, addr: SocketAddr, mode: &str, dir: &Path) {
         let sample = format!("tim_gateway_fleet_mode{{mode=\"{mode}\"}}");
+        self.wait_for(addr, &sample, 1.0, dir);
+    }
+
+    /// Waits until the gateway at `addr` reports `sample` = `value`.
+    fn wait_for(&mut self, addr: SocketAddr, sample: &str, value: f64, dir: &Path) {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             self.check_alive(dir);
-            if TcpStream::connect(addr).is_ok() && stack::metrics(addr).get(&sample) == Some(&1.0) {
+            if TcpStream::connect(addr).is_ok() && stack::metrics(addr).get(sample) == Some(&value)
+            {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "S7: {} did not report {mode} mode within {READY_WITHIN:?}",
+                "S7: {} did not report {sample} = {value} within {READY_WITHIN:?}",
                 self.name
             );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -255,7 +310,7 @@ impl Process {
                     eprintln!("S7: {} exited with {status}", self.name);
                     return false;
                 }
-                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                _ => std::thread::sleep(Duration::from_millis(20)),
             }
         }
         eprintln!(
