@@ -117,7 +117,7 @@ impl Batcher {
     ) -> (Batcher, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let caller_deadline = config.caller_deadline();
-        let breaker = path.breaker.clone();
+        let breaker = path.breaker().clone();
         let worker = BatchWorker::new(config, rx, path, cache, tier, metrics);
         (
             Batcher {

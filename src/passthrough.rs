@@ -101,9 +101,7 @@ impl PassThrough {
             return Some(built);
         }
         drop(paths);
-        let mut shared = self.other();
-        shared.api = Api::forwarded(path, OTHER_LABEL);
-        Some(shared)
+        Some(self.other().to(Api::forwarded(path, OTHER_LABEL)))
     }
 
     /// Forwards `body` through `path`, waiting at most `limits.max_queue_wait` for a permit.
@@ -121,7 +119,7 @@ impl PassThrough {
         }
         match self.0.paths.lock().get(label) {
             Some(path) => {
-                path.limiter.slow_down();
+                path.limiter().slow_down();
                 true
             }
             None => false,

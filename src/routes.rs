@@ -271,7 +271,7 @@ where
     let known = state.passthrough.known(path);
     let api = known.as_ref().map_or_else(
         || Api::forwarded(path, OTHER_LABEL),
-        |route| route.api.clone(),
+        |route| route.api().clone(),
     );
     let body = match authenticated_body(state, parts, body).await {
         Ok(body) => body,
@@ -289,7 +289,7 @@ where
         let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
         (status, answer.body)
     });
-    (route.api, result)
+    (route.api().clone(), result)
 }
 
 /// The caller's credentials checked, then the body read within its size and time limits.

@@ -163,7 +163,7 @@ impl ProfileService {
 
     /// The breakers of every upstream API, for readiness reports.
     pub fn breakers(&self) -> [&crate::breaker::Breaker; 2] {
-        [self.0.batcher.breaker(), &self.0.set_path.breaker]
+        [self.0.batcher.breaker(), self.0.set_path.breaker()]
     }
 
     /// How much the caches hold, for the scrape-time gauges.

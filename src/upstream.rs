@@ -28,6 +28,7 @@ use crate::usersig;
 
 mod path;
 
+pub(crate) use path::{Attempts, RetryTurn};
 pub use path::{Forwarded, PathFactory, PathMetrics, UpstreamPath};
 
 /// Sends one Tencent API call.

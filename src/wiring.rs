@@ -174,8 +174,8 @@ pub(crate) fn build_handlers(
     let get_path = paths.build(&Api::PORTRAIT_GET, limits.requests_per_second);
     let set_path = paths.build(&Api::PORTRAIT_SET, limits.set_requests_per_second);
     let listed = vec![
-        (apis::PORTRAIT_GET.label, get_path.limiter.clone()),
-        (apis::PORTRAIT_SET.label, set_path.limiter.clone()),
+        (apis::PORTRAIT_GET.label, get_path.limiter().clone()),
+        (apis::PORTRAIT_SET.label, set_path.limiter().clone()),
     ];
     // The fleet is the tier: the service and the batch worker holding it keep it alive.
     let tier = fleet

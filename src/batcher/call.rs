@@ -1,19 +1,20 @@
 //! One upstream `portrait_get` call of a batch, with its retries: what runs on the call task,
-//! off the worker. A retryable failure is sent again after a backoff, through the limiter,
-//! while the retry budget and the callers' deadline allow (retry.rs); Tencent's 60007 also
-//! lowers this gateway's pace (ratelimit/pace.rs).
+//! off the worker. The path's one attempt loop (upstream/path.rs) sends it; what is particular
+//! to a batch is here: a retryable failure may be sent again whatever it was, the answer is
+//! split per account, and a retry's permit comes straight from the limiter.
 
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::batch::split_answer;
 use super::AccountFetch;
 use crate::apis::Api;
-use crate::error::{codes, Error, Fault};
+use crate::error::Error;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::CallPermit;
-use crate::upstream::UpstreamPath;
+use crate::upstream::{Attempts, RetryTurn, UpstreamPath};
 use crate::wire::{Account, Tag};
-use bytes::Bytes;
 
 /// One batch's call, ready to run on its own task.
 pub(super) struct BatchCall {
@@ -30,52 +31,27 @@ pub(super) struct BatchCall {
 
 impl BatchCall {
     /// Sends the call with `permit`, retrying as policy allows; the last attempt's outcome.
-    pub async fn run(self, mut permit: CallPermit) -> Result<Vec<AccountFetch>, Error> {
-        self.path.retries.record_call(Instant::now());
-        let mut attempt = 0;
-        loop {
-            let started = Instant::now();
-            let result = match self
+    pub async fn run(self, permit: CallPermit) -> Result<Vec<AccountFetch>, Error> {
+        let plan = Attempts {
+            deadline: self.deadline,
+            attempt_takes: self.attempt_timeout,
+            may_retry: |_| true,
+            retry_turn: RetryTurn::Direct,
+            metrics: &self.metrics,
+        };
+        let send = || async {
+            let answer = self
                 .path
-                .client
                 .call(&Api::PORTRAIT_GET, self.body.clone())
-                .await
-            {
-                Ok(answer) => split_answer(&answer, &self.accounts, &self.tags),
-                Err(e) => Err(e),
-            };
-            // The call has ended: its window slot is released one window from now.
-            drop(permit);
-            let outcome = Outcome::of(result.as_ref().map(|_| ()));
-            let code = result.as_ref().map_or_else(Error::code, |_| 0);
-            let seconds = started.elapsed().as_secs_f64();
-            self.metrics
-                .record_upstream(&Api::PORTRAIT_GET, outcome, code, seconds);
-            let Err(error) = &result else {
-                return result;
-            };
-            if error.code() == codes::FREQUENCY_LIMIT && error.fault() == Fault::Upstream {
-                self.path.limiter.slow_down();
-            }
-            attempt += 1;
-            let now = Instant::now();
-            let retries = &self.path.retries;
-            let Some(backoff) =
-                retries.next(error, attempt, now, self.attempt_timeout, self.deadline)
-            else {
-                return result;
-            };
-            self.path.retried.inc();
-            tokio::time::sleep(backoff).await;
-            let latest_send = self
-                .deadline
-                .checked_sub(self.attempt_timeout)
-                .unwrap_or(now);
-            let wait = latest_send.saturating_duration_since(Instant::now());
-            permit = match tokio::time::timeout(wait, self.path.limiter.until_ready()).await {
-                Ok(permit) => permit,
-                Err(_) => return result,
-            };
-        }
+                .await?;
+            split_answer(&answer, &self.accounts, &self.tags)
+        };
+        self.path.attempts(permit, &plan, send, judge).await
     }
+}
+
+/// A batch's outcome and code: the call's, or the whole answer's when Tencent failed it.
+fn judge(result: &Result<Vec<AccountFetch>, Error>) -> (Outcome, i64) {
+    let outcome = Outcome::of(result.as_ref().map(|_| ()));
+    (outcome, result.as_ref().map_or_else(Error::code, |_| 0))
 }

@@ -155,9 +155,9 @@ impl BatchWorker {
             let now = Instant::now();
             let waiting_for_window = ready_at.filter(|at| *at > now && self.acquiring.is_none());
             if ready_at.is_some_and(|at| at <= now) && self.acquiring.is_none() {
-                match self.path.breaker.admit(now) {
+                match self.path.breaker().admit(now) {
                     Admission::Send { probe } => {
-                        let limiter = self.path.limiter.clone();
+                        let limiter = self.path.limiter().clone();
                         let permit = Box::pin(async move { limiter.until_ready().await });
                         self.acquiring = Some((permit, probe));
                     }
@@ -190,7 +190,7 @@ impl BatchWorker {
             if self.queue.is_empty() {
                 // Nothing left to send (expired): an acquisition in progress is given up.
                 if let Some((_, true)) = self.acquiring.take() {
-                    self.path.breaker.abandon_probe(Instant::now());
+                    self.path.breaker().abandon_probe(Instant::now());
                 }
             }
             self.metrics
@@ -227,14 +227,14 @@ impl BatchWorker {
         };
         let batch = self.batches.remove(&id).expect("queued batch exists");
         self.release(&batch);
-        self.fail_waiters(&batch, &self.path.breaker.refusal());
+        self.fail_waiters(&batch, &self.path.breaker().refusal());
     }
 
     /// Sends the front batch; the limiter has just granted a permit.
     fn dispatch_front(&mut self, ready_at: Instant, permit: CallPermit, probe: bool) {
         let Some(id) = self.queue.pop_front() else {
             if probe {
-                self.path.breaker.abandon_probe(Instant::now());
+                self.path.breaker().abandon_probe(Instant::now());
             }
             return;
         };

@@ -2,14 +2,16 @@
 //! limiter (local or fleet), the breaker and the retry policy — and [`UpstreamPath::forward`],
 //! the send used by every API that is not cached (`portrait_set`, pass-through): one call
 //! under a permit, sent again only when the connection provably never reached the upstream
-//! (such calls are not idempotent to retry blindly). `portrait_get` batches use the same path
-//! with their own retry loop (batcher/call.rs).
+//! (such calls are not idempotent to retry blindly). Every call of every API, `portrait_get`
+//! batches included (batcher/call.rs), runs one attempt loop: [`UpstreamPath::attempts`].
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts};
 
 use crate::apis::Api;
@@ -17,7 +19,7 @@ use crate::breaker::{Admission, Breaker, BreakerMetrics};
 use crate::config::Config;
 use crate::error::{codes, Error};
 use crate::metrics::{Metrics, Outcome};
-use crate::ratelimit::{BudgetSource, LimiterGauges, UpstreamLimiter};
+use crate::ratelimit::{BudgetSource, CallPermit, LimiterGauges, UpstreamLimiter};
 use crate::retry::Retries;
 use crate::upstream::UpstreamApi;
 use crate::wire;
@@ -26,18 +28,16 @@ use crate::wire;
 /// policy; cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamPath {
-    /// The upstream client.
-    pub client: Arc<dyn UpstreamApi>,
+    client: Arc<dyn UpstreamApi>,
     /// The API this path calls.
-    pub api: Api,
+    api: Api,
     /// Its budget (local or fleet).
-    pub limiter: UpstreamLimiter,
-    /// Its breaker.
-    pub breaker: Breaker,
+    limiter: UpstreamLimiter,
+    breaker: Breaker,
     /// Retry policy and budget.
-    pub retries: Retries,
+    retries: Retries,
     /// `upstream_retries_total{api=...}`.
-    pub retried: IntCounter,
+    retried: IntCounter,
 }
 
 /// The families every API's path reports into, registered once per gateway.
@@ -100,6 +100,36 @@ impl UpstreamPath {
     }
 }
 
+impl UpstreamPath {
+    /// This path's budget (local or fleet).
+    pub fn limiter(&self) -> &UpstreamLimiter {
+        &self.limiter
+    }
+
+    /// This path's breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The API this path calls.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// This path, sending to `api` instead (the one shared path of the APIs that have no
+    /// limit of their own sends each call to its caller's URL path).
+    pub fn to(mut self, api: Api) -> UpstreamPath {
+        self.api = api;
+        self
+    }
+
+    /// One attempt of a cached API's call (`api`'s answer body), outside any loop: for the
+    /// `send` of [`UpstreamPath::attempts`].
+    pub(crate) fn call(&self, api: &Api, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
+        self.client.call(api, body)
+    }
+}
+
 /// An answer forwarded as is: the upstream's HTTP status and body.
 pub struct Forwarded {
     /// The HTTP status.
@@ -144,36 +174,120 @@ impl UpstreamPath {
         metrics: &Metrics,
     ) -> Result<Forwarded, Error> {
         let deadline = Instant::now() + max_wait;
+        let (permit, waited) = self.limiter.acquire(deadline, max_wait).await?;
+        metrics.ratelimit_wait.observe(waited.as_secs_f64());
+        let plan = Attempts {
+            deadline,
+            attempt_takes: Duration::ZERO,
+            // Not idempotent: sent again only when it provably never reached the upstream.
+            may_retry: |error| matches!(error, Error::UpstreamRefused(_)),
+            retry_turn: RetryTurn::Queued { max_wait },
+            metrics,
+        };
+        let send = || self.client.forward(&self.api, body.clone());
+        let (status, body) = self.attempts(permit, &plan, send, forward_outcome).await?;
+        Ok(Forwarded { status, body })
+    }
+
+    /// The attempt loop every call of this path runs (a `portrait_get` batch, a
+    /// `portrait_set`, a pass-through): `send` under `permit`; the attempt recorded as `judge`
+    /// says; a whole-call 60007 lowers the pace; a failure `plan` may retry is sent again after
+    /// the retry policy's backoff, under a new permit, while the policy, its budget and the
+    /// deadline allow. The last attempt's result.
+    pub(crate) async fn attempts<T, F, Fut>(
+        &self,
+        mut permit: CallPermit,
+        plan: &Attempts<'_>,
+        mut send: F,
+        judge: fn(&Result<T, Error>) -> (Outcome, i64),
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
         self.retries.record_call(Instant::now());
         let mut attempt = 0;
         loop {
-            let (permit, waited) = self.limiter.acquire(deadline, max_wait).await?;
-            metrics.ratelimit_wait.observe(waited.as_secs_f64());
             let started = Instant::now();
-            let result = self.client.forward(&self.api, body.clone()).await;
+            let result = send().await;
+            // The call has ended: its window slot is released one window from now.
             drop(permit);
-            let (outcome, code) = forward_outcome(&result);
-            metrics.record_upstream(&self.api, outcome, code, started.elapsed().as_secs_f64());
+            let (outcome, code) = judge(&result);
+            let seconds = started.elapsed().as_secs_f64();
+            plan.metrics
+                .record_upstream(&self.api, outcome, code, seconds);
             if code == codes::FREQUENCY_LIMIT && outcome == Outcome::UpstreamError {
                 self.limiter.slow_down();
             }
-            let error = match result {
-                Ok((status, body)) => return Ok(Forwarded { status, body }),
-                Err(error @ Error::UpstreamRefused(_)) => error,
-                Err(error) => return Err(error),
+            let Err(error) = &result else {
+                return result;
             };
+            if !(plan.may_retry)(error) {
+                return result;
+            }
             attempt += 1;
-            let call_takes = Duration::ZERO;
+            let now = Instant::now();
             let Some(backoff) =
                 self.retries
-                    .next(&error, attempt, Instant::now(), call_takes, deadline)
+                    .next(error, attempt, now, plan.attempt_takes, plan.deadline)
             else {
-                return Err(error);
+                return result;
             };
             self.retried.inc();
             tokio::time::sleep(backoff).await;
+            permit = match self.retry_permit(plan).await {
+                Some(permit) => permit,
+                None => return result,
+            };
         }
     }
+
+    /// A retry's permit, if one comes in time for the attempt to end by the deadline.
+    async fn retry_permit(&self, plan: &Attempts<'_>) -> Option<CallPermit> {
+        let latest_send = plan
+            .deadline
+            .checked_sub(plan.attempt_takes)
+            .unwrap_or_else(Instant::now);
+        match plan.retry_turn {
+            RetryTurn::Queued { max_wait } => {
+                let (permit, waited) = self.limiter.acquire(latest_send, max_wait).await.ok()?;
+                plan.metrics.ratelimit_wait.observe(waited.as_secs_f64());
+                Some(permit)
+            }
+            RetryTurn::Direct => {
+                let wait = latest_send.saturating_duration_since(Instant::now());
+                tokio::time::timeout(wait, self.limiter.until_ready())
+                    .await
+                    .ok()
+            }
+        }
+    }
+}
+
+/// How the attempts of one call are bounded and retried (see [`UpstreamPath::attempts`]).
+pub(crate) struct Attempts<'a> {
+    /// The callers stop waiting then: no retry starts that could not end before.
+    pub deadline: Instant,
+    /// How long one attempt may take (`upstream.timeout_ms`; zero where not known).
+    pub attempt_takes: Duration,
+    /// Which failures may be sent again at all, before the retry policy's own rules.
+    pub may_retry: fn(&Error) -> bool,
+    /// Where a retry's permit comes from.
+    pub retry_turn: RetryTurn,
+    /// Where attempts are recorded.
+    pub metrics: &'a Metrics,
+}
+
+/// Where a retry's permit comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum RetryTurn {
+    /// The API's first-come-first-served queue, shared with its other callers.
+    Queued {
+        /// Named in the error of a wait that ran out.
+        max_wait: Duration,
+    },
+    /// Straight from the limiter: the batch worker is the only other consumer.
+    Direct,
 }
 
 /// The metrics outcome and code of a forwarded call: Tencent's own envelope decides, not just

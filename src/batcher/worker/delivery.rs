@@ -38,7 +38,7 @@ impl BatchWorker {
         self.release(&batch);
         let outcome = result.as_ref().map(|_| ());
         self.path
-            .breaker
+            .breaker()
             .record(outcome, batch.probe, Instant::now());
         match result {
             Ok(fetches) => self.deliver(&batch, &fetches),
