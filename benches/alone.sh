@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Single-system A/B (not in CI): server CPU per first-seen request of one or more gateway
 # binaries, each alone, interleaved, so that a change of a few per cent shows through this
-# machine's drift. BENCHMARKS.md's "what each change bought" tables come from it.
+# machine's drift. The "what each change bought" tables of docs/benchmarks-history.md come from it.
 #
 #   BENCH_HARNESS=DIR benches/alone.sh ACCOUNTSxTAGS[:BODIES] ROUNDS SECONDS BINARY...
 #   BENCH_HARNESS=/path/to/bench benches/alone.sh 20x4 5 3 /tmp/before /tmp/after

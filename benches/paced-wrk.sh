@@ -3,13 +3,13 @@
 # latency at an offered load below every system's capacity, instead of compare.sh's closed loop
 # where each connection sends its next request the moment the last answer arrives. In that
 # closed loop the server is saturated, p99 is queueing behind the other connections, and in
-# State L's runs it moved with throughput (BENCHMARKS.md). Here every connection waits PACE_MS
+# State L's runs it moved with throughput (docs/benchmarks-history.md). Here every connection waits PACE_MS
 # milliseconds (default 2) after each answer before its next request, so 64 connections offer
 # about 64 / (PACE_MS + latency) requests per millisecond to whichever system is measured, and
 # p99 is what a caller sees from a server that is not the bottleneck. wrk starts each request's
 # clock when it writes it, so the wait is not counted in the latency. wrk's timers tick in whole
 # milliseconds, so requests leave in bursts at each tick and the rate still moves a little with
-# the server's latency: compare the req/s column too (BENCHMARKS.md, State M: 0.975-1.061x).
+# the server's latency: compare the req/s column too (docs/benchmarks-history.md, State M: 0.975-1.061x).
 #
 #   WRK_BIN=$PWD/benches/paced-wrk.sh PACE_MS=2 ../shared/bench/compare.sh ...
 #

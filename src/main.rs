@@ -20,7 +20,7 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees a few short-lived buffers
 /// (its body, the answer, the decoded lists); glibc spent ~6 % of the hit path's CPU on them
-/// (BENCHMARKS.md, state I).
+/// (docs/benchmarks-history.md, State I).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

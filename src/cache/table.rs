@@ -6,7 +6,7 @@
 //! no reference count: a request pins the map once ([`AccountTable::reader`]) and every account
 //! it reads is borrowed until it is done; a replaced list is freed once no reader can see it.
 //! (A read-write lock per bucket cost two atomic read-modify-writes per account read, half of
-//! the hit path's own time on a 100-account body: BENCHMARKS.md, state I.)
+//! the hit path's own time on a 100-account body: docs/benchmarks-history.md, State I.)
 //!
 //! moka holds one entry per *bucket* (key: its index, value and weight: the slots it holds) and
 //! does what it is for: admission (TinyLFU), eviction against `cache.max_entries`, and the

@@ -2,9 +2,10 @@
 //!
 //! A connection's task is woken for every request it serves; the futures that watch for
 //! shutdown, drain, shedding and the connection's deadline fire a few times in its life. Polled
-//! together in one `select!`, each of them was polled again on every request's wake-up (gating
-//! them took a 20x4 hit from 9.65 to 9.31 us of CPU: BENCHMARKS.md, state K). Behind a gate
-//! they are polled when one of them woke the task, and once at the start.
+//! together in one `select!`, each of them was polled again on every request's wake-up
+//! (gating them took a 20x4 hit from 9.65 to 9.31 us of CPU: docs/benchmarks-history.md,
+//! State K). Behind a gate they are polled when one of them woke the task, and once at the
+//! start.
 
 use std::future::Future;
 use std::pin::Pin;
