@@ -55,7 +55,7 @@ impl Redis {
             .stderr(Stdio::null());
         let child = command
             .spawn()
-            .expect("redis-server (Debian package redis-server)");
+            .expect("redis-server (Debian package redis-server; tests/run.sh installs it)");
         let redis = Redis {
             child: Some(child),
             port,

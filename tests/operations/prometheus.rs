@@ -33,7 +33,7 @@ impl Prometheus {
         {
             panic!(
                 "the `prometheus` binary is not on PATH: install the Debian package `prometheus` \
-                 (.ci/run installs it when missing)"
+                 (tests/run.sh installs it when missing)"
             );
         }
         let dir = std::env::temp_dir().join(format!(

@@ -54,7 +54,7 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start redis-server ({e}): the fleet tests need Debian's redis-server \
-                     package (`apt-get install -y redis-server`; .ci/run installs it)"
+                     package (`apt-get install -y redis-server`; tests/run.sh installs it)"
                 )
             });
         self.child = Some(child);
