@@ -1,4 +1,7 @@
-//! Prometheus metrics: every family the gateway exposes, on one owned registry.
+//! Prometheus metrics: the gateway's one owned registry, the request and upstream series, and
+//! the exposition. Components register their own families on it ([`Metrics::register`]) and
+//! keep the handles (the batcher's in batcher/metrics.rs, the fleet's in fleet/metrics.rs, the
+//! breaker's and limiters' next to them); the families still here are the request path's.
 //!
 //! `run` builds one [`Metrics`] and hands clones to each module; nothing uses the default
 //! registry or statics, so two gateways in one test process never share counters. Label values
@@ -143,17 +146,9 @@ pub struct Families {
     pub cache_rendered_bytes: IntGauge,
     /// Accounts dropped from the cache by `portrait_set`.
     pub cache_invalidations: IntCounter,
-    /// (account, tag) pairs that joined a fetch already in flight.
-    pub coalesced_keys: IntCounter,
-    /// Accounts per upstream `portrait_get` call.
-    pub batch_accounts: Histogram,
     upstream_requests: SeriesTable,
     /// Time a batch or a `portrait_set` waited for upstream capacity.
     pub ratelimit_wait: Histogram,
-    /// Batches waiting for an upstream permit.
-    pub queue_batches: IntGauge,
-    /// Merged calls re-sent per caller because a caller's input failed them.
-    pub isolation_resends: IntCounter,
     /// Errors answered, by code; auth failures.
     pub errors: ErrorMetrics,
     /// Upstream calls by code class.
@@ -217,9 +212,6 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let batch_buckets = vec![
-            1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 100.0,
-        ];
         let families = Families {
             cache_hits: cache_lookups.with_label_values(&["hit"]),
             cache_misses: cache_lookups.with_label_values(&["miss"]),
@@ -240,25 +232,9 @@ impl Metrics {
                 "cache_invalidations_total",
                 "Accounts dropped from the cache",
             ),
-            coalesced_keys: reg.counter(
-                "coalesced_keys_total",
-                "(account, tag) pairs that joined a fetch another caller was already waiting on",
-            ),
-            batch_accounts: reg.histogram(
-                HistogramOpts::new("batch_accounts", "Accounts per upstream portrait_get call")
-                    .buckets(batch_buckets),
-            ),
             ratelimit_wait: reg.histogram(
                 HistogramOpts::new("ratelimit_wait_seconds", "Wait for upstream capacity")
                     .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
-            ),
-            queue_batches: reg.gauge(
-                "queue_batches",
-                "Upstream portrait_get batches waiting for a permit",
-            ),
-            isolation_resends: reg.counter(
-                "isolation_resends_total",
-                "Merged upstream calls re-sent per caller after a caller-attributable failure",
             ),
             errors: ErrorMetrics::register(&reg),
             upstream_results: UpstreamResults::register(&reg),

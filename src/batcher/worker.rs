@@ -21,6 +21,7 @@ use tracing::{debug, Instrument};
 
 use super::batch::{Batch, BatchId, Subscriber, WaiterId};
 use super::call::BatchCall;
+use super::metrics::BatcherMetrics;
 use super::{AccountFetch, BatchConfig, FetchMessage, CALLER_SLACK};
 use crate::breaker::Admission;
 use crate::cache::{CacheTier, ProfileCache};
@@ -51,6 +52,8 @@ pub struct BatchWorker {
     /// The fleet's shared tier, written (version-checked) with what each call brings back.
     tier: CacheTier,
     metrics: Metrics,
+    /// The batcher's own families.
+    own: BatcherMetrics,
     /// Batches waiting to be sent, oldest first; only the back one may still be filling.
     queue: VecDeque<BatchId>,
     /// Queued and dispatched batches.
@@ -133,6 +136,7 @@ impl BatchWorker {
             acquiring: None,
             cache,
             tier,
+            own: BatcherMetrics::register(&metrics),
             metrics,
             queue: VecDeque::new(),
             batches: HashMap::new(),
@@ -193,7 +197,7 @@ impl BatchWorker {
                     self.path.breaker().abandon_probe(Instant::now());
                 }
             }
-            self.metrics
+            self.own
                 .queue_batches
                 .set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
         }
@@ -254,9 +258,7 @@ impl BatchWorker {
         self.metrics
             .ratelimit_wait
             .observe(now.saturating_duration_since(ready_at).as_secs_f64());
-        self.metrics
-            .batch_accounts
-            .observe(batch.accounts.len() as f64);
+        self.own.batch_accounts.observe(batch.accounts.len() as f64);
         let body = batch.encode_request();
         let (accounts, tags) = (batch.accounts.clone(), batch.tags.clone());
         let span = tracing::debug_span!(

@@ -19,7 +19,6 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
     m.cache_evictions
         .record(moka::notification::RemovalCause::Size, 1);
     m.cache_hits.inc();
-    m.batch_accounts.observe(100.0);
     m.ratelimit_wait.observe(0.0);
     let text = String::from_utf8(m.encode()).expect("utf-8");
     for name in [
@@ -31,8 +30,6 @@ fn exposes_the_catalogue_with_prefix_and_no_ms_units() {
         "tim_gateway_answer_cache_bytes",
         "tim_gateway_cache_rendered_bytes",
         "tim_gateway_cache_invalidations_total",
-        "tim_gateway_coalesced_keys_total",
-        "tim_gateway_batch_accounts_bucket{le=\"100\"} 1",
         "tim_gateway_upstream_requests_total{api=\"portrait_get\",outcome=\"ok\"} 1",
         "tim_gateway_upstream_request_duration_seconds_bucket",
         "tim_gateway_ratelimit_wait_seconds_bucket",

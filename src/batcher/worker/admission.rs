@@ -52,7 +52,7 @@ impl BatchWorker {
                 }
             }
         }
-        self.metrics.coalesced_keys.inc_by(joined);
+        self.own.coalesced_keys.inc_by(joined);
         debug!(parent: &span, accounts = misses.len(), joined, "misses admitted");
     }
 

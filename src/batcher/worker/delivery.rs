@@ -168,7 +168,7 @@ impl BatchWorker {
     /// Re-sends each caller's share of a failed merged call on its own, ahead of the queue and
     /// keeping the original age, so the error reaches only the caller whose input caused it.
     fn isolate(&mut self, batch: &Batch) {
-        self.metrics.isolation_resends.inc();
+        self.own.isolation_resends.inc();
         let waiters: Vec<WaiterId> = batch
             .waiters()
             .into_iter()
