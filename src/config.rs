@@ -7,7 +7,6 @@
 //! unknown keys (a typo in a sidecar config must not fail silently), and [`Config::from_raw`]
 //! validates it and builds `Duration`s, `SocketAddr`, `Url` and `NonZeroU32`s.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -23,15 +22,6 @@ use crate::wire::MAX_ACCOUNTS_PER_REQUEST;
 #[cfg(test)]
 mod tests;
 
-/// Prefix of every env override; the rest is `<SECTION>__<KEY>`.
-pub const ENV_PREFIX: &str = "TIM_GATEWAY__";
-/// The env var that normally carries `upstream.secret_key` (from a k8s Secret).
-pub const ENV_SECRET_KEY: &str = "TIM_GATEWAY__UPSTREAM__SECRET_KEY";
-/// Upper bound for both upstream rate budgets, far above any Tencent quota.
-const MAX_REQUESTS_PER_SECOND: u32 = 100_000;
-/// Smallest allowed `server.max_body_bytes` and `upstream.max_response_bytes`; a real
-/// `portrait_get` body is bigger.
-const MIN_BODY_BYTES: usize = 1024;
 /// Smallest allowed `upstream.usersig_ttl_seconds`, so renewal cannot spin.
 const MIN_USERSIG_TTL_SECONDS: u64 = 300;
 
@@ -283,18 +273,6 @@ pub enum ConfigError {
     },
 }
 
-/// Where env overrides come from: the process ([`ProcessEnv`]) or, in tests, a `HashMap`.
-pub trait EnvSource {
-    /// The value of one variable, if set and valid unicode.
-    fn var(&self, name: &str) -> Option<String>;
-    /// All variables that are valid unicode.
-    fn vars(&self) -> Vec<(String, String)>;
-}
-
-/// The real process environment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessEnv;
-
 /// `[section]` structs mirroring the file; fields are documented in `config/tim-gateway.toml`.
 macro_rules! raw_section {
     ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty = $default:expr,)* }) => {
@@ -400,10 +378,15 @@ raw_section!(
 
 // Sections in their own files (they use `raw_section!`, so they come after it).
 mod apis;
+mod checks;
+mod env;
 mod fleet;
 
 pub use apis::{CallbackConfig, PassThroughConfig, RawCallback, RawPassThrough};
+pub use env::{EnvSource, ProcessEnv, ENV_PREFIX, ENV_SECRET_KEY};
 pub use fleet::{AfterLease, FleetConfig, RawFleet, RedisShape, RedisUrl};
+
+use checks::{at_least, between, invalid, millis, rate, MIN_BODY_BYTES};
 
 // === impl Config ===
 
@@ -467,28 +450,8 @@ impl Config {
             message: one_line(&e),
         };
         // The file alone first, so its errors carry its own line numbers.
-        let mut raw: RawConfig = toml::from_str(text).map_err(parse_error)?;
-        let mut vars: Vec<_> = env
-            .vars()
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
-        vars.sort_by_key(|(name, _)| name.to_ascii_uppercase());
-        if let Some(pair) = vars
-            .windows(2)
-            .find(|w| w[0].0.eq_ignore_ascii_case(&w[1].0))
-        {
-            return Err(env_error(
-                &pair[1].0,
-                format!("conflicts with {}", pair[0].0),
-            ));
-        }
-        if !vars.is_empty() {
-            let mut table: toml::Table = text.parse().map_err(parse_error)?;
-            for (var, value) in vars {
-                raw = apply_env(&mut table, &var, &value)?;
-            }
-        }
+        let raw: RawConfig = toml::from_str(text).map_err(parse_error)?;
+        let raw = env::overrides(raw, text, env, parse_error)?;
         Config::from_raw(raw)
     }
 }
@@ -695,51 +658,6 @@ fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
     Err(bad(problem.to_owned()))
 }
 
-/// A timeout of at least 1 ms.
-fn millis(key: &'static str, value: u64) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_millis(at_least(key, value, 1)?))
-}
-
-fn rate(key: &'static str, value: u32) -> Result<NonZeroU32, ConfigError> {
-    let value = between(key, value, 1, MAX_REQUESTS_PER_SECOND)?;
-    Ok(NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN))
-}
-
-fn at_least<T: PartialOrd + fmt::Display>(
-    key: &'static str,
-    value: T,
-    min: T,
-) -> Result<T, ConfigError> {
-    match value >= min {
-        true => Ok(value),
-        false => Err(invalid(key, &value, format!("must be at least {min}"))),
-    }
-}
-
-fn between<T: PartialOrd + fmt::Display>(
-    key: &'static str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError> {
-    match min <= value && value <= max {
-        true => Ok(value),
-        false => Err(invalid(
-            key,
-            &value,
-            format!("must be between {min} and {max}"),
-        )),
-    }
-}
-
-fn invalid(key: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// Collapses toml's multi-line error (header, source excerpt with `^^^`, message, `in key`) to
 /// one line, dropping the excerpt lines so that a secret on the offending line is never echoed.
 fn one_line(err: &dyn fmt::Display) -> String {
@@ -755,113 +673,6 @@ fn one_line(err: &dyn fmt::Display) -> String {
         .filter(|l| !l.is_empty() && !is_excerpt(l))
         .collect();
     parts.join(": ")
-}
-
-// === env overrides ===
-
-/// Sets `var` (`TIM_GATEWAY__<SECTION>__<KEY>`, naming an existing key) in the file's `table`,
-/// typed like that key's built-in default, and re-reads the table so that a bad value is blamed
-/// on its own variable.
-fn apply_env(table: &mut toml::Table, var: &str, text: &str) -> Result<RawConfig, ConfigError> {
-    let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialize to TOML");
-    let name = var[ENV_PREFIX.len()..].to_lowercase();
-    let Some((section, key)) = name.split_once("__").filter(|(_, k)| !k.contains("__")) else {
-        return Err(env_error(
-            var,
-            "must look like TIM_GATEWAY__<SECTION>__<KEY>",
-        ));
-    };
-    let Some(keys) = defaults.get(section).and_then(toml::Value::as_table) else {
-        return Err(env_error(
-            var,
-            format!("unknown section `{section}` (known: {})", names(&defaults)),
-        ));
-    };
-    let Some(default) = keys.get(key) else {
-        return Err(env_error(
-            var,
-            format!("unknown key `{section}.{key}` (known: {})", names(keys)),
-        ));
-    };
-    let value = typed_value(default, text).map_err(|reason| env_error(var, reason))?;
-    let section = table
-        .entry(section)
-        .or_insert_with(|| toml::Table::new().into());
-    if let Some(section) = section.as_table_mut() {
-        section.insert(key.to_owned(), value);
-    }
-    toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e| env_error(var, one_line(&e)))
-}
-
-/// Types an env string like the key's default: integers and booleans are parsed, arrays are
-/// comma-separated strings (empty = empty list), strings are taken as is.
-fn typed_value(default: &toml::Value, text: &str) -> Result<toml::Value, String> {
-    use toml::Value;
-    let list = |text: &str| {
-        text.split(',')
-            .map(|s| Value::String(s.trim().to_owned()))
-            .collect()
-    };
-    match default {
-        Value::String(_) => Ok(Value::String(text.to_owned())),
-        Value::Integer(_) => text
-            .trim()
-            .parse()
-            .map(Value::Integer)
-            .map_err(|e| format!("expected an integer, got {text:?} ({e})")),
-        Value::Boolean(_) => text
-            .trim()
-            .parse()
-            .map(Value::Boolean)
-            .map_err(|_| format!("expected true or false, got {text:?}")),
-        Value::Array(_) if text.trim().is_empty() => Ok(Value::Array(Vec::new())),
-        Value::Array(_) => Ok(Value::Array(list(text))),
-        other => Err(format!(
-            "{} settings cannot be set from the environment",
-            other.type_str()
-        )),
-    }
-}
-
-fn names(table: &toml::Table) -> String {
-    table
-        .keys()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn env_error(var: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Env {
-        var: var.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-// === impl EnvSource ===
-
-impl EnvSource for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-
-    fn vars(&self) -> Vec<(String, String)> {
-        std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect()
-    }
-}
-
-impl EnvSource for HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-
-    fn vars(&self) -> Vec<(String, String)> {
-        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
 // === impl SecretKey ===

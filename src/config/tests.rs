@@ -1,3 +1,7 @@
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
 use super::*;
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tim-gateway.toml");
