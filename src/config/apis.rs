@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{between, invalid, rate, ConfigError, SecretKey};
+use super::checks::{between, invalid, rate};
+use super::{ConfigError, SecretKey};
 
 /// `[passthrough]` settings.
 #[derive(Clone, Debug, PartialEq, Eq)]

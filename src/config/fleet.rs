@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{between, invalid, ConfigError};
+use super::checks::{between, invalid};
+use super::ConfigError;
 
 /// `[fleet]` settings: every gateway with the same Redis, key prefix and sdkappid shares one
 /// upstream budget, one cache tier and one invalidation channel.
