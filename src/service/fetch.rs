@@ -10,9 +10,10 @@
 
 use std::time::Instant;
 
+use super::lookup::Lookups;
 use super::ProfileService;
 use crate::batcher::AccountFetch;
-use crate::cache::{AccountMiss, Claim, Stamp, TierAnswer};
+use crate::cache::{AccountMiss, Claim, ProfileCache, Stamp, TierAnswer};
 use crate::error::Error;
 use crate::wire::{Account, RawJson, Tag};
 
@@ -171,4 +172,23 @@ fn merge(fetched: &mut [AccountFetch], at: &[usize], more: Vec<AccountFetch>) {
             (slot, failed) => *slot = failed,
         }
     }
+}
+
+/// Each miss's account stamp now, for fetches not tied to an earlier L1 read (refreshes).
+pub(super) fn fetch_stamps_now(cache: &ProfileCache, misses: &[AccountMiss]) -> Vec<Option<Stamp>> {
+    misses
+        .iter()
+        .map(|m| Some(cache.stamp(m.account.as_str())))
+        .collect()
+}
+
+/// Each miss's account stamp (aligned with the misses), taken before L1 was read.
+pub(super) fn fetch_stamps(found: &Lookups<'_>, misses: usize) -> Vec<Option<Stamp>> {
+    let mut stamps = vec![None; misses];
+    for view in &found.views {
+        if let Some(i) = view.fetched {
+            stamps[i] = Some(view.stamp);
+        }
+    }
+    stamps
 }

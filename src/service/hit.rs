@@ -9,8 +9,8 @@
 //! (within the cache's render budget). An account asked for again in the same request is copied
 //! from the bytes of its first entry. The first pair that is not a fresh hit (a miss, a stale
 //! value, an account not cached or remembered as failed) abandons the pass; the general path
-//! (service.rs `lookup` -> `assemble`) then takes the request from the start. Nothing is counted in
-//! the metrics until the pass succeeds.
+//! (lookup.rs `lookup` -> fetch.rs -> assemble.rs `assemble`) then takes the request from the
+//! start. Nothing is counted in the metrics until the pass succeeds.
 
 use std::ops::Range;
 use std::time::Instant;

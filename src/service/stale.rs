@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{fetch_stamps_now, Lookups, ProfileService};
+use super::fetch::fetch_stamps_now;
+use super::lookup::Lookups;
+use super::ProfileService;
 use crate::batcher::AccountFetch;
 use crate::cache::AccountMiss;
 use crate::error::Error;
