@@ -24,10 +24,14 @@
 //! Pace: a 60007 (or an over-limit alert) halves this gateway's own share at once and the
 //! fleet's paced limit in Redis (scripts::PACE_DOWN); every gateway follows at its next
 //! heartbeat, and the recovery, computed from the same Redis state, is shared too.
+//!
+//! Here: the handle, the wait for a permit and the heartbeat's side; `limiter/ledger.rs` this
+//! gateway's slots and the grants from its share; `limiter/pool.rs` the holds taken from the
+//! pool.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,8 +44,12 @@ use super::membership::MembershipState;
 use super::metrics::Command;
 use super::scripts;
 use crate::apis::WINDOW;
-use crate::config::AfterLease;
 use crate::ratelimit::{SharedBudget, SharedPermit};
+
+use ledger::{Source, State};
+
+mod ledger;
+mod pool;
 
 /// How long a waiting acquisition sleeps at most before it looks at its share and mode again.
 const RECHECK: Duration = Duration::from_millis(50);
@@ -80,37 +88,6 @@ pub(super) struct Keys {
     pub(super) reserved: String,
     pub(super) pace: String,
     next: String,
-}
-
-/// The share, and every live slot of this gateway (share and pool), guarded together.
-struct State {
-    /// Calls per window this gateway may grant itself (booked for it in Redis).
-    share: u32,
-    /// When the share was last confirmed by Redis (a heartbeat's send instant).
-    confirmed_at: Option<Instant>,
-    /// The fair share and the paced limit at the last heartbeat.
-    fair: u32,
-    paced: u32,
-    /// Slots held now: in flight, or ended less than one window ago (oldest first).
-    in_flight: Vec<(u64, Source)>,
-    ended: VecDeque<(Instant, Source)>,
-    /// The earliest the next share grant may go (spacing `1 s / share`).
-    next_share_at: Instant,
-    /// A grant is being waited for (demand the share does not meet).
-    waiting: bool,
-    /// The pool's room at the last heartbeat (paced limit - every gateway's booked share).
-    pool_room: u32,
-    /// The pool said it is full until then.
-    pool_closed_until: Instant,
-    /// When a 60007 last slowed this gateway down.
-    slowed_at: Option<Instant>,
-}
-
-/// Where a grant came from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Share,
-    Pool,
 }
 
 /// The right to send one call; dropping it ends the call (see [`SharedPermit`]).
@@ -258,125 +235,8 @@ impl FleetLimiter {
         }
     }
 
-    // === the share ===
-
-    /// A permit from the share when it has room and its spacing (`1 s / share`) allows one
-    /// now, else how long until it may.
-    fn try_share(&self) -> Result<FleetPermit, Duration> {
-        let now = Instant::now();
-        let mut state = self.0.state.lock();
-        state.prune(now);
-        let share = self.spendable_share(&state, now);
-        if state.live(Source::Share) >= share as usize {
-            state.waiting = true;
-            let first_end = state
-                .ended
-                .iter()
-                .find(|(_, s)| *s == Source::Share)
-                .map(|(end, _)| end.saturating_duration_since(now));
-            return Err(first_end.unwrap_or(RECHECK));
-        }
-        if let Some(spacing) = state.next_share_at.checked_duration_since(now) {
-            if !spacing.is_zero() {
-                state.waiting = true;
-                return Err(spacing);
-            }
-        }
-        state.next_share_at = now + WINDOW / share;
-        let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
-        state.in_flight.push((id, Source::Share));
-        drop(state);
-        self.0.grants_share.inc();
-        Ok(FleetPermit {
-            limiter: self.clone(),
-            id,
-        })
-    }
-
-    /// Whether asking the pool may succeed: in fleet mode with Redis's last answer on time
-    /// (a caller pays one timeout at most, not one per step), the pool was not full at the last
-    /// try (it said until when), and the last heartbeat left it some room. At saturation every
-    /// share is fair and the pool is empty: calls then cost no Redis round trip at all.
-    fn pool_may_have_room(&self) -> bool {
-        let state = self.0.state.lock();
-        self.0.link.is_healthy() && state.pool_room > 0 && Instant::now() >= state.pool_closed_until
-    }
-
-    /// The share this gateway may spend now: Redis's, while the lease lives; after it, what
-    /// `fleet.after_lease` says.
-    fn spendable_share(&self, state: &State, now: Instant) -> u32 {
-        let membership = &self.0.membership;
-        let leased = state
-            .confirmed_at
-            .is_some_and(|at| now < at + membership.safe_lease());
-        match (leased, membership.after_lease()) {
-            (true, _) => state.share,
-            (false, AfterLease::Stop) => 0,
-            (false, AfterLease::SpendShare) if state.confirmed_at.is_some() => state.share,
-            // Never seen the fleet: the floor the operator set.
-            (false, AfterLease::SpendShare) => self.0.limit / membership.fallback_instances(),
-        }
-    }
-
-    // === the pool ===
-
-    /// One attempt at a pool hold (in fleet mode), else a wait of at most `share_wait` for the
-    /// share to have room.
-    async fn try_pool(&self, share_wait: Duration) -> Option<FleetPermit> {
-        let wait = share_wait.min(RECHECK);
-        let Some(epoch) = self.0.membership.epoch().filter(|_| self.0.link.is_up()) else {
-            self.wait_for_change(wait).await;
-            return None;
-        };
-        let id = self.0.next_hold.fetch_add(1, Ordering::Relaxed);
-        let mut invocation = scripts::ACQUIRE.prepare_invoke();
-        invocation
-            .key(&self.0.keys.holds)
-            .key(&self.0.keys.next)
-            .key(self.0.membership.epoch_key())
-            .key(&self.0.keys.reserved)
-            .key(&self.0.keys.pace)
-            .arg(self.0.limit)
-            .arg(micros(self.0.interval))
-            .arg(micros(self.0.hold_lease))
-            .arg(self.member(id))
-            .arg(&epoch)
-            .arg(micros(self.0.membership.lease()));
-        let answer: (i64, i64) = match self.0.link.run(Command::Acquire, &invocation).await {
-            Ok(answer) => answer,
-            Err(_) => return None, // counted by the link; the share is looked at again
-        };
-        let micros_to_wait = Duration::from_micros(u64::try_from(answer.1).unwrap_or(0));
-        match answer.0 {
-            1 => {
-                self.0.state.lock().in_flight.push((id, Source::Pool));
-                self.0.grants_pool.inc();
-                tokio::time::sleep(micros_to_wait).await;
-                Some(FleetPermit {
-                    limiter: self.clone(),
-                    id,
-                })
-            }
-            2 => {
-                self.0.membership.epoch_changed();
-                self.wait_for_change(wait).await;
-                None
-            }
-            _ => {
-                let closed_for = micros_to_wait + jitter();
-                self.0.state.lock().pool_closed_until = Instant::now() + closed_for;
-                self.wait_for_change(closed_for.min(wait)).await;
-                None
-            }
-        }
-    }
-
     async fn wait_for_change(&self, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.0.changed.notified()).await;
-    }
-
-    fn member(&self, id: u64) -> String {
-        format!("{}{id}", self.0.member_prefix)
     }
 
     fn end_call(&self, id: u64) {
@@ -488,19 +348,6 @@ impl SharedBudget for FleetLimiter {
     }
 }
 
-impl State {
-    fn prune(&mut self, now: Instant) {
-        while self.ended.front().is_some_and(|(end, _)| *end <= now) {
-            self.ended.pop_front();
-        }
-    }
-
-    fn live(&self, source: Source) -> usize {
-        let in_flight = self.in_flight.iter().filter(|(_, s)| *s == source).count();
-        in_flight + self.ended.iter().filter(|(_, s)| *s == source).count()
-    }
-}
-
 impl Drop for FleetPermit {
     fn drop(&mut self) {
         self.limiter.end_call(self.id);
@@ -509,9 +356,4 @@ impl Drop for FleetPermit {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Up to 2 ms, so gateways told to retry at the same instant do not arrive in lockstep.
-fn jitter() -> Duration {
-    Duration::from_micros(rand::random::<u64>() % 2_000)
 }
