@@ -14,11 +14,12 @@
 //! Called by `tim-gateway demo` and `tim-gateway sim`, by the integration tests (tests/support) and by the benches. It is
 //! the crate's one fake Tencent, in the spirit of linkerd's integration servers.
 //!
-//! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener,
-//! connections and fault injection; `sim/api.rs` the auth and answer logic; `sim/rate.rs` the
-//! per-API windows; `sim/json.rs` Tencent's JSON; `sim/profiles.rs` the generated profiles and
-//! overrides; `sim/callbacks.rs` sending callbacks; `sim/fire.rs` the sim's own callbacks;
-//! `sim/flap.rs` the soak's fault timetable.
+//! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener
+//! and connections; `sim/request.rs` each call's routing, fault and latency injection;
+//! `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API windows; `sim/json.rs`
+//! Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides; `sim/callbacks.rs`
+//! sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the soak's fault
+//! timetable.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ mod flap;
 pub(crate) mod json;
 mod profiles;
 mod rate;
+mod request;
 mod route;
 mod server;
 #[cfg(test)]

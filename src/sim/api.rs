@@ -1,6 +1,6 @@
 //! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit
 //! (`rate.rs`), the `portrait_get` / `portrait_set` answers, and the echo of every other API.
-//! Synchronous and socket-free; `server.rs` calls in, and the JSON itself is read and written by
+//! Synchronous and socket-free; `request.rs` calls in, and the JSON itself is read and written by
 //! `json.rs`.
 
 use std::borrow::Cow;

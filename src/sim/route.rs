@@ -1,6 +1,6 @@
 //! The sim's routing: which REST API a URL path names ([`Api`]), and the path of each.
 //!
-//! Read by `server.rs` for every request; the answers themselves are `api.rs`'s. The paths of
+//! Read by `request.rs` for every request; the answers themselves are `api.rs`'s. The paths of
 //! the APIs the gateway lists come from its one API table (`crate::apis`), a fact both sides
 //! share; which other paths are valid the sim decides with its own code, so the gateway's
 //! pass-through validation is still judged by an independent oracle.
