@@ -37,6 +37,7 @@ use crate::wire::{RawJson, Tag};
 
 mod batch;
 mod call;
+mod metrics;
 #[cfg(test)]
 mod tests;
 mod worker;
