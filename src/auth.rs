@@ -38,7 +38,7 @@ const FAILED_VERDICT_TTL: Duration = Duration::from_secs(5);
 
 /// Longest UserSig text (as sent, escapes included) that is decoded at all. Real ones are a
 /// few hundred bytes (an admin sig with no userbuf is ~200); anything longer answers 70003.
-pub const MAX_USERSIG_BYTES: usize = 2048;
+pub(crate) const MAX_USERSIG_BYTES: usize = 2048;
 
 /// What one cached verdict costs besides its key text: moka's entry, the `Arc`s, the claims.
 const VERDICT_OVERHEAD_BYTES: usize = 192;

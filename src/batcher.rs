@@ -42,7 +42,7 @@ mod metrics;
 mod tests;
 mod worker;
 
-pub use worker::BatchWorker;
+pub(crate) use worker::BatchWorker;
 
 /// Slack in a caller's deadline for scheduling: past the sum of its waits, the worker has a
 /// bug and the caller gets an error rather than hanging.

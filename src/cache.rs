@@ -35,11 +35,12 @@ mod account;
 mod rendered;
 mod table;
 mod tier;
-pub use account::{CachedAccount, Ticks};
+pub(crate) use account::{CachedAccount, Ticks};
 use rendered::RenderBudget;
-pub use rendered::{PairCounts, Render, TagListKey};
+pub(crate) use rendered::{PairCounts, Render, TagListKey};
 use table::AccountTable;
-pub use tier::{AccountMiss, CacheTier, Claim, SharedTier, TierAnswer, TierWrite};
+pub use tier::{AccountMiss, CacheTier};
+pub(crate) use tier::{Claim, SharedTier, TierAnswer, TierWrite};
 
 /// Cheap-to-clone handle to the gateway's caches.
 #[derive(Clone)]
@@ -89,7 +90,7 @@ pub struct Stamp {
 }
 
 /// A per-account failure remembered for `cache.failure_ttl_seconds`: Tencent's code and info.
-pub type AccountFailure = (i64, Arc<str>);
+pub(crate) type AccountFailure = (i64, Arc<str>);
 
 /// What the cache knows about one (account, tag).
 #[derive(Debug, Clone, Copy)]

@@ -34,16 +34,16 @@ mod relay;
 use relay::Relay;
 
 /// `Profile.CallbackPortraitSet`: a profile changed (client SDK or REST).
-pub const PORTRAIT_SET_COMMAND: &str = "Profile.CallbackPortraitSet";
+pub(crate) const PORTRAIT_SET_COMMAND: &str = "Profile.CallbackPortraitSet";
 /// `Alert.RequestOverLimit`: an API reached 80 % of its limit.
-pub const OVER_LIMIT_COMMAND: &str = "Alert.RequestOverLimit";
+pub(crate) const OVER_LIMIT_COMMAND: &str = "Alert.RequestOverLimit";
 
 /// The answer Tencent expects from a handled callback.
 const OK_BODY: &[u8] = br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#;
 
 /// What a callback is answered: an HTTP status and a JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallbackAnswer {
+pub(crate) struct CallbackAnswer {
     /// The HTTP status (200 unless a relayed handler said otherwise).
     pub status: u16,
     /// The body.
@@ -52,7 +52,7 @@ pub struct CallbackAnswer {
 
 /// The callback receiver; cheap to clone.
 #[derive(Clone)]
-pub struct Callbacks(Arc<Inner>);
+pub(crate) struct Callbacks(Arc<Inner>);
 
 struct Inner {
     sdkappid: u64,
@@ -89,7 +89,7 @@ struct CallbackBody {
 
 impl Callbacks {
     /// A receiver for the app `sdkappid` acting on `service` and `passthrough`'s limiters.
-    pub fn new(
+    pub(crate) fn new(
         config: &CallbackConfig,
         sdkappid: u64,
         service: ProfileService,
@@ -119,7 +119,7 @@ impl Callbacks {
     }
 
     /// Checks, acts on and relays one callback. Never fails: every outcome is an answer.
-    pub async fn receive(&self, query: Option<&str>, body: Bytes) -> CallbackAnswer {
+    pub(crate) async fn receive(&self, query: Option<&str>, body: Bytes) -> CallbackAnswer {
         let query = query.unwrap_or("");
         let parsed = self.check(query, unix_now()).and_then(|command| {
             let fields: CallbackBody = serde_json::from_slice(&body).map_err(|_| Refusal::Body)?;

@@ -11,47 +11,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Tencent error codes the gateway emits, and the few gateway-only ones (README lists them).
-pub mod codes {
+pub(crate) mod codes {
     /// Malformed request or parameters (`Err_Profile_Comm_Decode_Fail`).
-    pub const INVALID_PARAMETERS: i64 = 40001;
+    pub(crate) const INVALID_PARAMETERS: i64 = 40001;
     /// `To_Account` missing or empty.
-    pub const ACCOUNT_MISSING: i64 = 40002;
+    pub(crate) const ACCOUNT_MISSING: i64 = 40002;
     /// Account does not exist (upstream only).
-    pub const ACCOUNT_NOT_FOUND: i64 = 40003;
+    pub(crate) const ACCOUNT_NOT_FOUND: i64 = 40003;
     /// `identifier` is not an App admin (profile APIs).
-    pub const ADMIN_REQUIRED: i64 = 40004;
+    pub(crate) const ADMIN_REQUIRED: i64 = 40004;
     /// No read permission on a requested field (upstream only).
-    pub const READ_PERMISSION_REQUIRED: i64 = 40007;
+    pub(crate) const READ_PERMISSION_REQUIRED: i64 = 40007;
     /// A tag in `TagList` does not exist.
-    pub const TAG_NOT_FOUND: i64 = 40009;
+    pub(crate) const TAG_NOT_FOUND: i64 = 40009;
     /// REST API call frequency over the limit.
-    pub const FREQUENCY_LIMIT: i64 = 60007;
+    pub(crate) const FREQUENCY_LIMIT: i64 = 60007;
     /// Service timeout.
-    pub const SERVICE_TIMEOUT: i64 = 60008;
+    pub(crate) const SERVICE_TIMEOUT: i64 = 60008;
     /// Too many requests, retry later.
-    pub const TOO_MANY_REQUESTS: i64 = 60018;
+    pub(crate) const TOO_MANY_REQUESTS: i64 = 60018;
     /// Too many requests, retry later.
-    pub const TOO_MANY_REQUESTS_RETRY: i64 = 60019;
+    pub(crate) const TOO_MANY_REQUESTS_RETRY: i64 = 60019;
     /// Bad resource / URL path.
-    pub const BAD_PATH: i64 = 60009;
+    pub(crate) const BAD_PATH: i64 = 60009;
     /// `sdkappid` missing from the URL.
-    pub const SDKAPPID_MISSING: i64 = 60012;
+    pub(crate) const SDKAPPID_MISSING: i64 = 60012;
     /// Bad `sdkappid` / `identifier` / `usersig` / `contenttype` URL parameter.
-    pub const BAD_URL_PARAMETER: i64 = 60025;
+    pub(crate) const BAD_URL_PARAMETER: i64 = 60025;
     /// Gateway-only: an invariant broke inside the gateway.
-    pub const GATEWAY_INTERNAL: i64 = 91000;
+    pub(crate) const GATEWAY_INTERNAL: i64 = 91000;
     /// Gateway-only: the upstream could not be reached (connection refused or dropped).
-    pub const GATEWAY_UPSTREAM_UNREACHABLE: i64 = 91001;
+    pub(crate) const GATEWAY_UPSTREAM_UNREACHABLE: i64 = 91001;
     /// Gateway-only: the upstream answered with a non-200 HTTP status.
-    pub const GATEWAY_UPSTREAM_STATUS: i64 = 91002;
+    pub(crate) const GATEWAY_UPSTREAM_STATUS: i64 = 91002;
     /// Gateway-only: the upstream's answer could not be decoded.
-    pub const GATEWAY_UPSTREAM_DECODE: i64 = 91003;
+    pub(crate) const GATEWAY_UPSTREAM_DECODE: i64 = 91003;
     /// Gateway-only: the gateway is draining and takes no new upstream work.
-    pub const GATEWAY_SHUTTING_DOWN: i64 = 91004;
+    pub(crate) const GATEWAY_SHUTTING_DOWN: i64 = 91004;
     /// Gateway-only: the TLS handshake with the upstream failed (certificate not trusted).
-    pub const GATEWAY_UPSTREAM_TLS: i64 = 91005;
+    pub(crate) const GATEWAY_UPSTREAM_TLS: i64 = 91005;
     /// Gateway-only: the upstream keeps failing; calls are not sent for a while (breaker open).
-    pub const GATEWAY_BREAKER_OPEN: i64 = 91006;
+    pub(crate) const GATEWAY_BREAKER_OPEN: i64 = 91006;
 }
 
 /// Who is at fault for an error: decides the log level and the metrics outcome label.

@@ -28,7 +28,7 @@ mod fills;
 mod limiter;
 mod link;
 mod membership;
-pub mod metrics;
+pub(crate) mod metrics;
 mod scripts;
 mod tier;
 
@@ -53,7 +53,7 @@ use tier::RedisTier;
 
 /// A running fleet membership: the link, the shared tier, the heartbeat and the channel
 /// task; both tasks stop when this is dropped.
-pub struct Fleet {
+pub(crate) struct Fleet {
     link: Link,
     tier: RedisTier,
     membership: Membership,
@@ -66,7 +66,11 @@ impl Fleet {
     /// Joins the fleet configured in `config.fleet`, or returns `None` when it names no Redis.
     /// Connects lazily: a Redis that is down at start-up only means starting in fallback.
     /// Must run inside a tokio runtime (it spawns the channel and heartbeat tasks).
-    pub fn join(config: &Config, cache: &ProfileCache, metrics: FleetMetrics) -> Option<Fleet> {
+    pub(crate) fn join(
+        config: &Config,
+        cache: &ProfileCache,
+        metrics: FleetMetrics,
+    ) -> Option<Fleet> {
         let shape = config.fleet.redis.as_ref()?;
         let link = match Link::new(&config.fleet, shape, config.upstream.sdkappid, metrics) {
             Ok(link) => link,
@@ -99,7 +103,7 @@ impl Fleet {
 
     /// Leaves the fleet (a graceful stop): no more heartbeats; once this gateway's last
     /// calls' window has passed, its shares return to the others at once.
-    pub async fn leave(&self) {
+    pub(crate) async fn leave(&self) {
         self.heartbeat.cancel();
         self.membership.leave().await;
     }

@@ -57,6 +57,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+#![warn(unreachable_pub)]
 
 // The public surface: configuration, the entry points, the simulated Tencent, UserSig tools,
 // and what `build_service` and an `UpstreamApi` implementation name. Everything else is

@@ -26,7 +26,7 @@ use crate::upstream::{Forwarded, PathFactory, UpstreamPath};
 
 /// The pass-through router; cheap to clone.
 #[derive(Clone)]
-pub struct PassThrough(Arc<Inner>);
+pub(crate) struct PassThrough(Arc<Inner>);
 
 struct Inner {
     enabled: bool,
@@ -46,7 +46,7 @@ struct Inner {
 
 impl PassThrough {
     /// A router building paths with `factory`; `listed` are the table's APIs' limiters.
-    pub fn new(
+    pub(crate) fn new(
         config: &PassThroughConfig,
         factory: PathFactory,
         listed: Vec<(&'static str, UpstreamLimiter)>,
@@ -68,19 +68,19 @@ impl PassThrough {
     }
 
     /// Whether other APIs are passed through at all (`passthrough.enabled`).
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.0.enabled
     }
 
     /// The path of an API already called through this gateway, without creating one.
-    pub fn known(&self, path: &str) -> Option<UpstreamPath> {
+    pub(crate) fn known(&self, path: &str) -> Option<UpstreamPath> {
         let label = apis::forwarded_label(path)?;
         self.0.paths.lock().get(label).cloned()
     }
 
     /// The path a request for `path` is forwarded through, or `None` when it is not forwarded
     /// (pass-through off, or a path that fails [`apis::forwarded_label`]).
-    pub fn route(&self, path: &str) -> Option<UpstreamPath> {
+    pub(crate) fn route(&self, path: &str) -> Option<UpstreamPath> {
         if !self.0.enabled {
             return None;
         }
@@ -105,14 +105,18 @@ impl PassThrough {
     }
 
     /// Forwards `body` through `path`, waiting at most `limits.max_queue_wait` for a permit.
-    pub async fn forward(&self, path: &UpstreamPath, body: Bytes) -> Result<Forwarded, Error> {
+    pub(crate) async fn forward(
+        &self,
+        path: &UpstreamPath,
+        body: Bytes,
+    ) -> Result<Forwarded, Error> {
         path.forward(body, self.0.max_queue_wait, &self.0.metrics)
             .await
     }
 
     /// Lowers the pace of the API Tencent calls `label` (`portrait_get`, `openim/sendmsg`),
     /// if this gateway has called it; whether it had.
-    pub fn slow_down(&self, label: &str) -> bool {
+    pub(crate) fn slow_down(&self, label: &str) -> bool {
         if let Some((_, limiter)) = self.0.listed.iter().find(|(l, _)| *l == label) {
             limiter.slow_down();
             return true;

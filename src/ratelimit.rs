@@ -32,7 +32,7 @@ use crate::error::Error;
 
 mod gauges;
 mod pace;
-pub use gauges::LimiterGauges;
+pub(crate) use gauges::LimiterGauges;
 use pace::Pace;
 
 /// A FIFO, deadline-bounded rate limiter for one upstream API; cheap to clone.
@@ -73,10 +73,10 @@ pub trait SharedBudget: Send + Sync + 'static {
 
 /// A shared budget's grant for one call; dropping it ends the call (its hold ends one window
 /// later).
-pub type SharedPermit = Box<dyn Send + Sync>;
+pub(crate) type SharedPermit = Box<dyn Send + Sync>;
 
 /// Makes the shared budget of each upstream API (one per API, named by its label).
-pub trait BudgetSource: Send + Sync + 'static {
+pub(crate) trait BudgetSource: Send + Sync + 'static {
     /// The budget allowing `requests_per_second` calls of `api` across every gateway.
     fn budget(&self, api: &str, requests_per_second: NonZeroU32) -> Arc<dyn SharedBudget>;
 }

@@ -5,7 +5,7 @@
 //! body says how well: each report is one line an operator reads, e.g. the fleet's membership.
 
 /// A component that reports its state in `/readyz`'s body.
-pub trait Report: Send + Sync {
+pub(crate) trait Report: Send + Sync {
     /// One line (no newline) describing the component's state now.
     fn readiness(&self) -> String;
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use http::header::{HeaderMap, HeaderValue};
 
 /// The request id header, read from callers and returned to them.
-pub const HEADER: &str = "x-request-id";
+pub(crate) const HEADER: &str = "x-request-id";
 /// The longest caller-chosen request id kept; longer ones are replaced.
 const MAX_LEN: usize = 128;
 
@@ -19,11 +19,11 @@ tokio::task_local! {
 
 /// A request id: 1 to 128 visible ASCII characters.
 #[derive(Clone, Debug)]
-pub struct RequestId(HeaderValue);
+pub(crate) struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The caller's id in `headers` when it is sane, else a new one (16 hex digits).
-    pub fn of(headers: &HeaderMap) -> RequestId {
+    pub(crate) fn of(headers: &HeaderMap) -> RequestId {
         match headers.get(HEADER).filter(|v| is_sane(v.as_bytes())) {
             Some(given) => RequestId(given.clone()),
             None => RequestId::random(),
@@ -38,13 +38,13 @@ impl RequestId {
         RequestId(value.unwrap_or_else(|_| HeaderValue::from_static("0000000000000000")))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only visible ASCII gets in (`is_sane`, hex digits).
         self.0.to_str().unwrap_or_default()
     }
 
     /// The id as the response's header value.
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         self.0.clone()
     }
 }

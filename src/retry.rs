@@ -25,7 +25,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Retry policy and budget for one upstream API; cheap to clone.
 #[derive(Clone)]
-pub struct Retries(Arc<Inner>);
+pub(crate) struct Retries(Arc<Inner>);
 
 struct Inner {
     max_retries: u32,
@@ -36,7 +36,7 @@ struct Inner {
 
 impl Retries {
     /// At most `max_retries` per call, and retries at most `percent` % of calls over 10 s.
-    pub fn new(max_retries: u32, percent: u32) -> Retries {
+    pub(crate) fn new(max_retries: u32, percent: u32) -> Retries {
         Retries(Arc::new(Inner {
             max_retries,
             percent: u64::from(percent),
@@ -45,14 +45,14 @@ impl Retries {
     }
 
     /// Counts a call's first attempt (what the budget is a share of).
-    pub fn record_call(&self, now: Instant) {
+    pub(crate) fn record_call(&self, now: Instant) {
         self.bucket(now, |b| b.1 += 1);
     }
 
     /// How long to wait before retry number `attempt` (1-based) of a call that failed with
     /// `error`, or `None` when it must not be retried: not a retryable failure, out of
     /// attempts, out of budget, or past `deadline` even if the retry went well.
-    pub fn next(
+    pub(crate) fn next(
         &self,
         error: &Error,
         attempt: u32,

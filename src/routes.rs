@@ -45,7 +45,7 @@ mod probes;
 use body::read_body;
 use probes::{healthz, metrics, readyz};
 /// Everything a request handler needs; shared by all connections.
-pub struct AppState {
+pub(crate) struct AppState {
     service: ProfileService,
     passthrough: PassThrough,
     callbacks: Callbacks,
@@ -65,7 +65,7 @@ pub struct AppState {
 
 impl AppState {
     /// Bundles the handlers' dependencies.
-    pub fn new(
+    pub(crate) fn new(
         handlers: Handlers,
         auth: Authenticator,
         metrics: Metrics,
@@ -87,13 +87,13 @@ impl AppState {
     }
 
     /// Marks the gateway as draining.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 }
 
 /// What answers requests: the profile service, the pass-through router, the callback receiver.
-pub struct Handlers {
+pub(crate) struct Handlers {
     /// `portrait_get` and `portrait_set`.
     pub service: ProfileService,
     /// Every other API.
@@ -106,7 +106,7 @@ pub struct Handlers {
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// `server.listen`: the APIs, the probes, `/metrics` (and callbacks unless they have their own).
     Api,
     /// `callback.listen`: callbacks and the probes only.
@@ -122,7 +122,7 @@ enum Target {
 }
 
 /// Routes one request. Never fails: every outcome is a response.
-pub async fn handle<B>(
+pub(crate) async fn handle<B>(
     state: Arc<AppState>,
     listener: Listener,
     request: Request<B>,

@@ -52,7 +52,7 @@ struct Shared {
 /// `config.drain_announce`, stops accepting and drains for at most `config.shutdown_grace`.
 /// Returns when the drain started, which the caller's own deadline (flushing the batch worker)
 /// counts from.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     role: Listener,
     state: Arc<AppState>,

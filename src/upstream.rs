@@ -29,7 +29,8 @@ use crate::usersig;
 mod path;
 
 pub(crate) use path::{Attempts, RetryTurn};
-pub use path::{Forwarded, PathFactory, PathMetrics, UpstreamPath};
+pub(crate) use path::{Forwarded, PathFactory};
+pub use path::{PathMetrics, UpstreamPath};
 
 /// Sends one Tencent API call.
 pub trait UpstreamApi: Send + Sync + 'static {
@@ -47,7 +48,7 @@ pub trait UpstreamApi: Send + Sync + 'static {
 
 /// The real upstream: Tencent IM (or anything speaking its REST API, such as the sim).
 #[derive(Clone)]
-pub struct UpstreamClient(Arc<Inner>);
+pub(crate) struct UpstreamClient(Arc<Inner>);
 
 struct Inner {
     client: HttpsClient,
@@ -73,7 +74,7 @@ struct AdminSig {
 
 impl UpstreamClient {
     /// Builds the client and its connection pool. Makes no connection yet.
-    pub fn new(config: &UpstreamConfig) -> UpstreamClient {
+    pub(crate) fn new(config: &UpstreamConfig) -> UpstreamClient {
         let tls = tls::client_config(config.ca_file.as_deref(), "upstream.ca_file");
         let pool = tls::Pool {
             idle_timeout: Duration::from_secs(60),

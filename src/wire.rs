@@ -21,13 +21,13 @@ mod plain;
 #[cfg(test)]
 mod tests;
 
-pub use encode::{encode_error, error_body, ResponseWriter};
+pub(crate) use encode::{encode_error, error_body, ResponseWriter};
 
 /// Tencent's cap on `To_Account` per `portrait_get` call.
-pub const MAX_ACCOUNTS_PER_REQUEST: usize = 100;
+pub(crate) const MAX_ACCOUNTS_PER_REQUEST: usize = 100;
 
 /// Prefix of every custom profile tag (`Tag_Profile_Custom_Test`).
-pub const CUSTOM_TAG_PREFIX: &str = "Tag_Profile_Custom_";
+pub(crate) const CUSTOM_TAG_PREFIX: &str = "Tag_Profile_Custom_";
 
 /// Tencent's standard profile tags (reference §4.2), in a fixed order: a standard [`Tag`] is an
 /// index into this table.
@@ -62,7 +62,7 @@ enum TagName {
 }
 
 /// A profile value exactly as the upstream sent it: opaque JSON text (a number, a string, ...).
-pub type RawJson = Arc<RawValue>;
+pub(crate) type RawJson = Arc<RawValue>;
 
 /// A decoded, validated `portrait_get` request. Accounts borrow from the request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -312,7 +312,7 @@ pub fn decode_upstream_get(body: &[u8]) -> Result<UpstreamGetAnswer<'_>, Error> 
 }
 
 /// Decodes just the envelope of an upstream answer (used for `portrait_set`).
-pub fn decode_envelope(body: &[u8]) -> Result<Envelope, Error> {
+pub(crate) fn decode_envelope(body: &[u8]) -> Result<Envelope, Error> {
     serde_json::from_slice(body).map_err(|e| Error::UpstreamDecode(json_message(&e)))
 }
 

@@ -22,21 +22,21 @@ use crate::error::Error;
 use crate::wire::{self, Account, RawJson, Tag};
 
 /// Identifies a caller's fetch inside the worker.
-pub type WaiterId = u64;
+pub(super) type WaiterId = u64;
 
 /// Identifies a batch inside the worker.
-pub type BatchId = u64;
+pub(super) type BatchId = u64;
 
 /// Who waits for an (account, tag): the caller and the index of the account in its misses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subscriber {
+pub(super) struct Subscriber {
     pub waiter: WaiterId,
     pub account_index: usize,
 }
 
 /// A pending or dispatched upstream call.
 #[derive(Debug)]
-pub struct Batch {
+pub(super) struct Batch {
     pub id: BatchId,
     /// Accounts in request order, unique.
     pub accounts: Vec<Account>,
@@ -59,7 +59,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(id: BatchId, opened_at: Instant, solo_owner: Option<WaiterId>) -> Batch {
+    pub(super) fn new(id: BatchId, opened_at: Instant, solo_owner: Option<WaiterId>) -> Batch {
         Batch {
             id,
             accounts: Vec::new(),
@@ -74,14 +74,14 @@ impl Batch {
     }
 
     /// Whether another account can be added: the batch is shared, not yet sent, not full.
-    pub fn accepts(&self, max_accounts: usize) -> bool {
+    pub(super) fn accepts(&self, max_accounts: usize) -> bool {
         self.solo_owner.is_none()
             && self.dispatch_stamps.is_none()
             && self.accounts.len() < max_accounts
     }
 
     /// Adds (account, tag) with its first subscriber.
-    pub fn add(&mut self, account: &Account, tag: &Tag, subscriber: Subscriber) {
+    pub(super) fn add(&mut self, account: &Account, tag: &Tag, subscriber: Subscriber) {
         if !self.accounts.contains(account) {
             self.accounts.push(account.clone());
         }
@@ -92,19 +92,19 @@ impl Batch {
     }
 
     /// Adds a subscriber to an (account, tag) this batch fetches.
-    pub fn subscribe(&mut self, account: &Account, tag: &Tag, subscriber: Subscriber) {
+    pub(super) fn subscribe(&mut self, account: &Account, tag: &Tag, subscriber: Subscriber) {
         self.subscribers
             .entry((account.clone(), tag.clone()))
             .or_default()
             .push(subscriber);
     }
 
-    pub fn is_full(&self, max_accounts: usize) -> bool {
+    pub(super) fn is_full(&self, max_accounts: usize) -> bool {
         self.accounts.len() >= max_accounts
     }
 
     /// Every caller waiting on this batch, each once.
-    pub fn waiters(&self) -> Vec<WaiterId> {
+    pub(super) fn waiters(&self) -> Vec<WaiterId> {
         let mut ids: Vec<WaiterId> = self
             .subscribers
             .values()
@@ -117,7 +117,7 @@ impl Batch {
     }
 
     /// The part of this batch that `waiter` asked for, as a batch of its own.
-    pub fn share_of(&self, waiter: WaiterId, id: BatchId, now: Instant) -> Batch {
+    pub(super) fn share_of(&self, waiter: WaiterId, id: BatchId, now: Instant) -> Batch {
         let mut share = Batch::new(id, now, Some(waiter));
         for ((account, tag), subs) in &self.subscribers {
             for s in subs.iter().filter(|s| s.waiter == waiter) {
@@ -128,7 +128,7 @@ impl Batch {
     }
 
     /// The request body for this batch.
-    pub fn encode_request(&self) -> Vec<u8> {
+    pub(super) fn encode_request(&self) -> Vec<u8> {
         let accounts: Vec<&str> = self.accounts.iter().map(Account::as_str).collect();
         let tags: Vec<&str> = self.tags.iter().map(Tag::as_str).collect();
         serde_json::to_vec(&serde_json::json!({ "To_Account": accounts, "TagList": tags }))
@@ -137,7 +137,7 @@ impl Batch {
 
     /// The only custom tag of this batch, if it has exactly one: then an upstream 40009 for
     /// this batch names it.
-    pub fn sole_custom_tag(&self) -> Option<&Tag> {
+    pub(super) fn sole_custom_tag(&self) -> Option<&Tag> {
         let mut custom = self.tags.iter().filter(|t| t.is_custom());
         match (custom.next(), custom.next()) {
             (Some(tag), None) => Some(tag),
@@ -148,7 +148,7 @@ impl Batch {
 
 /// Decodes an upstream answer for the batch's `accounts` and `tags`: one [`AccountFetch`] per
 /// account, aligned with `accounts`. Runs on the dispatching task, not on the worker.
-pub fn split_answer(
+pub(crate) fn split_answer(
     body: &[u8],
     accounts: &[Account],
     tags: &[Tag],

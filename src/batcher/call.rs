@@ -31,7 +31,7 @@ pub(super) struct BatchCall {
 
 impl BatchCall {
     /// Sends the call with `permit`, retrying as policy allows; the last attempt's outcome.
-    pub async fn run(self, permit: CallPermit) -> Result<Vec<AccountFetch>, Error> {
+    pub(super) async fn run(self, permit: CallPermit) -> Result<Vec<AccountFetch>, Error> {
         let plan = Attempts {
             deadline: self.deadline,
             attempt_takes: self.attempt_timeout,

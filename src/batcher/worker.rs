@@ -38,7 +38,7 @@ mod delivery;
 type FetchResult = Result<Vec<AccountFetch>, Error>;
 
 /// The batching task. Build it with [`Batcher::spawn`](super::Batcher::spawn).
-pub struct BatchWorker {
+pub(crate) struct BatchWorker {
     config: BatchConfig,
     rx: mpsc::Receiver<FetchMessage>,
     /// Every handle is gone: flush what is queued without waiting for windows, then exit.
@@ -150,7 +150,7 @@ impl BatchWorker {
     }
 
     /// Runs until every handle is dropped and all work is answered.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             if self.closed && self.queue.is_empty() && self.running.is_empty() {
                 break;

@@ -24,14 +24,14 @@ use crate::wire::Tag;
 
 /// The bytes all rendered entries of one cache may hold, and how many they hold.
 #[derive(Debug)]
-pub struct RenderBudget {
+pub(super) struct RenderBudget {
     limit: u64,
     used: AtomicU64,
 }
 
 impl RenderBudget {
     /// A budget of `limit` bytes (0: nothing is ever rendered).
-    pub fn new(limit: u64) -> Arc<RenderBudget> {
+    pub(super) fn new(limit: u64) -> Arc<RenderBudget> {
         Arc::new(RenderBudget {
             limit,
             used: AtomicU64::new(0),
@@ -40,12 +40,12 @@ impl RenderBudget {
 
     /// Bytes held by rendered entries (including those whose account was replaced but not yet
     /// reclaimed).
-    pub fn used(&self) -> u64 {
+    pub(super) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Whether the budget is not zero.
-    pub fn is_enabled(&self) -> bool {
+    pub(super) fn is_enabled(&self) -> bool {
         self.limit > 0
     }
 
@@ -128,7 +128,7 @@ impl StoredKey {
 }
 
 /// How many `TagList`s one account version keeps an entry for.
-pub const MAX_TAG_LISTS: usize = 4;
+pub(super) const MAX_TAG_LISTS: usize = 4;
 
 /// An account's rendered entries: a chain of at most [`MAX_TAG_LISTS`], appended to only.
 #[derive(Debug, Default)]
@@ -179,7 +179,7 @@ impl Renders {
 
 /// One account's answer entry for one `TagList`, and what counting and keeping it needs.
 #[derive(Debug)]
-pub struct Rendered {
+pub(super) struct Rendered {
     /// The `TagList` it answers, in request order, duplicates kept.
     key: StoredKey,
     /// The entry's JSON, from `{"To_Account"` to its closing `}`.

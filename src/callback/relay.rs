@@ -19,14 +19,14 @@ use crate::metrics::Metrics;
 use crate::tls::{self, HttpsClient};
 
 /// How long the app's handler may take: Tencent gives the whole callback 2 s.
-pub const RELAY_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(super) const RELAY_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The largest handler answer passed back to Tencent.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// A client for the app's callback handler.
 #[derive(Clone)]
-pub struct Relay {
+pub(super) struct Relay {
     client: HttpsClient,
     url: Url,
     relayed: IntCounter,
@@ -35,7 +35,7 @@ pub struct Relay {
 
 impl Relay {
     /// A relay to `url` (http or https, verified with the webpki roots).
-    pub fn new(url: Url, metrics: &Metrics) -> Relay {
+    pub(super) fn new(url: Url, metrics: &Metrics) -> Relay {
         let pool = tls::Pool {
             idle_timeout: Duration::from_secs(30),
             max_idle_per_host: usize::MAX,
@@ -58,7 +58,7 @@ impl Relay {
     }
 
     /// Relays one callback; the handler's answer, or `None` when the relay failed.
-    pub async fn relay(&self, query: &str, body: Bytes) -> Option<CallbackAnswer> {
+    pub(super) async fn relay(&self, query: &str, body: Bytes) -> Option<CallbackAnswer> {
         let result = tokio::time::timeout(RELAY_TIMEOUT, self.send(query, body)).await;
         match result {
             Ok(Ok(answer)) => {

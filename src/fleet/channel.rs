@@ -33,7 +33,7 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Runs until `stop` is cancelled.
-pub async fn run(tier: RedisTier, cache: ProfileCache, stop: CancellationToken) {
+pub(super) async fn run(tier: RedisTier, cache: ProfileCache, stop: CancellationToken) {
     let mut retry = RETRY_MIN;
     loop {
         let session = async {

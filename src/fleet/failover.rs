@@ -24,7 +24,7 @@ fn timed_out() -> redis::RedisError {
 }
 
 /// Runs until `stop` is cancelled.
-pub async fn follow(link: Link, stop: CancellationToken) {
+pub(super) async fn follow(link: Link, stop: CancellationToken) {
     let mut failing = false;
     loop {
         let asked = tokio::time::timeout(ASK_LIMIT, link.backend().follow_sentinel()).await;

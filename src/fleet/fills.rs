@@ -22,7 +22,7 @@ const REMEMBER_FOR: Duration = Duration::from_secs(30);
 const LINK_CHECK: Duration = Duration::from_millis(100);
 
 /// Fills heard on the channel; shared by the channel task and the waiters.
-pub struct Fills {
+pub(super) struct Fills {
     heard: moka::sync::Cache<Account, Instant>,
     changed: Notify,
 }
@@ -41,7 +41,7 @@ impl Default for Fills {
 
 impl Fills {
     /// A filled-channel message: a JSON array of accounts. Anything else is ignored.
-    pub fn heard(&self, payload: &[u8]) {
+    pub(super) fn heard(&self, payload: &[u8]) {
         let Ok(accounts) = serde_json::from_slice::<Vec<String>>(payload) else {
             return;
         };
@@ -54,7 +54,7 @@ impl Fills {
 
     /// Waits until each of `accounts` was heard filled since `since`, until `deadline`, or
     /// until `link` leaves fleet mode; which were heard, aligned with `accounts`.
-    pub async fn wait(
+    pub(super) async fn wait(
         &self,
         link: &Link,
         accounts: &[Account],

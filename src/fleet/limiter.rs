@@ -58,7 +58,7 @@ const SHARE_FLOOR: u32 = 2;
 
 /// The fleet's budget for one upstream API; cheap to clone.
 #[derive(Clone)]
-pub struct FleetLimiter(Arc<Inner>);
+pub(super) struct FleetLimiter(Arc<Inner>);
 
 struct Inner {
     link: Link,
@@ -91,7 +91,7 @@ pub(super) struct Keys {
 }
 
 /// The right to send one call; dropping it ends the call (see [`SharedPermit`]).
-pub struct FleetPermit {
+pub(super) struct FleetPermit {
     limiter: FleetLimiter,
     id: u64,
 }
@@ -165,7 +165,7 @@ impl FleetLimiter {
     /// Waits for a permit, from this gateway's share or the fleet's pool, with no deadline
     /// (the caller keeps its own). Dropping the future before it resolves loses nothing but,
     /// at worst, one pool reservation, which ends by its lease.
-    pub async fn until_ready(&self) -> FleetPermit {
+    pub(super) async fn until_ready(&self) -> FleetPermit {
         let started = Instant::now();
         let permit = loop {
             let share_wait = match self.try_share() {
@@ -187,7 +187,7 @@ impl FleetLimiter {
     }
 
     /// Live slots of this gateway against its share (for metrics and tests).
-    pub fn local_holds(&self) -> (usize, usize) {
+    pub(super) fn local_holds(&self) -> (usize, usize) {
         let now = Instant::now();
         let mut state = self.0.state.lock();
         state.prune(now);
@@ -197,7 +197,7 @@ impl FleetLimiter {
 
     /// Tencent answered 60007: halve this gateway's share now, and the fleet's pace (once per
     /// window: the 60007s of one window are one signal).
-    pub fn slow_down(&self) {
+    pub(super) fn slow_down(&self) {
         {
             let mut state = self.0.state.lock();
             let now = Instant::now();
@@ -224,7 +224,7 @@ impl FleetLimiter {
     }
 
     /// Shows the fleet's paced limit (calls per second) in `gauge`.
-    pub fn show_pace_in(&self, gauge: prometheus::Gauge) {
+    pub(super) fn show_pace_in(&self, gauge: prometheus::Gauge) {
         gauge.set(f64::from(self.0.state.lock().paced));
         let _ = self.0.pace_gauge.set(gauge);
     }

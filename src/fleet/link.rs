@@ -26,7 +26,7 @@ use crate::config::{FleetConfig, RedisShape};
 
 /// Why a Redis command did not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(super) enum LinkError {
     /// The gateway is in fallback: nothing was sent.
     #[error("redis is down (fallback mode)")]
     Down,
@@ -43,7 +43,7 @@ const DOWN_AFTER: u32 = 2;
 
 /// Handle to the fleet's Redis; cheap to clone.
 #[derive(Clone)]
-pub struct Link(Arc<Inner>);
+pub(super) struct Link(Arc<Inner>);
 
 struct Inner {
     backend: Backend,
@@ -62,7 +62,7 @@ struct Inner {
 impl Link {
     /// Prepares the connection to `shape`; connects lazily, so a Redis that is down at
     /// start-up only means starting in fallback.
-    pub fn new(
+    pub(super) fn new(
         config: &FleetConfig,
         shape: &RedisShape,
         sdkappid: u64,
@@ -82,19 +82,19 @@ impl Link {
     }
 
     /// The fleet metrics.
-    pub fn metrics(&self) -> &FleetMetrics {
+    pub(super) fn metrics(&self) -> &FleetMetrics {
         &self.0.metrics
     }
 
     /// A key in this app's namespace.
-    pub fn key(&self, parts: &[&str]) -> String {
+    pub(super) fn key(&self, parts: &[&str]) -> String {
         let mut key = self.0.namespace.clone();
         key.push_str(&parts.join(":"));
         key
     }
 
     /// The per-command timeout.
-    pub fn timeout(&self) -> Duration {
+    pub(super) fn timeout(&self) -> Duration {
         self.0.timeout
     }
 
@@ -104,23 +104,23 @@ impl Link {
     }
 
     /// Why Redis last failed to answer, while it has not answered since.
-    pub fn last_error(&self) -> Option<String> {
+    pub(super) fn last_error(&self) -> Option<String> {
         self.0.last_error.lock().clone()
     }
 
     /// Whether the gateway is in fleet mode.
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.0.up.load(Ordering::Acquire)
     }
 
     /// In fleet mode with the last command answered: worth a round trip that a caller waits on
     /// (after one failure, callers spend what needs no Redis until a command answers again).
-    pub fn is_healthy(&self) -> bool {
+    pub(super) fn is_healthy(&self) -> bool {
         self.is_up() && self.0.failures.load(Ordering::Acquire) == 0
     }
 
     /// Counts a failed or slow command; the [`DOWN_AFTER`]th in a row switches to fallback.
-    pub fn failed(&self, why: &LinkError) {
+    pub(super) fn failed(&self, why: &LinkError) {
         self.note_error(why);
         if self.0.failures.fetch_add(1, Ordering::AcqRel) + 1 >= DOWN_AFTER {
             self.mark_down(why);
@@ -144,7 +144,7 @@ impl Link {
     }
 
     /// Switches to fleet mode (the channel is live and Redis answers).
-    pub fn mark_up(&self) {
+    pub(super) fn mark_up(&self) {
         self.answered();
         if !self.0.up.swap(true, Ordering::AcqRel) {
             info!("redis answers: fleet mode");
@@ -154,7 +154,7 @@ impl Link {
     }
 
     /// Switches to fallback mode.
-    pub fn mark_down(&self, why: &LinkError) {
+    pub(super) fn mark_down(&self, why: &LinkError) {
         if self.0.up.swap(false, Ordering::AcqRel) {
             warn!(error = %why, "redis unavailable: fallback mode");
             self.0.metrics.set_mode(Mode::Fallback);
@@ -164,7 +164,7 @@ impl Link {
 
     /// Whether the fleet's keys answer through the command path (the channel's pings reach
     /// one node; before fleet mode comes back, the node serving the fleet must answer too).
-    pub async fn probe(&self) -> bool {
+    pub(super) async fn probe(&self) -> bool {
         let mut invocation = scripts::PROBE.prepare_invoke();
         invocation.key(self.key(&["budget", "epoch"]));
         let answer: Result<i64, _> = self.run_anyway(Command::Ping, &invocation).await;
@@ -172,7 +172,7 @@ impl Link {
     }
 
     /// Runs a script within the timeout, when in fleet mode; a failure switches to fallback.
-    pub async fn run<T: FromRedisValue>(
+    pub(super) async fn run<T: FromRedisValue>(
         &self,
         command: Command,
         invocation: &ScriptInvocation<'_>,
@@ -184,7 +184,7 @@ impl Link {
     }
 
     /// [`Link::run`] even in fallback mode (for the probe and for resending invalidations).
-    pub async fn run_anyway<T: FromRedisValue>(
+    pub(super) async fn run_anyway<T: FromRedisValue>(
         &self,
         command: Command,
         invocation: &ScriptInvocation<'_>,

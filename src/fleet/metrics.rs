@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 
 /// Which mode a gateway is in (the `mode` label of `fleet_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// No Redis configured.
     Standalone,
     /// Redis answers: one budget, one cache tier, one truth.
@@ -40,7 +40,7 @@ impl Mode {
 
 /// A Redis command or script the gateway sends (the `command` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// The budget script: take a hold in the fleet's sliding window.
     Acquire,
     /// Shorten a hold to one window after its call's answer.
@@ -95,7 +95,7 @@ impl Command {
 
 /// The fleet families; cheap to clone.
 #[derive(Clone)]
-pub struct FleetMetrics {
+pub(crate) struct FleetMetrics {
     mode: IntGaugeVec,
     duration: HistogramVec,
     errors: IntCounterVec,
@@ -151,7 +151,7 @@ const WAIT_BUCKETS_SECONDS: [f64; 12] = [
 
 impl FleetMetrics {
     /// Registers the fleet families on the gateway's registry.
-    pub fn register(metrics: &Metrics) -> FleetMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> FleetMetrics {
         let mode = metrics.register(IntGaugeVec::new(
             Opts::new("fleet_mode", "1 for the mode this gateway is in"),
             &["mode"],
@@ -276,7 +276,7 @@ impl FleetMetrics {
     }
 
     /// Shows `mode` as the current one.
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         for m in Mode::ALL {
             self.mode
                 .with_label_values(&[m.label()])
@@ -328,7 +328,7 @@ impl FleetMetrics {
     }
 
     /// Records one Redis command.
-    pub fn record(&self, command: Command, seconds: f64, ok: bool) {
+    pub(crate) fn record(&self, command: Command, seconds: f64, ok: bool) {
         self.duration
             .with_label_values(&[command.label()])
             .observe(seconds);

@@ -12,5 +12,5 @@
 mod budget;
 mod tier;
 
-pub use budget::{ACQUIRE, HEARTBEAT, PACE_DOWN, PROBE, RELEASE};
-pub use tier::{CACHE_GET, CACHE_PUT, INVALIDATE, PUBLISH, RELEASE_CLAIMS};
+pub(super) use budget::{ACQUIRE, HEARTBEAT, PACE_DOWN, PROBE, RELEASE};
+pub(super) use tier::{CACHE_GET, CACHE_PUT, INVALIDATE, PUBLISH, RELEASE_CLAIMS};

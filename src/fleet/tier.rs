@@ -35,11 +35,11 @@ use crate::wire::{Account, RawJson};
 /// Invalidations kept while Redis is down; past this the fleet is told to flush every L1.
 const MAX_PENDING_INVALIDATIONS: usize = 10_000;
 /// The channel message that makes every gateway drop its whole L1 (no account is empty).
-pub const FLUSH_ALL: &str = "";
+pub(super) const FLUSH_ALL: &str = "";
 
 /// Handle to the shared tier; cheap to clone.
 #[derive(Clone)]
-pub struct RedisTier(Arc<Inner>);
+pub(super) struct RedisTier(Arc<Inner>);
 
 struct Inner {
     link: Link,
@@ -65,7 +65,7 @@ struct Pending {
 
 impl RedisTier {
     /// The tier in `link`'s namespace, with the L1 TTL; claims live for `claim_ttl`.
-    pub fn new(link: Link, ttl: Duration, claim_ttl: Duration) -> RedisTier {
+    pub(super) fn new(link: Link, ttl: Duration, claim_ttl: Duration) -> RedisTier {
         RedisTier(Arc::new(Inner {
             channel: link.key(&["invalidate"]),
             filled_channel: link.key(&["filled"]),
@@ -80,29 +80,33 @@ impl RedisTier {
     }
 
     /// The invalidation channel's name.
-    pub fn channel(&self) -> &str {
+    pub(super) fn channel(&self) -> &str {
         &self.0.channel
     }
 
     /// The filled channel's name.
-    pub fn filled_channel(&self) -> &str {
+    pub(super) fn filled_channel(&self) -> &str {
         &self.0.filled_channel
     }
 
     /// What the filled channel said, for the waiters.
-    pub fn fills(&self) -> &Fills {
+    pub(super) fn fills(&self) -> &Fills {
         &self.0.fills
     }
 
     /// The link to Redis.
-    pub fn link(&self) -> &Link {
+    pub(super) fn link(&self) -> &Link {
         &self.0.link
     }
 
     /// Looks every miss up in one round trip, claiming (with `claim`) the accounts still
     /// missing tags; `None` when Redis is down or slow (the caller goes to the upstream as a
     /// standalone gateway would).
-    pub async fn lookup(&self, misses: &[AccountMiss], claim: bool) -> Option<Vec<TierAnswer>> {
+    pub(super) async fn lookup(
+        &self,
+        misses: &[AccountMiss],
+        claim: bool,
+    ) -> Option<Vec<TierAnswer>> {
         let metrics = self.0.link.metrics();
         let pairs: usize = misses.iter().map(|m| m.tags.len()).sum();
         if !self.0.link.is_up() {
@@ -156,7 +160,7 @@ impl RedisTier {
 
     /// Writes fetched values, each account only while its version is unchanged. Returns which
     /// were written (aligned with `writes`), or `None` when Redis did not answer.
-    pub async fn put(&self, writes: &[TierWrite]) -> Option<Vec<bool>> {
+    pub(super) async fn put(&self, writes: &[TierWrite]) -> Option<Vec<bool>> {
         if writes.is_empty() {
             return Some(Vec::new());
         }
@@ -185,7 +189,7 @@ impl RedisTier {
     }
 
     /// Waits for peers' claimed fetches of `accounts` (see [`Fills::wait`]).
-    pub async fn wait_filled(
+    pub(super) async fn wait_filled(
         &self,
         accounts: &[Account],
         since: Instant,
@@ -205,7 +209,7 @@ impl RedisTier {
 
     /// Ends this gateway's claims on `accounts` (their fetch failed) and wakes their waiters;
     /// when Redis does not answer, the claims end by expiry.
-    pub async fn release(&self, accounts: &[Account]) {
+    pub(super) async fn release(&self, accounts: &[Account]) {
         if accounts.is_empty() {
             return;
         }
@@ -220,7 +224,7 @@ impl RedisTier {
     }
 
     /// Invalidates `account` fleet-wide; kept for later when Redis does not take it.
-    pub async fn invalidate(&self, account: &Account) {
+    pub(super) async fn invalidate(&self, account: &Account) {
         if self.0.link.is_up() && self.send_invalidation(account, false).await {
             return;
         }
@@ -234,7 +238,7 @@ impl RedisTier {
 
     /// Sends the invalidations Redis missed; true when none is left. Used by the channel task
     /// before it returns the gateway to fleet mode.
-    pub async fn resend_pending(&self) -> bool {
+    pub(super) async fn resend_pending(&self) -> bool {
         let (accounts, overflowed) = {
             let mut pending = self.0.pending.lock();
             let overflowed = std::mem::take(&mut pending.overflowed);

@@ -12,14 +12,14 @@ use super::UpstreamLimiter;
 use crate::apis::Api;
 
 /// Window slots in use and the limit, per API, read from the limiters at scrape time.
-pub struct LimiterGauges {
+pub(crate) struct LimiterGauges {
     in_use: IntGaugeVec,
     limit: IntGaugeVec,
     watched: Mutex<Vec<(Api, UpstreamLimiter, i64)>>,
 }
 
 impl LimiterGauges {
-    pub fn register(registry: &Registry) -> Arc<LimiterGauges> {
+    pub(crate) fn register(registry: &Registry) -> Arc<LimiterGauges> {
         let gauge = |name: &str, help: &str| {
             IntGaugeVec::new(Opts::new(name, help), &["api"]).expect("valid metric")
         };
@@ -42,7 +42,7 @@ impl LimiterGauges {
     }
 
     /// Reports `limiter` (allowing `limit` calls per second) as `api`'s window.
-    pub fn watch(&self, api: &Api, limiter: UpstreamLimiter, limit: u32) {
+    pub(crate) fn watch(&self, api: &Api, limiter: UpstreamLimiter, limit: u32) {
         self.watched
             .lock()
             .push((api.clone(), limiter, i64::from(limit)));

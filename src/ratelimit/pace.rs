@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use prometheus::Gauge;
 
 /// One API's adaptive ceiling.
-pub struct Pace {
+pub(super) struct Pace {
     limit: f64,
     state: Mutex<State>,
     /// The current ceiling, in calls per second, when a gauge was attached.
@@ -30,7 +30,7 @@ struct State {
 
 impl Pace {
     /// Full pace: the configured `limit` in calls per second.
-    pub fn new(limit: u32) -> Pace {
+    pub(super) fn new(limit: u32) -> Pace {
         let now = Instant::now();
         Pace {
             limit: f64::from(limit),
@@ -44,13 +44,13 @@ impl Pace {
     }
 
     /// Shows the current ceiling in `gauge`.
-    pub fn show_in(&self, gauge: Gauge) {
+    pub(super) fn show_in(&self, gauge: Gauge) {
         gauge.set(self.limit);
         let _ = self.gauge.set(gauge);
     }
 
     /// Tencent said the app is over its limit: halve the ceiling.
-    pub fn slow_down(&self, now: Instant) {
+    pub(super) fn slow_down(&self, now: Instant) {
         let mut state = self.state.lock();
         let current = self.rate_at(&state, now);
         state.rate = (current / 2.0).max(1.0);
@@ -60,12 +60,12 @@ impl Pace {
 
     /// The ceiling now, in calls per second.
     #[cfg(test)]
-    pub fn rate(&self, now: Instant) -> f64 {
+    pub(crate) fn rate(&self, now: Instant) -> f64 {
         self.rate_at(&self.state.lock(), now)
     }
 
     /// How long the next call must wait for the pace (zero at full pace), reserving its turn.
-    pub fn turn(&self, now: Instant) -> Duration {
+    pub(super) fn turn(&self, now: Instant) -> Duration {
         let mut state = self.state.lock();
         let rate = self.rate_at(&state, now);
         self.show(rate);

@@ -34,7 +34,7 @@ const NOT_PENDING: u64 = u64::MAX;
 
 /// The time bounds a connection lives by (from `[server]`).
 #[derive(Clone, Copy, Debug)]
-pub struct ConnLimits {
+pub(super) struct ConnLimits {
     /// First request, and an HTTP/1 request head once begun, must arrive within this.
     pub header_read_timeout: Duration,
     /// No request in flight for this long closes the connection.
@@ -43,7 +43,7 @@ pub struct ConnLimits {
 
 /// One connection's activity, shared by its I/O wrapper, its request service and its task.
 /// Times are milliseconds since `opened`, so they fit in atomics.
-pub struct ConnState {
+pub(super) struct ConnState {
     id: u64,
     opened: Instant,
     in_flight: AtomicU32,
@@ -62,10 +62,10 @@ pub struct ConnState {
 }
 
 /// Counts a request in flight on its connection until dropped.
-pub struct RequestGuard(Arc<ConnState>);
+pub(super) struct RequestGuard(Arc<ConnState>);
 
 /// The live connections, for shedding at the cap.
-pub struct Registry {
+pub(super) struct Registry {
     cap: usize,
     inner: Mutex<RegistryInner>,
 }
@@ -78,7 +78,7 @@ struct RegistryInner {
 }
 
 /// A TCP stream that reports arriving bytes to its [`ConnState`].
-pub struct Watched {
+pub(super) struct Watched {
     inner: TcpStream,
     state: Arc<ConnState>,
     /// The connection's first bytes, until three are seen (`PRI` starts the HTTP/2 preface).
@@ -107,7 +107,7 @@ impl ConnState {
     }
 
     /// Marks a request as started; it counts as in flight until the guard is dropped.
-    pub fn request_started(self: &Arc<Self>) -> RequestGuard {
+    pub(super) fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.served.store(true, Ordering::Release);
         self.pending_since_ms.store(NOT_PENDING, Ordering::Release);
@@ -117,29 +117,29 @@ impl ConnState {
     }
 
     /// Whether no request is in flight.
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Whether the registry chose this connection to make room.
-    pub fn is_shed(&self) -> bool {
+    pub(super) fn is_shed(&self) -> bool {
         self.shed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection may have been shed.
-    pub async fn changed(&self) {
+    pub(super) async fn changed(&self) {
         self.changed.notified().await;
     }
 
     /// When to check the connection next: its deadline, or one `header_read_timeout` from now
     /// if that is sooner (a request head may begin, or the request in flight end, meanwhile).
-    pub fn next_check(&self, limits: &ConnLimits, now: Instant) -> Instant {
+    pub(super) fn next_check(&self, limits: &ConnLimits, now: Instant) -> Instant {
         let soon = now + limits.header_read_timeout;
         self.deadline(limits).map_or(soon, |due| due.min(soon))
     }
 
     /// Whether the connection is due to be closed at `now` (never with a request in flight).
-    pub fn expired(&self, limits: &ConnLimits, now: Instant) -> bool {
+    pub(super) fn expired(&self, limits: &ConnLimits, now: Instant) -> bool {
         self.deadline(limits).is_some_and(|due| due <= now)
     }
 
@@ -199,7 +199,7 @@ impl Drop for RequestGuard {
 
 impl Registry {
     /// A registry for at most `cap` connections.
-    pub fn new(cap: usize) -> Registry {
+    pub(super) fn new(cap: usize) -> Registry {
         Registry {
             cap,
             inner: Mutex::new(RegistryInner {
@@ -212,7 +212,7 @@ impl Registry {
 
     /// Registers a new connection, first shedding the longest-idle ones when at the cap;
     /// `None` when every connection has a request in flight.
-    pub fn admit(&self) -> Option<Arc<ConnState>> {
+    pub(super) fn admit(&self) -> Option<Arc<ConnState>> {
         let mut inner = self.inner.lock();
         if inner.conns.len() - inner.leaving >= self.cap {
             inner.shed(shed_batch(self.cap));
@@ -228,7 +228,7 @@ impl Registry {
     }
 
     /// Forgets a connection that has ended.
-    pub fn remove(&self, state: &ConnState) {
+    pub(super) fn remove(&self, state: &ConnState) {
         let mut inner = self.inner.lock();
         if inner.conns.remove(&state.id).is_some() && state.is_shed() {
             inner.leaving -= 1;
@@ -236,7 +236,7 @@ impl Registry {
     }
 
     /// Keeps a shed connection that turned busy before it could close.
-    pub fn unshed(&self, state: &ConnState) {
+    pub(super) fn unshed(&self, state: &ConnState) {
         let mut inner = self.inner.lock();
         if state.shed.swap(false, Ordering::AcqRel) {
             inner.leaving -= 1;
@@ -283,7 +283,7 @@ impl RegistryInner {
 
 impl Watched {
     /// Wraps an accepted stream.
-    pub fn new(inner: TcpStream, state: Arc<ConnState>) -> Watched {
+    pub(super) fn new(inner: TcpStream, state: Arc<ConnState>) -> Watched {
         Watched {
             inner,
             state,

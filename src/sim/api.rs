@@ -27,7 +27,7 @@ pub(super) struct Outcome {
 
 impl Outcome {
     /// A whole-call failure.
-    pub fn fail(code: i64, info: &str) -> Outcome {
+    pub(super) fn fail(code: i64, info: &str) -> Outcome {
         Outcome {
             code,
             body: json::error_body(code, info),

@@ -16,29 +16,29 @@ use serde_json::Value;
 
 /// Tencent's error codes, as its documentation lists them (reference §3).
 pub(crate) mod code {
-    pub const DECODE_FAIL: i64 = 40001;
-    pub const ACCOUNT_MISSING: i64 = 40002;
-    pub const ACCOUNT_NOT_FOUND: i64 = 40003;
-    pub const NOT_ADMIN: i64 = 40004;
-    pub const READ_FAIL: i64 = 40006;
-    pub const TAG_NOT_FOUND: i64 = 40009;
-    pub const FREQUENCY_LIMIT: i64 = 60007;
-    pub const BAD_PATH: i64 = 60009;
-    pub const SDKAPPID_MISSING: i64 = 60012;
-    pub const BAD_URL_PARAMETER: i64 = 60025;
-    pub const USERSIG_EMPTY: i64 = 70002;
-    pub const SDKAPPID_MISMATCH: i64 = 70014;
+    pub(crate) const DECODE_FAIL: i64 = 40001;
+    pub(crate) const ACCOUNT_MISSING: i64 = 40002;
+    pub(crate) const ACCOUNT_NOT_FOUND: i64 = 40003;
+    pub(crate) const NOT_ADMIN: i64 = 40004;
+    pub(crate) const READ_FAIL: i64 = 40006;
+    pub(crate) const TAG_NOT_FOUND: i64 = 40009;
+    pub(crate) const FREQUENCY_LIMIT: i64 = 60007;
+    pub(crate) const BAD_PATH: i64 = 60009;
+    pub(crate) const SDKAPPID_MISSING: i64 = 60012;
+    pub(crate) const BAD_URL_PARAMETER: i64 = 60025;
+    pub(crate) const USERSIG_EMPTY: i64 = 70002;
+    pub(crate) const SDKAPPID_MISMATCH: i64 = 70014;
 }
 
 /// `ErrorInfo` texts Tencent sends with the codes above.
 pub(crate) mod info {
-    pub const DECODE_FAIL: &str = "Err_Profile_Comm_Decode_Fail";
-    pub const ACCOUNT_MISSING: &str = "Err_Profile_Comm_Account_Missing";
-    pub const TOO_MANY_ACCOUNTS: &str = "Err_Profile_Comm_Too_Many_Accounts";
-    pub const TAG_NOT_FOUND: &str = "Err_Profile_Tag_Not_Found";
-    pub const ACCOUNT_NOT_FOUND: &str = "Err_Profile_Account_Not_Found";
-    pub const READ_FAIL: &str = "Err_Profile_PortraitGet_Read_Custom_Data_Fail";
-    pub const FREQUENCY_LIMIT: &str = "REST API call frequency exceeds the limit";
+    pub(crate) const DECODE_FAIL: &str = "Err_Profile_Comm_Decode_Fail";
+    pub(crate) const ACCOUNT_MISSING: &str = "Err_Profile_Comm_Account_Missing";
+    pub(crate) const TOO_MANY_ACCOUNTS: &str = "Err_Profile_Comm_Too_Many_Accounts";
+    pub(crate) const TAG_NOT_FOUND: &str = "Err_Profile_Tag_Not_Found";
+    pub(crate) const ACCOUNT_NOT_FOUND: &str = "Err_Profile_Account_Not_Found";
+    pub(crate) const READ_FAIL: &str = "Err_Profile_PortraitGet_Read_Custom_Data_Fail";
+    pub(crate) const FREQUENCY_LIMIT: &str = "REST API call frequency exceeds the limit";
 }
 
 /// Tencent's cap on `To_Account` in one `portrait_get`.

@@ -50,7 +50,7 @@ enum Generated {
 }
 
 impl Profiles {
-    pub fn new(accounts: u64, custom_tags: &[String]) -> Profiles {
+    pub(super) fn new(accounts: u64, custom_tags: &[String]) -> Profiles {
         Profiles {
             accounts,
             custom_tags: custom_tags.to_vec(),
@@ -59,13 +59,13 @@ impl Profiles {
     }
 
     /// Whether `tag` is one of the app's configured custom tags.
-    pub fn has_custom_tag(&self, tag: &str) -> bool {
+    pub(super) fn has_custom_tag(&self, tag: &str) -> bool {
         self.custom_tags.iter().any(|t| t == tag)
     }
 
     /// `N` for an existing account `user{N}`; `None` for anything else, including non-canonical
     /// numbers such as `user01`.
-    pub fn account_number(&self, account: &str) -> Option<u64> {
+    pub(super) fn account_number(&self, account: &str) -> Option<u64> {
         let digits = account.strip_prefix(ACCOUNT_PREFIX)?;
         let canonical = !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
@@ -77,17 +77,17 @@ impl Profiles {
     }
 
     /// Whether reading account `n` fails with 40006.
-    pub fn read_fails(n: u64) -> bool {
+    pub(super) fn read_fails(n: u64) -> bool {
         n % 97 == 13
     }
 
     /// The override map of `account`, if it has one.
-    pub fn overrides_of(&self, account: &str) -> Option<Arc<Overrides>> {
+    pub(super) fn overrides_of(&self, account: &str) -> Option<Arc<Overrides>> {
         self.overrides.read().get(account).cloned()
     }
 
     /// The value of `tag` for account `n`: its override, else its generated value.
-    pub fn value<'a>(
+    pub(super) fn value<'a>(
         &self,
         n: u64,
         tag: &str,
@@ -101,7 +101,7 @@ impl Profiles {
 
     /// The raw JSON text of `tag` for `account` as stored now; `None` if unset, if the tag does
     /// not exist for this app, or if the account does not exist.
-    pub fn value_text(&self, account: &str, tag: &str) -> Option<String> {
+    pub(super) fn value_text(&self, account: &str, tag: &str) -> Option<String> {
         let n = self.account_number(account)?;
         let standard = STANDARD_TAGS.contains(&tag);
         if !standard && !self.has_custom_tag(tag) {
@@ -113,7 +113,7 @@ impl Profiles {
     }
 
     /// Stores `values` (already validated) as overrides of `account`.
-    pub fn set(&self, account: &str, values: &[(&str, &RawValue)]) {
+    pub(super) fn set(&self, account: &str, values: &[(&str, &RawValue)]) {
         let mut all = self.overrides.write();
         let mine = Arc::make_mut(all.entry(account.to_owned()).or_default());
         for (tag, value) in values {

@@ -37,7 +37,7 @@ pub(super) struct RateWindows {
 impl RateWindow {
     /// Admits a call arriving `at` if fewer than `limit` calls were admitted in `(at - 1s, at]`.
     /// Rejected calls are not counted. A `limit` of 0 admits everything.
-    pub fn admit(&self, at: Instant, limit: u32) -> bool {
+    pub(super) fn admit(&self, at: Instant, limit: u32) -> bool {
         if limit == 0 {
             return true;
         }
@@ -69,7 +69,7 @@ impl RateWindow {
 
 impl RateWindows {
     /// Admits a call of `api` on `path` arriving `at` (see [`RateWindow::admit`]).
-    pub fn admit(&self, api: Api, path: &str, at: Instant, limit: u32) -> bool {
+    pub(super) fn admit(&self, api: Api, path: &str, at: Instant, limit: u32) -> bool {
         match api {
             Api::PortraitGet => self.portrait_get.admit(at, limit),
             Api::PortraitSet => self.portrait_set.admit(at, limit),
@@ -100,7 +100,7 @@ impl RateWindows {
 
     /// How many echoed paths have a window now.
     #[cfg(test)]
-    pub fn tracked_paths(&self) -> usize {
+    pub(crate) fn tracked_paths(&self) -> usize {
         self.others.lock().len()
     }
 }

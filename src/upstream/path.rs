@@ -311,7 +311,7 @@ fn forward_outcome(result: &Result<(u16, Bytes), Error>) -> (Outcome, i64) {
 /// local one), shown in the limiter gauges, with the configured breaker and retry policy. Cheap to
 /// clone; the pass-through router builds paths with it as APIs are first seen.
 #[derive(Clone)]
-pub struct PathFactory {
+pub(crate) struct PathFactory {
     client: Arc<dyn UpstreamApi>,
     budgets: Option<Arc<dyn BudgetSource>>,
     config: Arc<Config>,
@@ -321,7 +321,7 @@ pub struct PathFactory {
 impl PathFactory {
     /// A factory for paths to `client`, budgeted by shared `budgets` (a fleet's) when given,
     /// else by local limiters.
-    pub fn new(
+    pub(crate) fn new(
         client: Arc<dyn UpstreamApi>,
         budgets: Option<Arc<dyn BudgetSource>>,
         config: &Config,
@@ -336,7 +336,7 @@ impl PathFactory {
     }
 
     /// The path of `api`, allowed `rate` calls per second (by the whole fleet, in a fleet).
-    pub fn build(&self, api: &Api, rate: NonZeroU32) -> UpstreamPath {
+    pub(crate) fn build(&self, api: &Api, rate: NonZeroU32) -> UpstreamPath {
         let limiter = match &self.budgets {
             Some(budgets) => UpstreamLimiter::shared(budgets.budget(api.label(), rate), rate),
             None => UpstreamLimiter::new(rate),

@@ -12,7 +12,7 @@ use crate::error::Error;
 
 /// Builds a `portrait_get` answer entry by entry: accounts in request order, tags in `TagList`
 /// order. `Fail_Account` is added only when some account failed.
-pub struct ResponseWriter {
+pub(crate) struct ResponseWriter {
     buf: Vec<u8>,
     /// Accounts that failed, already JSON-escaped, for `Fail_Account`.
     failed: Vec<u8>,
@@ -22,7 +22,7 @@ pub struct ResponseWriter {
 
 impl ResponseWriter {
     /// Starts an answer; `capacity` is a hint for the buffer size in bytes.
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(br#"{"UserProfileItem":["#);
         ResponseWriter {
@@ -36,7 +36,7 @@ impl ResponseWriter {
     /// Opens a successful account entry; follow with [`tag_value`](Self::tag_value) calls and
     /// [`end_account`](Self::end_account).
     /// Returns where the entry starts (see [`repeat_account`](Self::repeat_account)).
-    pub fn begin_account(&mut self, account: &str) -> usize {
+    pub(crate) fn begin_account(&mut self, account: &str) -> usize {
         self.account_separator();
         let start = self.buf.len();
         self.buf.extend_from_slice(br#"{"To_Account":"#);
@@ -47,7 +47,7 @@ impl ResponseWriter {
     }
 
     /// Adds one `{Tag, Value}` pair to the open account entry; `value` is raw JSON text.
-    pub fn tag_value(&mut self, tag: &Tag, value: &str) {
+    pub(crate) fn tag_value(&mut self, tag: &Tag, value: &str) {
         let buf = &mut self.buf;
         buf.reserve(value.len() + 64);
         if !self.first_tag {
@@ -68,7 +68,7 @@ impl ResponseWriter {
     }
 
     /// Closes a successful account entry; returns where it ends.
-    pub fn end_account(&mut self) -> usize {
+    pub(crate) fn end_account(&mut self) -> usize {
         self.buf
             .extend_from_slice(br#"],"ResultCode":0,"ResultInfo":""}"#);
         self.buf.len()
@@ -76,14 +76,14 @@ impl ResponseWriter {
 
     /// Writes the entry at `entry` (from [`begin_account`](Self::begin_account) to
     /// [`end_account`](Self::end_account)) again: an account asked for twice is answered alike.
-    pub fn repeat_account(&mut self, entry: std::ops::Range<usize>) {
+    pub(crate) fn repeat_account(&mut self, entry: std::ops::Range<usize>) {
         self.account_separator();
         self.buf.extend_from_within(entry);
     }
 
     /// Writes an account entry rendered before (as written from [`begin_account`](Self::begin_account)
     /// to [`end_account`](Self::end_account)); returns where it is.
-    pub fn rendered_account(&mut self, entry: &[u8]) -> std::ops::Range<usize> {
+    pub(crate) fn rendered_account(&mut self, entry: &[u8]) -> std::ops::Range<usize> {
         self.account_separator();
         let start = self.buf.len();
         self.buf.extend_from_slice(entry);
@@ -91,13 +91,13 @@ impl ResponseWriter {
     }
 
     /// The bytes written at `range`, e.g. an account entry to keep rendered.
-    pub fn written(&self, range: std::ops::Range<usize>) -> &[u8] {
+    pub(crate) fn written(&self, range: std::ops::Range<usize>) -> &[u8] {
         self.buf.get(range).unwrap_or(&[])
     }
 
     /// Writes a failed account entry (no `ProfileItem`, as Tencent does) and lists the account
     /// in `Fail_Account`.
-    pub fn failed_account(&mut self, account: &str, code: i64, info: &str) {
+    pub(crate) fn failed_account(&mut self, account: &str, code: i64, info: &str) {
         self.account_separator();
         self.buf.extend_from_slice(br#"{"To_Account":"#);
         write_str(&mut self.buf, account);
@@ -113,7 +113,7 @@ impl ResponseWriter {
     }
 
     /// Closes the answer with the success envelope.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
         self.buf.push(b']');
         if !self.failed.is_empty() {
             self.buf.extend_from_slice(br#","Fail_Account":["#);
@@ -147,7 +147,7 @@ fn standard_tag_prefix(index: u8) -> &'static [u8] {
 }
 
 /// A whole-request failure body: `{"ActionStatus":"FAIL","ErrorCode":..,"ErrorInfo":..,"ErrorDisplay":..}`.
-pub fn encode_error(code: i64, info: &str, display: &str) -> Vec<u8> {
+pub(crate) fn encode_error(code: i64, info: &str, display: &str) -> Vec<u8> {
     let mut buf = Vec::with_capacity(80 + info.len() + display.len());
     buf.extend_from_slice(br#"{"ActionStatus":"FAIL","ErrorCode":"#);
     let _ = write!(buf, "{code}");
@@ -162,7 +162,7 @@ pub fn encode_error(code: i64, info: &str, display: &str) -> Vec<u8> {
 /// The Tencent body an [`Error`] is answered with (HTTP 200 on API paths): an upstream's
 /// whole-call failure passes its code and texts through; any other error gets its own code
 /// and its message as `ErrorInfo`.
-pub fn error_body(error: &Error) -> Vec<u8> {
+pub(crate) fn error_body(error: &Error) -> Vec<u8> {
     match error {
         Error::UpstreamFailed {
             code,

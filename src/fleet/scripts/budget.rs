@@ -50,7 +50,7 @@ end
 /// Returns `{epoch, {live gateways, learning (1/0), silent gateways, gateways this call dropped
 /// because their lease ran out (each expiry is seen by exactly one heartbeat), then per API:
 /// usable, fair, paced limit, Σ booked, booked for silent gateways}}`.
-pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PACED}{}",
         r"
@@ -161,7 +161,7 @@ return {epoch, out}
 ///
 /// Returns `{status, µs}`: 1 = granted, send after µs; 0 = no room, ask again after µs;
 /// 2 = the epoch differs (Redis lost its state): renew the membership first.
-pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PACED}{}",
         r"
@@ -196,7 +196,7 @@ return {1, at - now}
 
 /// Answers from the primary holding the fleet's keys (in a Cluster, the node serving the
 /// fleet's one slot, which a plain PING on another node would not show). KEYS: any fleet key.
-pub static PROBE: LazyLock<Script> =
+pub(crate) static PROBE: LazyLock<Script> =
     LazyLock::new(|| Script::new("return redis.call('EXISTS', KEYS[1])"));
 
 /// Halves the fleet's pace of one API (a 60007 or an over-limit alert seen by any gateway),
@@ -204,7 +204,7 @@ pub static PROBE: LazyLock<Script> =
 /// that the app was over its limit in that window, not one each.
 ///
 /// KEYS: pace. ARGV: limit, window µs. Returns the new pace in milli-calls per second.
-pub static PACE_DOWN: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static PACE_DOWN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PACED}{}",
         r"
@@ -228,7 +228,7 @@ return rate
 /// Ends a hold one window after its call's answer (or drops an unused one at once).
 ///
 /// KEYS: holds. ARGV: member, window µs (0 = the call was never sent).
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')

@@ -15,7 +15,7 @@ use redis::Script;
 /// fields it has; a value is `=` + raw JSON, or `-` for a tag cached as unset; `claim` is `-`
 /// (nothing claimed), `m` (the caller's: made now or already its own) or the ms a peer's claim
 /// has left. Stored fields are `expiry ms` + `|` + value.
-pub static CACHE_GET: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static CACHE_GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
@@ -74,7 +74,7 @@ return out
 /// claimer token, filled channel, then per account: the account, its expected version, field
 /// count, then (field, value) pairs with values as in [`CACHE_GET`] but without the expiry.
 /// Returns per account 1 (written) or 0 (stale).
-pub static CACHE_PUT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static CACHE_PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
@@ -117,7 +117,7 @@ return out
 ///
 /// KEYS: the accounts' claim keys. ARGV: claimer token, filled channel, then the accounts.
 /// Returns how many claims were the caller's.
-pub static RELEASE_CLAIMS: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RELEASE_CLAIMS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local released = {}
@@ -139,7 +139,7 @@ return #released
 /// drops its values, and tells every gateway to drop its L1 entry.
 ///
 /// KEYS: values hash, version key. ARGV: channel, account, version lifetime ms.
-pub static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local v = redis.call('INCR', KEYS[2])
@@ -152,5 +152,5 @@ return v
 });
 
 /// Publishes one message (the "flush every L1" order). ARGV: channel, message.
-pub static PUBLISH: LazyLock<Script> =
+pub(crate) static PUBLISH: LazyLock<Script> =
     LazyLock::new(|| Script::new("return redis.call('PUBLISH', ARGV[1], ARGV[2])"));
