@@ -33,7 +33,7 @@ use moka::sync::Cache;
 use crate::cache::{ProfileCache, Stamp};
 
 /// A cached answer and what decides whether it may still be served.
-pub struct CachedAnswer {
+pub(crate) struct CachedAnswer {
     /// The response body, shared with every caller it is served to.
     pub body: Bytes,
     /// When the first of the slots it was built from goes stale.
@@ -48,7 +48,7 @@ pub struct CachedAnswer {
 
 /// Whole answers by request body; cheap to clone.
 #[derive(Clone)]
-pub struct AnswerCache {
+pub(crate) struct AnswerCache {
     answers: Option<Cache<Bytes, Arc<CachedAnswer>, foldhash::fast::RandomState>>,
     /// Hashes of bodies seen once (or kept), by `hash % DOORKEEPER_SLOTS`.
     doorkeeper: Arc<Doorkeeper>,
@@ -104,7 +104,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 160;
 impl AnswerCache {
     /// A cache holding at most about `max_bytes` of requests and answers built from `profiles`;
     /// 0 disables it.
-    pub fn new(max_bytes: u64, profiles: ProfileCache) -> AnswerCache {
+    pub(crate) fn new(max_bytes: u64, profiles: ProfileCache) -> AnswerCache {
         let answers = (max_bytes > 0).then(|| {
             Cache::builder()
                 .max_capacity(max_bytes)
@@ -126,7 +126,7 @@ impl AnswerCache {
     }
 
     /// The answer to `request_body`, if one is cached and still valid at `now`.
-    pub fn get(&self, request_body: &[u8], now: Instant) -> Option<Arc<CachedAnswer>> {
+    pub(crate) fn get(&self, request_body: &[u8], now: Instant) -> Option<Arc<CachedAnswer>> {
         let cache = self.answers.as_ref()?;
         if !self.doorkeeper.was_seen(request_body) {
             return None;
@@ -142,12 +142,12 @@ impl AnswerCache {
 
     /// Records an all-hit sighting of `request_body`: true when its answer should be kept now
     /// (its second sighting), false on its first or when this layer is off.
-    pub fn admit(&self, request_body: &[u8]) -> bool {
+    pub(crate) fn admit(&self, request_body: &[u8]) -> bool {
         self.answers.is_some() && self.doorkeeper.sighted(request_body)
     }
 
     /// Keeps `answer` for `request_body` (a no-op when disabled), whether or not admitted.
-    pub fn insert(&self, request_body: &[u8], answer: CachedAnswer) {
+    pub(crate) fn insert(&self, request_body: &[u8], answer: CachedAnswer) {
         if let Some(cache) = &self.answers {
             if let Some((slot, hash)) = self.doorkeeper.slot(request_body) {
                 slot.store(hash, Ordering::Relaxed);
@@ -157,7 +157,7 @@ impl AnswerCache {
     }
 
     /// Bytes held, approximately (moka applies writes lazily).
-    pub fn weighted_size(&self) -> u64 {
+    pub(crate) fn weighted_size(&self) -> u64 {
         self.answers.as_ref().map_or(0, |cache| {
             cache.run_pending_tasks();
             cache.weighted_size()
@@ -165,7 +165,7 @@ impl AnswerCache {
     }
 
     /// Whether this layer is on.
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.answers.is_some()
     }
 }

@@ -32,10 +32,12 @@ use crate::error::Error;
 use crate::wire::{Account, RawJson, Tag};
 
 mod account;
+mod metrics;
 mod rendered;
 mod table;
 mod tier;
 pub(crate) use account::{CachedAccount, Ticks};
+pub(crate) use metrics::{CacheEvictions, CacheMetrics, CacheSizes};
 use rendered::RenderBudget;
 pub(crate) use rendered::{PairCounts, Render, TagListKey};
 use table::AccountTable;
@@ -110,9 +112,9 @@ impl ProfileCache {
     }
 
     /// Builds the caches, telling `on_evict` of the accounts moka's evictions dropped, by cause.
-    pub fn with_evictions(
+    pub(crate) fn with_evictions(
         config: &CacheConfig,
-        on_evict: Option<crate::metrics::CacheEvictions>,
+        on_evict: Option<CacheEvictions>,
     ) -> ProfileCache {
         // No TTL in moka: freshness is checked per slot. Stale accounts stay until re-fetched
         // or evicted by size.

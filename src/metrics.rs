@@ -1,6 +1,6 @@
 //! Prometheus metrics: the gateway's one owned registry, the request and upstream series, and
 //! the exposition. Components register their own families on it ([`Metrics::register`]) and
-//! keep the handles (the batcher's in batcher/metrics.rs, the fleet's in fleet/metrics.rs, the
+//! keep the handles (the batcher's in batcher/metrics.rs, the caches' in cache/metrics.rs, the fleet's in fleet/metrics.rs, the
 //! breaker's and limiters' next to them); the families still here are the request path's.
 //!
 //! `run` builds one [`Metrics`] and hands clones to each module; nothing uses the default
@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub use crate::apis::Api;
@@ -22,7 +22,7 @@ use crate::error::{Error, Fault};
 
 mod components;
 
-pub use components::{code_class, CacheEvictions, ErrorMetrics, UpstreamResults};
+pub use components::{code_class, ErrorMetrics, UpstreamResults};
 
 /// How a request or upstream call ended (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +138,6 @@ pub struct Families {
     pub answer_cache_hits: IntCounter,
     /// `answer_cache_requests_total{result=miss}`.
     pub answer_cache_misses: IntCounter,
-    /// Cached (account, tag) pairs, refreshed on scrape.
-    pub cache_entries: IntGauge,
-    /// Bytes held by the answer cache (requests, answers, bookkeeping), refreshed on scrape.
-    pub answer_cache_bytes: IntGauge,
-    /// Bytes held by answer entries rendered into cached accounts, refreshed on scrape.
-    pub cache_rendered_bytes: IntGauge,
     /// Accounts dropped from the cache by `portrait_set`.
     pub cache_invalidations: IntCounter,
     upstream_requests: SeriesTable,
@@ -153,8 +147,6 @@ pub struct Families {
     pub errors: ErrorMetrics,
     /// Upstream calls by code class.
     pub upstream_results: UpstreamResults,
-    /// Accounts the per-pair cache removed on its own (moka's eviction listener).
-    pub cache_evictions: CacheEvictions,
     /// Unprefixed registry of the process collector.
     process: Registry,
 }
@@ -219,15 +211,6 @@ impl Metrics {
             cache_stale: cache_lookups.with_label_values(&["stale"]),
             answer_cache_hits: answer_cache.with_label_values(&["hit"]),
             answer_cache_misses: answer_cache.with_label_values(&["miss"]),
-            cache_entries: reg.gauge("cache_entries", "Cached (account, tag) pairs"),
-            answer_cache_bytes: reg.gauge(
-                "answer_cache_bytes",
-                "Bytes held by whole cached answers (requests, answers, bookkeeping)",
-            ),
-            cache_rendered_bytes: reg.gauge(
-                "cache_rendered_bytes",
-                "Bytes held by account answer entries rendered for a TagList",
-            ),
             cache_invalidations: reg.counter(
                 "cache_invalidations_total",
                 "Accounts dropped from the cache",
@@ -238,7 +221,6 @@ impl Metrics {
             ),
             errors: ErrorMetrics::register(&reg),
             upstream_results: UpstreamResults::register(&reg),
-            cache_evictions: CacheEvictions::register(&reg),
             process: components::process_registry(),
             requests: SeriesTable::new(&requests, &request_duration),
             upstream_requests: SeriesTable::new(&upstream_requests, &upstream_duration),
@@ -313,9 +295,6 @@ impl Registrar<'_> {
     }
     fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
-    }
-    fn gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.register(IntGauge::new(name, help).expect("valid metric"))
     }
     fn histogram(&self, opts: HistogramOpts) -> Histogram {
         self.register(Histogram::with_opts(opts).expect("valid metric"))

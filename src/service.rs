@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use crate::answers::{AnswerCache, CachedAnswer};
 use crate::batcher::Batcher;
-use crate::cache::{CacheTier, ProfileCache};
+use crate::cache::{CacheMetrics, CacheSizes, CacheTier, ProfileCache};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -42,16 +42,6 @@ mod lookup;
 mod set;
 mod stale;
 
-/// What the caches hold, read for the size gauges at scrape time.
-pub struct CacheSizes {
-    /// Cached (account, tag) pairs.
-    pub pairs: u64,
-    /// Bytes of whole answers kept by body.
-    pub answer_bytes: u64,
-    /// Bytes of answer entries rendered into accounts.
-    pub rendered_bytes: u64,
-}
-
 /// The gateway's API logic; cheap to clone.
 #[derive(Clone)]
 pub struct ProfileService(Arc<Inner>);
@@ -65,6 +55,8 @@ struct Inner {
     /// The client, limiter, breaker and retries of `portrait_set`.
     set_path: UpstreamPath,
     metrics: Metrics,
+    /// The caches' own families (their size gauges).
+    cache_metrics: CacheMetrics,
     max_queue_wait: Duration,
     /// `cache.stale_if_error_seconds`.
     stale_if_error: Duration,
@@ -77,13 +69,14 @@ struct Inner {
 impl ProfileService {
     /// Wires the service to its caches, batcher and upstream.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         answers: AnswerCache,
         cache: ProfileCache,
         tier: CacheTier,
         batcher: Batcher,
         set_path: UpstreamPath,
         metrics: Metrics,
+        cache_metrics: CacheMetrics,
         config: &Config,
     ) -> ProfileService {
         ProfileService(Arc::new(Inner {
@@ -93,6 +86,7 @@ impl ProfileService {
             batcher,
             set_path,
             metrics,
+            cache_metrics,
             max_queue_wait: config.limits.max_queue_wait,
             stale_if_error: config.cache.stale_if_error,
             stale_while_revalidate: config.cache.stale_while_revalidate,
@@ -105,13 +99,18 @@ impl ProfileService {
         [self.0.batcher.breaker(), self.0.set_path.breaker()]
     }
 
-    /// How much the caches hold, for the scrape-time gauges.
+    /// How much the caches hold (the size gauges' values).
     pub fn cache_sizes(&self) -> CacheSizes {
         CacheSizes {
             pairs: self.0.cache.weighted_size(),
             answer_bytes: self.0.answers.weighted_size(),
             rendered_bytes: self.0.cache.rendered_bytes(),
         }
+    }
+
+    /// Sets the caches' size gauges to what they hold now (at each scrape).
+    pub(crate) fn show_cache_sizes(&self) {
+        self.0.cache_metrics.show(&self.cache_sizes());
     }
 
     /// Answers a `portrait_get` body exactly as Tencent would answer it alone.

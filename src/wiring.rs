@@ -13,7 +13,7 @@ use crate::answers::AnswerCache;
 use crate::apis::{self, Api};
 use crate::auth::Authenticator;
 use crate::batcher::{BatchConfig, Batcher};
-use crate::cache::{CacheTier, ProfileCache};
+use crate::cache::{CacheMetrics, CacheTier, ProfileCache};
 use crate::callback::Callbacks;
 use crate::config::Config;
 use crate::fleet::metrics::FleetMetrics;
@@ -167,7 +167,8 @@ pub(crate) fn build_handlers(
     metrics: Metrics,
 ) -> Built {
     let limits = &config.limits;
-    let cache = ProfileCache::with_evictions(&config.cache, Some(metrics.cache_evictions.clone()));
+    let cache_metrics = CacheMetrics::register(&metrics);
+    let cache = ProfileCache::with_evictions(&config.cache, Some(cache_metrics.evictions()));
     let fleet = Fleet::join(config, &cache, FleetMetrics::register(&metrics)).map(Arc::new);
     let budgets = fleet.clone().map(|f| f as Arc<dyn BudgetSource>);
     let paths = PathFactory::new(upstream, budgets, config, &metrics);
@@ -201,6 +202,7 @@ pub(crate) fn build_handlers(
         batcher,
         set_path,
         metrics.clone(),
+        cache_metrics,
         config,
     );
     let passthrough = PassThrough::new(

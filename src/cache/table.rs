@@ -30,8 +30,8 @@ use moka::sync::Cache;
 use papaya::{HashMap, HashMapRef, LocalGuard};
 use parking_lot::Mutex;
 
+use super::metrics::CacheEvictions;
 use super::CachedAccount;
-use crate::metrics::CacheEvictions;
 
 /// About how many (account, tag) slots a bucket holds when the cache is full: 8 accounts of 4
 /// tags. Larger buckets share moka's per-entry cost among more accounts but evict more at once.
@@ -293,8 +293,9 @@ mod tests {
 
     #[test]
     fn what_the_lists_hold_stays_within_the_capacity_and_evictions_are_counted() {
-        let metrics = crate::metrics::Metrics::new();
-        let table = AccountTable::new(2_000, Some(metrics.cache_evictions.clone()));
+        let metrics =
+            super::super::metrics::CacheMetrics::register(&crate::metrics::Metrics::new());
+        let table = AccountTable::new(2_000, Some(metrics.evictions()));
         let hasher = foldhash::fast::RandomState::default();
         for i in 0..5_000 {
             let name = format!("user{i}");
@@ -302,7 +303,7 @@ mod tests {
         }
         let stored = assert_within(&table, 2_000);
         assert!(stored > 1_000, "the cache is used: {stored} slots");
-        let evicted = metrics.cache_evictions.count("size");
+        let evicted = metrics.evictions().count("size");
         assert_eq!(
             evicted,
             5_000 - stored / 4,

@@ -6,7 +6,6 @@
 //! Label values are bounded: API names, Tencent error codes (a documented, finite set), code
 //! classes and moka's removal causes; never an account, a tag or a path.
 
-use moka::notification::RemovalCause;
 use prometheus::{IntCounterVec, Registry};
 
 use super::{Api, Registrar};
@@ -88,45 +87,6 @@ pub fn code_class(code: i64) -> &'static str {
         80_000..=89_999 => "tencent_8xxxx",
         90_000..=99_999 => "tencent_9xxxx",
         _ => "other",
-    }
-}
-
-// === impl CacheEvictions ===
-
-/// Accounts removed from the per-pair cache by moka, by cause.
-#[derive(Clone)]
-pub struct CacheEvictions(IntCounterVec);
-
-impl CacheEvictions {
-    pub(super) fn register(reg: &Registrar<'_>) -> CacheEvictions {
-        let evictions = reg.counter_vec(
-            "cache_evictions_total",
-            "Cached accounts the cache dropped on its own: size (evicted, or refused admission, \
-             when full) or expired",
-            &["cause"],
-        );
-        for cause in ["size", "expired"] {
-            evictions.with_label_values(&[cause]);
-        }
-        CacheEvictions(evictions)
-    }
-
-    /// What moka's eviction listener calls, with the accounts the removal dropped.
-    /// Replacements (a refresh) and explicit removals (`portrait_set`, counted as
-    /// invalidations) are not evictions.
-    pub fn record(&self, cause: RemovalCause, accounts: u64) {
-        let label = match cause {
-            RemovalCause::Size => "size",
-            RemovalCause::Expired => "expired",
-            RemovalCause::Explicit | RemovalCause::Replaced => return,
-        };
-        self.0.with_label_values(&[label]).inc_by(accounts);
-    }
-
-    /// The accounts dropped for `cause` so far.
-    #[cfg(test)]
-    pub fn count(&self, cause: &str) -> u64 {
-        self.0.with_label_values(&[cause]).get()
     }
 }
 

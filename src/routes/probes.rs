@@ -11,17 +11,7 @@ use http_body_util::Full;
 use super::AppState;
 
 pub(super) fn metrics(state: &AppState) -> Response<Full<Bytes>> {
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let sizes = state.service.cache_sizes();
-    state.metrics.cache_entries.set(gauge(sizes.pairs));
-    state
-        .metrics
-        .answer_cache_bytes
-        .set(gauge(sizes.answer_bytes));
-    state
-        .metrics
-        .cache_rendered_bytes
-        .set(gauge(sizes.rendered_bytes));
+    state.service.show_cache_sizes();
     let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
