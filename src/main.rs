@@ -55,6 +55,10 @@ enum Command {
     /// http://ADDR" once bound; on SIGTERM or Ctrl-C prints one JSON line of counters
     /// (calls, rate_limited, faulted, oversized) and exits 0.
     Sim(SimArgs),
+    /// Check the config file and the environment's overrides as serving would, binding
+    /// nothing: exit 0 with one line on stdout when valid; 64 with one line on stderr naming the
+    /// problem when not (as `nginx -t`).
+    Check,
     /// Print an admin UserSig signed with the configured secret key.
     Usersig {
         /// The identifier (UserID) to sign for.
@@ -112,6 +116,13 @@ fn main() -> ExitCode {
         Some(Command::Usersig { identifier, expire }) => {
             print_usersig(&config, &identifier, expire)
         }
+        Some(Command::Check) => match config.require_secret_key() {
+            Ok(()) => {
+                println!("tim-gateway: {} is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e),
+        },
         Some(Command::Demo) => serve(config, true),
         Some(Command::Sim(args)) => block_on(config.log.format, run_sim(config, args)),
         None => match config.require_secret_key() {

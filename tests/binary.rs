@@ -210,6 +210,29 @@ async fn out_of_range_config_value_exits_64_with_one_line_naming_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_accepts_the_shipped_config_and_refuses_a_bad_one_with_one_line() {
+    let shipped = "config/tim-gateway.toml";
+    let key = [("TIM_GATEWAY__UPSTREAM__SECRET_KEY", "x")];
+    let (code, stdout, stderr) = run_to_exit(&["check", "--config", shipped], &key);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+    let dir = std::env::temp_dir().join(format!("tim-gateway-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_accounts_per_batch = 101\n").expect("write");
+    let bad = bad.to_str().expect("utf-8 path");
+    let (code, _, stderr) = run_to_exit(&["check", "--config", bad], &key);
+    assert_eq!(code, Some(EXIT_USAGE), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {stderr:?}");
+    assert!(lines[0].contains("max_accounts_per_batch"), "{}", lines[0]);
+    // Serving needs the secret key: a config without one is not valid to ship.
+    let (code, _, stderr) = run_to_exit(&["check", "--config", shipped], &[]);
+    assert_eq!(code, Some(EXIT_USAGE), "stderr: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_redis_shapes_at_once_exit_64_with_one_line_naming_both_and_no_password() {
     let (code, _, stderr) = run_to_exit(
         &[],
