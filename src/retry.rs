@@ -1,6 +1,8 @@
 //! Retries of failed upstream calls: which failures, how long to back off, and the budget that
 //! keeps a failing upstream from seeing more than `1 + retry_budget_percent / 100` times the
-//! calls it would have seen without retries.
+//! calls it would have seen without retries, plus a floor of `retry_budget_min_per_second`
+//! retries a second (Finagle's `minRetriesPerSec`): a quiet gateway, whose 10 % of a handful of
+//! calls is less than one retry, still retries its rare failure; at scale the percentage rules.
 //!
 //! The batch worker's call tasks use it: a retryable failure ([`Error::is_retryable`]) is sent
 //! again after exponential backoff with full jitter, through the limiter like any call, at
@@ -30,16 +32,20 @@ pub(crate) struct Retries(Arc<Inner>);
 struct Inner {
     max_retries: u32,
     percent: u64,
+    /// Retries the window allows whatever the calls: the floor per second times the window.
+    floor: u64,
     /// (bucket start, first attempts, retries), oldest first.
     buckets: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
 impl Retries {
-    /// At most `max_retries` per call, and retries at most `percent` % of calls over 10 s.
-    pub(crate) fn new(max_retries: u32, percent: u32) -> Retries {
+    /// At most `max_retries` per call, and retries at most `percent` % of calls over 10 s plus
+    /// `min_per_second` a second.
+    pub(crate) fn new(max_retries: u32, percent: u32, min_per_second: u32) -> Retries {
         Retries(Arc::new(Inner {
             max_retries,
             percent: u64::from(percent),
+            floor: u64::from(min_per_second) * BUDGET_WINDOW.as_secs(),
             buckets: Mutex::new(VecDeque::new()),
         }))
     }
@@ -75,7 +81,7 @@ impl Retries {
         let mut buckets = self.0.buckets.lock();
         prune(&mut buckets, now);
         let (calls, retries) = buckets.iter().fold((0, 0), |(c, r), b| (c + b.1, r + b.2));
-        if (retries + 1) * 100 > calls * self.0.percent {
+        if (retries + 1) * 100 > calls * self.0.percent + self.0.floor * 100 {
             return false;
         }
         drop(buckets);
@@ -122,7 +128,7 @@ mod tests {
 
     #[test]
     fn retries_only_retryable_failures_within_attempts_and_deadline() {
-        let r = Retries::new(2, 100);
+        let r = Retries::new(2, 100, 0);
         let now = Instant::now();
         r.record_call(now);
         r.record_call(now);
@@ -144,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_budget_caps_retries_at_a_share_of_calls_over_the_window() {
-        let r = Retries::new(10, 10);
+        let r = Retries::new(10, 10, 0);
         let now = Instant::now();
         for _ in 0..50 {
             r.record_call(now);
@@ -159,6 +165,33 @@ mod tests {
             r.next(&outage(), 1, later, Duration::ZERO, far + BUDGET_WINDOW)
                 .is_none(),
             "calls that left the window no longer pay for retries"
+        );
+    }
+
+    #[test]
+    fn a_quiet_gateway_retries_its_rare_failure_and_a_busy_one_stays_within_the_percentage() {
+        let far = |now: Instant| now + Duration::from_secs(60);
+        // One call in the window: 10 % of it is no retry at all; the floor gives one.
+        let quiet = Retries::new(2, 10, 1);
+        let now = Instant::now();
+        quiet.record_call(now);
+        assert!(quiet
+            .next(&outage(), 1, now, Duration::ZERO, far(now))
+            .is_some());
+        // 1,000 calls of a failing upstream in the window: 10 % plus the floor's 10, no more.
+        let busy = Retries::new(2, 10, 1);
+        for _ in 0..1_000 {
+            busy.record_call(now);
+        }
+        let granted = (0..1_000)
+            .filter(|_| {
+                busy.next(&outage(), 1, now, Duration::ZERO, far(now))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(
+            granted, 110,
+            "10 % of 1,000 calls and 1/s over the 10 s window"
         );
     }
 

@@ -1,7 +1,8 @@
 //! Retries inside a budget: against a sim failing every other call with 502, callers are still
 //! answered (retries turn many failures into answers), retries stay within
-//! `upstream.retry_budget_percent` of calls, and the sim never sees more than its limit in any
-//! sliding second.
+//! `upstream.retry_budget_percent` of calls plus the floor, and the sim never sees more than its
+//! limit in any sliding second; a quiet gateway's single failure is retried thanks to the floor
+//! (`upstream.retry_budget_min_per_second`), and not without it.
 
 mod support;
 
@@ -21,6 +22,7 @@ async fn a_flapping_upstream_is_retried_within_the_budget_and_the_limit() {
             c.limits.requests_per_second = LIMIT.try_into().expect("non-zero");
             c.upstream.max_retries = 2;
             c.upstream.retry_budget_percent = 50;
+            c.upstream.retry_budget_min_per_second = 1;
             c.breaker.failure_threshold = 1_000;
             c.cache.stale_if_error = Duration::ZERO;
         })
@@ -56,9 +58,10 @@ async fn a_flapping_upstream_is_retried_within_the_budget_and_the_limit() {
         calls.len()
     );
     assert!(retries > 0, "failures were retried");
+    // 50 % of the calls of the last 10 s, plus the floor's one a second over that window.
     assert!(
-        retries * 100 <= first_attempts * 50,
-        "{retries} retries for {first_attempts} calls: over the 50 % budget"
+        retries * 100 <= first_attempts * 50 + 10 * 100,
+        "{retries} retries for {first_attempts} calls: over the 50 % budget and its floor"
     );
     // Without retries every other call fails, so about half the callers would; retries turn
     // some of those failures into answers.
@@ -73,4 +76,36 @@ async fn a_flapping_upstream_is_retried_within_the_budget_and_the_limit() {
         "the sim never refused a call"
     );
     gw.shutdown().await;
+}
+
+/// A gateway that has made no call yet asks for one account while the sim fails its next call
+/// with 502: whether the caller gets the profile or an error.
+async fn a_quiet_gateways_single_failure(min_per_second: u32) -> serde_json::Value {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.upstream.retry_budget_percent = 10;
+            c.upstream.retry_budget_min_per_second = min_per_second;
+            c.cache.stale_if_error = Duration::ZERO;
+        })
+        .start()
+        .await;
+    gw.sim.set_fault(Fault::EveryOther(502));
+    let body = get_body(&["user42"], &[NICK]);
+    let answer = gw.portrait_get(&body).await;
+    let alone = gw.alone(&body);
+    gw.shutdown().await;
+    if answer == alone {
+        serde_json::json!("answered")
+    } else {
+        answer
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_gateway_retries_its_single_failure_thanks_to_the_floor() {
+    // 10 % of one call is no retry: only the floor lets it through.
+    let with_floor = a_quiet_gateways_single_failure(1).await;
+    assert_eq!(with_floor, serde_json::json!("answered"));
+    let without = a_quiet_gateways_single_failure(0).await;
+    assert_eq!(without["ActionStatus"], "FAIL", "{without}");
 }

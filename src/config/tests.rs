@@ -477,6 +477,7 @@ fn resilience_defaults_and_regions() {
     let config = Config::default();
     assert_eq!(config.upstream.max_retries, 2);
     assert_eq!(config.upstream.retry_budget_percent, 10);
+    assert_eq!(config.upstream.retry_budget_min_per_second, 1);
     assert_eq!(config.upstream.ca_file, None);
     assert_eq!(config.cache.stale_if_error, Duration::from_secs(3600));
     assert_eq!(config.cache.stale_while_revalidate, Duration::from_secs(30));
@@ -506,6 +507,10 @@ fn resilience_defaults_and_regions() {
         (
             "[upstream]\nretry_budget_percent = 101\n",
             "upstream.retry_budget_percent",
+        ),
+        (
+            "[upstream]\nretry_budget_min_per_second = 101\n",
+            "upstream.retry_budget_min_per_second",
         ),
         (
             "[breaker]\nfailure_threshold = 0\n",

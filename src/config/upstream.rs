@@ -36,8 +36,11 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Retries per upstream call on retryable failures.
     pub max_retries: u32,
-    /// Retries may add at most this share (percent) of calls over a sliding 10 s window.
+    /// Retries may add at most this share (percent) of calls over a sliding 10 s window...
     pub retry_budget_percent: u32,
+    /// ... plus this many retries per second of the window, whatever the calls (a quiet
+    /// gateway's floor).
+    pub retry_budget_min_per_second: u32,
 }
 
 /// Tencent's data centres (`upstream.region`), each with its REST host (reference §1.3).
@@ -97,6 +100,7 @@ raw_section!(
         ca_file: String = String::new(),
         max_retries: u32 = 2,
         retry_budget_percent: u32 = 10,
+        retry_budget_min_per_second: u32 = 1,
     }
 );
 
@@ -128,6 +132,12 @@ impl RawUpstream {
             retry_budget_percent: between(
                 "upstream.retry_budget_percent",
                 self.retry_budget_percent,
+                0,
+                100,
+            )?,
+            retry_budget_min_per_second: between(
+                "upstream.retry_budget_min_per_second",
+                self.retry_budget_min_per_second,
                 0,
                 100,
             )?,

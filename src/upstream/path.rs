@@ -94,6 +94,7 @@ impl UpstreamPath {
             retries: Retries::new(
                 config.upstream.max_retries,
                 config.upstream.retry_budget_percent,
+                config.upstream.retry_budget_min_per_second,
             ),
             retried: metrics.retried.with_label_values(&[api.label()]),
         }
