@@ -119,7 +119,13 @@ enum Target {
     Listed(Handling, Api),
     /// A path that may be passed through.
     Forward,
+    /// `POST /admin/purge`: drop cached accounts (an app admin's call; nothing goes upstream).
+    Purge,
 }
+
+/// The purge endpoint's path and its `api` label.
+const PURGE_PATH: &str = "/admin/purge";
+const PURGE_LABEL: &str = "admin_purge";
 
 /// Routes one request. Never fails: every outcome is a response.
 pub(crate) async fn handle<B>(
@@ -174,6 +180,9 @@ where
 }
 
 fn target(state: &AppState, path: &str) -> Option<Target> {
+    if path == PURGE_PATH {
+        return Some(Target::Purge);
+    }
     match apis::listed(path) {
         Some(spec) => Some(Target::Listed(spec.handling, Api::of(spec))),
         None if state.passthrough.enabled() && apis::forwarded_label(path).is_some() => {
@@ -200,6 +209,7 @@ where
         Target::Forward => {
             tracing::debug_span!("request", request_id = %id, api = parts.uri.path())
         }
+        Target::Purge => tracing::debug_span!("request", request_id = %id, api = PURGE_LABEL),
     };
     let (api, result) = request_id::CURRENT
         .scope(id.clone(), answer(state, target, parts, body))
@@ -253,6 +263,14 @@ where
             (api, result.map(|body| (StatusCode::OK, body)))
         }
         Target::Forward => Box::pin(forward(state, parts, body)).await,
+        Target::Purge => {
+            let api = Api::forwarded(PURGE_PATH, PURGE_LABEL);
+            let result = match authenticated_body(state, parts, body).await {
+                Ok(body) => Box::pin(state.service.purge(&body)).await,
+                Err(e) => Err(e),
+            };
+            (api, result.map(|body| (StatusCode::OK, body)))
+        }
     }
 }
 

@@ -39,6 +39,7 @@ mod assemble;
 mod fetch;
 mod hit;
 mod lookup;
+mod purge;
 mod set;
 mod stale;
 
