@@ -104,6 +104,23 @@ impl PassThrough {
         Some(self.other().to(Api::forwarded(path, OTHER_LABEL)))
     }
 
+    /// The breakers of the APIs passed through so far (their own paths, then the shared one of
+    /// the APIs with no limit of their own), in label order, for readiness reports.
+    pub(crate) fn breakers(&self) -> Vec<crate::breaker::Breaker> {
+        let paths = self.0.paths.lock();
+        let mut own: Vec<_> = paths.iter().collect();
+        own.sort_by(|a, b| a.0.cmp(b.0));
+        let mut breakers: Vec<_> = own.iter().map(|(_, path)| path.breaker().clone()).collect();
+        breakers.extend(
+            self.0
+                .other
+                .lock()
+                .as_ref()
+                .map(|path| path.breaker().clone()),
+        );
+        breakers
+    }
+
     /// Forwards `body` through `path`, waiting at most `limits.max_queue_wait` for a permit.
     pub(crate) async fn forward(
         &self,

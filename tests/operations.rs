@@ -234,6 +234,18 @@ async fn readyz_answers_ready_while_serving_without_auth() {
     let text = String::from_utf8_lossy(&body);
     assert!(text.starts_with("ready; breakers "), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
+    // A passed-through API's breaker shows once the API has been called.
+    let sendmsg = serde_json::json!({"From_Account": "user1", "To_Account": "user2"});
+    gw.post("/v4/openim/sendmsg", &sendmsg).await;
+    let (_, body) = gw.send("GET", "/readyz", Bytes::new()).await;
+    let text = String::from_utf8_lossy(&body);
+    for breaker in [
+        "portrait_get=closed",
+        "portrait_set=closed",
+        "openim/sendmsg=closed",
+    ] {
+        assert!(text.contains(breaker), "{breaker} missing: {text}");
+    }
     gw.shutdown().await;
 }
 

@@ -35,10 +35,9 @@ pub(super) fn healthz(state: &AppState) -> Response<Full<Bytes>> {
 /// in the body, never in the status: a sidecar's readiness gates its whole pod, and a Tencent
 /// outage must not take every pod of the app out of service at once.
 pub(super) fn readyz(state: &AppState) -> Response<Full<Bytes>> {
-    let breakers: Vec<String> = state
-        .service
-        .breakers()
-        .iter()
+    let passed_through = state.passthrough.breakers();
+    let every = state.service.breakers().into_iter().chain(&passed_through);
+    let breakers: Vec<String> = every
         .map(|b| format!("{}={}", b.api(), b.state_name()))
         .collect();
     let (status, text) = if state.draining.load(Ordering::Acquire) {
