@@ -159,7 +159,7 @@ impl Fleet {
         self.addrs.iter().map(|a| stack::metrics(*a)).collect()
     }
 
-    /// Stops the gateways (draining), then Redis, then the sim.
+    /// Stops the gateways (draining, all at once), then Redis, then the sim.
     fn stop(self) {
         let Fleet {
             sim,
@@ -169,10 +169,8 @@ impl Fleet {
             rt,
             ..
         } = self;
-        let mut clean = true;
-        for process in gateways.into_iter().chain(redis.map(|(p, _)| p)) {
-            clean &= process.stop();
-        }
+        let mut clean = stop_all(gateways);
+        clean &= stop_all(redis.map(|(p, _)| p));
         rt.block_on(sim.shutdown());
         if clean {
             let _ = std::fs::remove_dir_all(&dir);
@@ -180,6 +178,22 @@ impl Fleet {
             eprintln!("S7: logs kept in {}", dir.display());
         }
     }
+}
+
+/// SIGTERM to every process, then waits for each until one [`STOP_WITHIN`] from now; whether
+/// all exited cleanly in time.
+fn stop_all(processes: impl IntoIterator<Item = Process>) -> bool {
+    let processes: Vec<Process> = processes.into_iter().collect();
+    for process in &processes {
+        process.terminate();
+    }
+    let deadline = Instant::now() + STOP_WITHIN;
+    // Waits for every one (no short circuit), then tells whether all were clean.
+    let stopped: Vec<bool> = processes
+        .into_iter()
+        .map(|p| p.wait_stopped(deadline))
+        .collect();
+    stopped.iter().all(|clean| *clean)
 }
 
 /// Gateway `i`'s command: listening on `addr`, calling `sim` at `rps` calls/s, in the fleet of
@@ -298,11 +312,15 @@ impl Process {
         }
     }
 
-    /// SIGTERM, then waits; SIGKILL past [`STOP_WITHIN`]. Whether it exited cleanly in time.
-    fn stop(mut self) -> bool {
+    /// SIGTERM.
+    fn terminate(&self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + STOP_WITHIN;
+    }
+
+    /// Waits for the exit until `deadline`; SIGKILL past it (on drop). Whether it exited
+    /// cleanly in time.
+    fn wait_stopped(mut self, deadline: Instant) -> bool {
         while Instant::now() < deadline {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => return true,
