@@ -410,3 +410,70 @@ async fn http2_callers_are_served_and_their_idle_connections_closed() {
     );
     gw.shutdown().await;
 }
+
+/// One portrait_get over a raw h2 stream; the parsed answer.
+async fn h2_portrait_get(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    addr: std::net::SocketAddr,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let uri = format!("http://{addr}{GET}?{}", auth_query());
+    let request = http::Request::post(uri).body(()).expect("request");
+    let mut ready = client.clone().ready().await.expect("a stream is free");
+    let (response, mut send) = ready.send_request(request, false).expect("sent");
+    send.send_data(bytes::Bytes::from(body.to_string()), true)
+        .expect("body sent");
+    let mut received = response.await.expect("answered").into_body();
+    let mut answer = Vec::new();
+    while let Some(chunk) = received.data().await {
+        let chunk = chunk.expect("body chunk");
+        let _ = received.flow_control().release_capacity(chunk.len());
+        answer.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&answer).expect("JSON answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_advertises_its_stream_limit_and_serves_more_callers_than_it_in_turn() {
+    const STREAMS: u32 = 4;
+    let gw = TestGateway::builder()
+        .config(|c| c.server.http2_max_concurrent_streams = STREAMS)
+        .sim(|s| s.latency = Duration::from_millis(100))
+        .start()
+        .await;
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut client, mut connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    let (ask, asked) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut connection => None,
+            _ = asked => Some(connection.max_concurrent_send_streams()),
+        }
+    });
+    let first = get_body(&["user60"], &[NICK]);
+    assert_eq!(
+        h2_portrait_get(&mut client, gw.addr, &first).await,
+        gw.alone(&first)
+    );
+    // Three times as many callers at once as streams on one connection: the client waits for
+    // the streams the gateway advertised, and every caller is answered.
+    let callers = (0..STREAMS * 3).map(|i| {
+        let mut client = client.clone();
+        let body = get_body(&[&format!("user{}", 61 + i)], &[NICK]);
+        let addr = gw.addr;
+        async move { (h2_portrait_get(&mut client, addr, &body).await, body) }
+    });
+    for (answer, body) in futures_util::future::join_all(callers).await {
+        assert_eq!(answer, gw.alone(&body));
+    }
+    let _ = ask.send(());
+    let advertised = driver
+        .await
+        .expect("driver")
+        .expect("connection still open");
+    assert_eq!(
+        advertised, STREAMS as usize,
+        "SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+    gw.shutdown().await;
+}
