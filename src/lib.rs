@@ -26,12 +26,12 @@
 //! | `ratelimit` | FIFO, deadline-bounded limiter per upstream API (local engine, or a [`SharedBudget`](ratelimit::SharedBudget)), pace, window gauges |
 //! | `fleet` | Redis: one budget, one shared cache tier, one invalidation channel for N gateways; plugs into the two seams, named only by `wiring` |
 //! | `breaker`, `retry` | stop calling a failing upstream; retries inside a budget |
-//! | `upstream` | HTTP(S) calls to Tencent (rustls, h2 by ALPN), signed as the gateway's admin; each API's path (limiter, breaker, retries) |
+//! | `upstream` | HTTP(S) calls to Tencent (rustls, h2 by ALPN), signed as the gateway's admin; each API's path (limiter, breaker, retries) and its one attempt loop |
 //! | `passthrough` | every other `/v4/<service>/<command>`, forwarded byte for byte under its own limiter |
 //! | `callback` | Tencent's callbacks: Sign check, invalidation, over-limit pacing, relay to the app |
-//! | `service` | API policy: validate -> cache -> tier -> batcher -> assemble; stale; portrait_set |
+//! | `service` | API policy: validate -> cache -> tier -> batcher -> assemble (one file per stage); stale; portrait_set; admin purge |
 //! | `routes`, `server` | route table, probes and responses; bounded connections, announced drain |
-//! | `metrics` | Prometheus families on an owned registry |
+//! | `metrics` | the owned registry, the request path's series, exposition; components register their own families on it |
 //! | `sim` | the simulated Tencent upstream (demo, `tim-gateway sim`, tests, benches) |
 //! | `demo` | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
 //! | `shutdown` | the SIGTERM / Ctrl-C future that starts the drain |
