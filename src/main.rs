@@ -123,10 +123,16 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(&e),
         },
-        Some(Command::Demo) => serve(config, true),
+        Some(Command::Demo) => serve(config, None),
         Some(Command::Sim(args)) => block_on(config.log.format, run_sim(config, args)),
         None => match config.require_secret_key() {
-            Ok(()) => serve(config, false),
+            Ok(()) => serve(
+                config,
+                Some(ConfigFile {
+                    path,
+                    path_is_default,
+                }),
+            ),
             Err(e) => usage_error(&e),
         },
     }
@@ -152,8 +158,46 @@ fn print_usersig(config: &Config, identifier: &str, expire: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(config: Config, demo: bool) -> ExitCode {
-    block_on(config.log.format, serve_async(config, demo))
+/// Where the served config came from, to read again on SIGHUP.
+struct ConfigFile {
+    path: PathBuf,
+    path_is_default: bool,
+}
+
+/// Serves `config`: from `file` (reloaded on SIGHUP), or the demo's (no file: `None`).
+fn serve(config: Config, file: Option<ConfigFile>) -> ExitCode {
+    block_on(config.log.format, serve_async(config, file))
+}
+
+/// Reads the config file and the environment again on every SIGHUP and sends the result to
+/// the gateway (which applies what can change live); the demo ignores SIGHUP.
+fn reload_on_sighup(file: Option<ConfigFile>) -> anyhow::Result<tim_gateway::reload::Reloads> {
+    use tim_gateway::reload::Reload;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(file) = &file else {
+                tracing::warn!("SIGHUP: the demo's config is built in, nothing to reload");
+                continue;
+            };
+            let read = Config::load(&file.path, file.path_is_default, &ProcessEnv)
+                .map_err(|e| e.to_string())
+                .and_then(|config| match config.require_secret_key() {
+                    Ok(()) => Ok(config),
+                    Err(e) => Err(e.to_string()),
+                });
+            let reload = match read {
+                Ok(config) => Reload::Read(Box::new(config)),
+                Err(why) => Reload::Refused(why),
+            };
+            if tx.send(reload).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Runs `work` to completion on a multi-threaded runtime, with logging set up.
@@ -223,7 +267,9 @@ async fn run_sim(mut config: Config, args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_async(config: Config, demo: bool) -> anyhow::Result<()> {
+async fn serve_async(config: Config, file: Option<ConfigFile>) -> anyhow::Result<()> {
+    let demo = file.is_none();
+    let reloads = reload_on_sighup(file)?;
     let (sim, config) = if demo {
         let (sim, config) = tim_gateway::demo::start_sim(config)
             .await
@@ -253,7 +299,7 @@ async fn serve_async(config: Config, demo: bool) -> anyhow::Result<()> {
         api: listener,
         callbacks,
     };
-    tim_gateway::run(config, listeners, tim_gateway::shutdown::signal()).await;
+    tim_gateway::run_reloading(config, listeners, reloads, tim_gateway::shutdown::signal()).await;
     if let Some(sim) = sim {
         sim.shutdown().await;
     }

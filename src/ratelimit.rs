@@ -20,6 +20,7 @@
 //! callers of [`UpstreamLimiter`] do not know which engine runs.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub struct UpstreamLimiter(Arc<Inner>);
 
 struct Inner {
     engine: Engine,
+    /// The configured calls per second (a reload may change it).
+    rate: AtomicU32,
     /// This gateway's own ceiling, lowered while Tencent answers 60007.
     pace: Pace,
     /// Makes waiting first come, first served across every step of the engine.
@@ -69,6 +72,10 @@ pub trait SharedBudget: Send + Sync + 'static {
 
     /// Shows the shared pace (calls per second) in `gauge`.
     fn show_pace_in(&self, gauge: prometheus::Gauge);
+
+    /// A reload changed this gateway's configured limit for the budget (every gateway of the
+    /// fleet should be given the same; each asks Redis with its own).
+    fn set_limit(&self, requests_per_second: NonZeroU32);
 }
 
 /// A shared budget's grant for one call; dropping it ends the call (its hold ends one window
@@ -83,8 +90,49 @@ pub(crate) trait BudgetSource: Send + Sync + 'static {
 
 /// The standalone engine: spacing plus window slots in this process.
 struct LocalWindow {
-    spacing: DefaultDirectRateLimiter,
+    /// Replaced whole when a reload changes the rate.
+    spacing: parking_lot::RwLock<Arc<DefaultDirectRateLimiter>>,
     slots: Arc<Semaphore>,
+    /// The slots there are (in use or free): the rate.
+    rate: AtomicU32,
+}
+
+impl LocalWindow {
+    fn new(requests_per_second: NonZeroU32) -> LocalWindow {
+        let slots = usize::try_from(requests_per_second.get()).unwrap_or(usize::MAX);
+        LocalWindow {
+            spacing: parking_lot::RwLock::new(Arc::new(spacing(requests_per_second))),
+            slots: Arc::new(Semaphore::new(slots)),
+            rate: AtomicU32::new(requests_per_second.get()),
+        }
+    }
+
+    /// A new rate: new spacing at once; slots added at once, or taken out as calls give
+    /// theirs back (the removal waits first in line, so no call starts on a slot that is going).
+    fn resize(&self, requests_per_second: NonZeroU32) {
+        let new = requests_per_second.get();
+        let old = self.rate.swap(new, Ordering::AcqRel);
+        *self.spacing.write() = Arc::new(spacing(requests_per_second));
+        if new > old {
+            self.slots
+                .add_permits(usize::try_from(new - old).unwrap_or(usize::MAX));
+        } else if old > new {
+            let (slots, gone) = (self.slots.clone(), old - new);
+            tokio::spawn(async move {
+                if let Ok(taken) = slots.acquire_many_owned(gone).await {
+                    taken.forget();
+                }
+            });
+        }
+    }
+}
+
+/// Permits `1 s / rate` apart, with a burst of one.
+fn spacing(requests_per_second: NonZeroU32) -> DefaultDirectRateLimiter {
+    let quota = Quota::with_period(UpstreamLimiter::interval_for(requests_per_second))
+        .expect("interval is non-zero")
+        .allow_burst(NonZeroU32::MIN);
+    RateLimiter::direct(quota)
 }
 
 /// The right to send one upstream call. Drop it when the call has ended (answered, failed or
@@ -99,15 +147,28 @@ pub struct CallPermit {
 impl UpstreamLimiter {
     /// A limiter allowing at most `requests_per_second` call arrivals in any one-second window.
     pub fn new(requests_per_second: NonZeroU32) -> UpstreamLimiter {
-        let quota = Quota::with_period(Self::interval_for(requests_per_second))
-            .expect("interval is non-zero")
-            .allow_burst(NonZeroU32::MIN);
-        let slots = usize::try_from(requests_per_second.get()).unwrap_or(usize::MAX);
-        let engine = Engine::Local(LocalWindow {
-            spacing: RateLimiter::direct(quota),
-            slots: Arc::new(Semaphore::new(slots)),
-        });
+        let engine = Engine::Local(LocalWindow::new(requests_per_second));
         Self::with_engine(engine, requests_per_second)
+    }
+
+    /// A reload changed the configured rate: spacing, window slots and pace follow at once
+    /// (slots in use stay held until their window ends); in a fleet, the shared budget's limit.
+    pub fn set_rate(&self, requests_per_second: NonZeroU32) {
+        self.0
+            .rate
+            .store(requests_per_second.get(), Ordering::Release);
+        self.0
+            .pace
+            .set_limit(requests_per_second.get(), Instant::now());
+        match &self.0.engine {
+            Engine::Local(local) => local.resize(requests_per_second),
+            Engine::Shared(budget) => budget.set_limit(requests_per_second),
+        }
+    }
+
+    /// The configured calls per second.
+    pub fn rate(&self) -> u32 {
+        self.0.rate.load(Ordering::Acquire)
     }
 
     /// A limiter whose count is kept by a shared budget (the fleet's).
@@ -121,6 +182,7 @@ impl UpstreamLimiter {
     fn with_engine(engine: Engine, requests_per_second: NonZeroU32) -> UpstreamLimiter {
         UpstreamLimiter(Arc::new(Inner {
             engine,
+            rate: AtomicU32::new(requests_per_second.get()),
             pace: Pace::new(requests_per_second.get()),
             queue: tokio::sync::Mutex::new(()),
         }))
@@ -190,7 +252,8 @@ impl UpstreamLimiter {
                     .acquire_owned()
                     .await
                     .expect("the slot semaphore is never closed");
-                local.spacing.until_ready().await;
+                let spacing = local.spacing.read().clone();
+                spacing.until_ready().await;
                 CallPermit {
                     slot: Some(slot),
                     _shared: None,
@@ -239,6 +302,19 @@ mod tests {
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).expect("non-zero")
+    }
+
+    #[tokio::test]
+    async fn a_new_rate_resizes_the_window_both_ways() {
+        let limiter = UpstreamLimiter::new(nz(10));
+        limiter.set_rate(nz(20));
+        assert_eq!((limiter.rate(), limiter.free_slots()), (20, 20));
+        let held = limiter.until_ready().await;
+        limiter.set_rate(nz(2));
+        // Slots go as they are free; the one held goes when its call's window ends.
+        tokio::task::yield_now().await;
+        assert_eq!((limiter.rate(), limiter.free_slots()), (2, 1));
+        drop(held);
     }
 
     #[test]

@@ -20,8 +20,9 @@ use crate::fleet::metrics::FleetMetrics;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::passthrough::PassThrough;
-use crate::ratelimit::BudgetSource;
+use crate::ratelimit::{BudgetSource, UpstreamLimiter};
 use crate::readiness::Report;
+use crate::reload::{Reloader, Reloads};
 use crate::routes::{AppState, Handlers, Listener};
 use crate::server;
 use crate::service::ProfileService;
@@ -57,6 +58,17 @@ pub async fn run(
     run_with_upstream(config, listeners, upstream, shutdown).await;
 }
 
+/// [`run`], applying each config `reloads` brings (the binary sends one per SIGHUP).
+pub async fn run_reloading(
+    config: Config,
+    listeners: impl Into<Listeners>,
+    reloads: Reloads,
+    shutdown: impl Future<Output = ()>,
+) {
+    let upstream = Arc::new(UpstreamClient::new(&config.upstream));
+    serve_gateway(config, listeners.into(), upstream, Some(reloads), shutdown).await;
+}
+
 /// [`run`] with any [`UpstreamApi`] (benches plug in an in-memory one).
 pub async fn run_with_upstream(
     config: Config,
@@ -64,13 +76,25 @@ pub async fn run_with_upstream(
     upstream: Arc<dyn UpstreamApi>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let listeners = listeners.into();
+    serve_gateway(config, listeners.into(), upstream, None, shutdown).await;
+}
+
+async fn serve_gateway(
+    config: Config,
+    listeners: Listeners,
+    upstream: Arc<dyn UpstreamApi>,
+    reloads: Option<Reloads>,
+    shutdown: impl Future<Output = ()>,
+) {
     let metrics = Metrics::new();
     let Built {
         handlers,
         worker,
         fleet,
+        limiters: (get, set),
     } = build_handlers(&config, upstream, metrics.clone());
+    let reloader = Reloader::new(&config, get, set, &metrics);
+    let reloading = reloads.map(|reloads| tokio::spawn(reloader.serve(reloads)));
     let auth = Authenticator::new(
         &config.auth,
         config.upstream.sdkappid,
@@ -88,6 +112,9 @@ pub async fn run_with_upstream(
         .saturating_sub(drain_started.elapsed());
     if tokio::time::timeout(left, worker).await.is_err() {
         warn!("batch worker still busy at the end of the grace period");
+    }
+    if let Some(reloading) = reloading {
+        reloading.abort();
     }
     if let Some(fleet) = fleet {
         // Once the last calls' window has passed, this gateway's shares go back to the
@@ -157,6 +184,8 @@ pub(crate) struct Built {
     pub(crate) worker: tokio::task::JoinHandle<()>,
     /// The fleet membership, to leave on a graceful stop.
     pub(crate) fleet: Option<Arc<Fleet>>,
+    /// The cached APIs' limiters (portrait_get, portrait_set), whose rates a reload changes.
+    pub(crate) limiters: (UpstreamLimiter, UpstreamLimiter),
 }
 
 /// Everything that answers requests: the profile service (cache, tier, batcher, the paths of
@@ -174,6 +203,7 @@ pub(crate) fn build_handlers(
     let paths = PathFactory::new(upstream, budgets, config, &metrics);
     let get_path = paths.build(&Api::PORTRAIT_GET, limits.requests_per_second);
     let set_path = paths.build(&Api::PORTRAIT_SET, limits.set_requests_per_second);
+    let limiters = (get_path.limiter().clone(), set_path.limiter().clone());
     let listed = vec![
         (apis::PORTRAIT_GET.label, get_path.limiter().clone()),
         (apis::PORTRAIT_SET.label, set_path.limiter().clone()),
@@ -230,6 +260,7 @@ pub(crate) fn build_handlers(
         handlers,
         worker,
         fleet,
+        limiters,
     }
 }
 

@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,8 +66,8 @@ struct Inner {
     /// The API's label (its keys in Redis, its metrics).
     api: String,
     keys: Keys,
-    limit: u32,
-    interval: Duration,
+    /// This gateway's configured limit for the budget (a reload may change it).
+    limit: AtomicU32,
     /// A pool hold's first expiry after its grant; longer than any call can last.
     hold_lease: Duration,
     /// `gateway id:` prefix of this gateway's pool hold members.
@@ -137,8 +137,7 @@ impl FleetLimiter {
             grants_pool: metrics.grants.with_label_values(&[api, "pool"]),
             keys,
             api: api.to_owned(),
-            limit: limit.get(),
-            interval: WINDOW / limit.get(),
+            limit: AtomicU32::new(limit.get()),
             hold_lease: upstream_timeout + WINDOW + Duration::from_secs(1),
             member_prefix: format!("{}:", membership.id()),
             next_hold: AtomicU64::new(0),
@@ -217,7 +216,7 @@ impl FleetLimiter {
             let mut invocation = scripts::PACE_DOWN.prepare_invoke();
             invocation
                 .key(&limiter.0.keys.pace)
-                .arg(limiter.0.limit)
+                .arg(limiter.limit())
                 .arg(micros(WINDOW));
             let _: Result<i64, _> = limiter.0.link.run(Command::Pace, &invocation).await;
         });
@@ -286,7 +285,7 @@ impl FleetLimiter {
         // answer a few new misses; a waiting caller asks for the fair share.
         let extra = u32::from(state.waiting) * state.fair.max(1);
         let want = (demand + demand / 4 + SHARE_FLOOR + extra)
-            .min(self.0.limit)
+            .min(self.limit())
             .max(live_share);
         let claim =
             self.spendable_share(&state, now).max(live_share) + state.live(Source::Pool) as u32;
@@ -294,7 +293,7 @@ impl FleetLimiter {
             state.share = want;
         }
         Ask {
-            limit: self.0.limit,
+            limit: self.limit(),
             want,
             claim,
         }
@@ -330,7 +329,25 @@ impl FleetLimiter {
     }
 }
 
+impl FleetLimiter {
+    /// The configured calls per second across the fleet.
+    fn limit(&self) -> u32 {
+        self.0.limit.load(Ordering::Acquire)
+    }
+
+    /// The pool's spacing between two grants fleet-wide: `1 s / limit`.
+    fn interval(&self) -> Duration {
+        WINDOW / self.limit().max(1)
+    }
+}
+
 impl SharedBudget for FleetLimiter {
+    fn set_limit(&self, requests_per_second: NonZeroU32) {
+        self.0
+            .limit
+            .store(requests_per_second.get(), Ordering::Release);
+    }
+
     fn until_ready(&self) -> BoxFuture<'_, SharedPermit> {
         Box::pin(async move { Box::new(FleetLimiter::until_ready(self).await) as SharedPermit })
     }

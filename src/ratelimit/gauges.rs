@@ -15,7 +15,7 @@ use crate::apis::Api;
 pub(crate) struct LimiterGauges {
     in_use: IntGaugeVec,
     limit: IntGaugeVec,
-    watched: Mutex<Vec<(Api, UpstreamLimiter, i64)>>,
+    watched: Mutex<Vec<(Api, UpstreamLimiter)>>,
 }
 
 impl LimiterGauges {
@@ -41,11 +41,9 @@ impl LimiterGauges {
         gauges
     }
 
-    /// Reports `limiter` (allowing `limit` calls per second) as `api`'s window.
-    pub(crate) fn watch(&self, api: &Api, limiter: UpstreamLimiter, limit: u32) {
-        self.watched
-            .lock()
-            .push((api.clone(), limiter, i64::from(limit)));
+    /// Reports `limiter` as `api`'s window (its limit read at each scrape: a reload may change it).
+    pub(crate) fn watch(&self, api: &Api, limiter: UpstreamLimiter) {
+        self.watched.lock().push((api.clone(), limiter));
     }
 }
 
@@ -59,14 +57,15 @@ impl Collector for SharedCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        for (api, limiter, limit) in self.0.watched.lock().iter() {
+        for (api, limiter) in self.0.watched.lock().iter() {
+            let limit = i64::from(limiter.rate());
             let free = i64::try_from(limiter.free_slots()).unwrap_or(i64::MAX);
             let labels = [api.label()];
-            self.0.limit.with_label_values(&labels).set(*limit);
+            self.0.limit.with_label_values(&labels).set(limit);
             self.0
                 .in_use
                 .with_label_values(&labels)
-                .set((*limit - free).max(0));
+                .set((limit - free).max(0));
         }
         let mut families = self.0.in_use.collect();
         families.extend(self.0.limit.collect());
@@ -85,7 +84,7 @@ mod tests {
         let registry = Registry::new_custom(Some("tim_gateway".into()), None).expect("prefix");
         let gauges = LimiterGauges::register(&registry);
         let limiter = UpstreamLimiter::new(NonZeroU32::new(200).expect("non-zero"));
-        gauges.watch(&Api::PORTRAIT_GET, limiter, 200);
+        gauges.watch(&Api::PORTRAIT_GET, limiter);
         let mut text = String::new();
         let families = registry.gather();
         prometheus::TextEncoder::new()

@@ -13,13 +13,14 @@ use prometheus::Gauge;
 
 /// One API's adaptive ceiling.
 pub(super) struct Pace {
-    limit: f64,
     state: Mutex<State>,
     /// The current ceiling, in calls per second, when a gauge was attached.
     gauge: std::sync::OnceLock<Gauge>,
 }
 
 struct State {
+    /// The configured rate (calls per second), changed only by a reload.
+    limit: f64,
     /// Calls per second allowed at `since`.
     rate: f64,
     /// When `rate` was last lowered.
@@ -33,8 +34,8 @@ impl Pace {
     pub(super) fn new(limit: u32) -> Pace {
         let now = Instant::now();
         Pace {
-            limit: f64::from(limit),
             state: Mutex::new(State {
+                limit: f64::from(limit),
                 rate: f64::from(limit),
                 since: now,
                 next_at: now,
@@ -45,7 +46,7 @@ impl Pace {
 
     /// Shows the current ceiling in `gauge`.
     pub(super) fn show_in(&self, gauge: Gauge) {
-        gauge.set(self.limit);
+        gauge.set(self.state.lock().limit);
         let _ = self.gauge.set(gauge);
     }
 
@@ -69,7 +70,7 @@ impl Pace {
         let mut state = self.state.lock();
         let rate = self.rate_at(&state, now);
         self.show(rate);
-        if rate >= self.limit {
+        if rate >= state.limit {
             return Duration::ZERO;
         }
         let at = state.next_at.max(now);
@@ -79,8 +80,21 @@ impl Pace {
 
     fn rate_at(&self, state: &State, now: Instant) -> f64 {
         let recovered =
-            now.saturating_duration_since(state.since).as_secs_f64() * self.limit / 10.0;
-        (state.rate + recovered).min(self.limit)
+            now.saturating_duration_since(state.since).as_secs_f64() * state.limit / 10.0;
+        (state.rate + recovered).min(state.limit)
+    }
+
+    /// A reload changed the configured rate: the ceiling follows (a lowered pace keeps its
+    /// share of the new rate and recovers toward it).
+    pub(super) fn set_limit(&self, limit: u32, now: Instant) {
+        let mut state = self.state.lock();
+        let share = self.rate_at(&state, now) / state.limit;
+        state.limit = f64::from(limit);
+        state.rate = (share * state.limit).max(1.0);
+        state.since = now;
+        let rate = self.rate_at(&state, now);
+        drop(state);
+        self.show(rate);
     }
 
     fn show(&self, rate: f64) {

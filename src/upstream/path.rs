@@ -342,9 +342,7 @@ impl PathFactory {
             Some(budgets) => UpstreamLimiter::shared(budgets.budget(api.label(), rate), rate),
             None => UpstreamLimiter::new(rate),
         };
-        self.path_metrics
-            .limiters
-            .watch(api, limiter.clone(), rate.get());
+        self.path_metrics.limiters.watch(api, limiter.clone());
         UpstreamPath::new(
             api,
             self.client.clone(),

@@ -101,7 +101,7 @@ impl FleetLimiter {
             (false, AfterLease::Stop) => 0,
             (false, AfterLease::SpendShare) if state.confirmed_at.is_some() => state.share,
             // Never seen the fleet: the floor the operator set.
-            (false, AfterLease::SpendShare) => self.0.limit / membership.fallback_instances(),
+            (false, AfterLease::SpendShare) => self.limit() / membership.fallback_instances(),
         }
     }
 }

@@ -1,0 +1,135 @@
+//! Reloading the config without a restart (SIGHUP, as for nginx): the file and the environment
+//! are read again by the binary and handed here as a [`Reload`]. A valid config is applied where
+//! it can change live, without dropping a connection or a caller: the upstream rates of the
+//! cached APIs (`limits.requests_per_second`, `limits.set_requests_per_second`; in a fleet, the
+//! budget this gateway asks Redis for). Every other changed key is reported in the log and keeps
+//! its running value until a restart. An invalid file is refused with one log line and the
+//! running config stays. Both are counted in `config_reloads_total{result}`, and the config in
+//! force is logged (secrets redacted) after each reload.
+
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ratelimit::UpstreamLimiter;
+
+/// What a reload read.
+pub enum Reload {
+    /// A valid config, to apply where it can change live.
+    Read(Box<Config>),
+    /// Why the file (or an override) was refused: one line.
+    Refused(String),
+}
+
+/// Where reloads go: the binary's SIGHUP handler keeps the sender.
+pub type Reloads = mpsc::Receiver<Reload>;
+
+/// Applies reloads to the running gateway.
+pub(crate) struct Reloader {
+    running: Config,
+    get: UpstreamLimiter,
+    set: UpstreamLimiter,
+    applied: IntCounter,
+    refused: IntCounter,
+}
+
+impl Reloader {
+    /// For a gateway running `config` whose cached APIs' limiters are `get` and `set`.
+    pub(crate) fn new(
+        config: &Config,
+        get: UpstreamLimiter,
+        set: UpstreamLimiter,
+        metrics: &Metrics,
+    ) -> Reloader {
+        let results = metrics.register(IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "Config reloads (SIGHUP): applied (valid; keys that cannot change live keep \
+                 their running value) or invalid (refused; the running config stays)",
+            ),
+            &["result"],
+        ));
+        Reloader {
+            running: config.clone(),
+            get,
+            set,
+            applied: results.with_label_values(&["applied"]),
+            refused: results.with_label_values(&["invalid"]),
+        }
+    }
+
+    /// Applies each reload as it comes, until the sender is dropped.
+    pub(crate) async fn serve(mut self, mut reloads: Reloads) {
+        while let Some(reload) = reloads.recv().await {
+            match reload {
+                Reload::Read(config) => self.apply(*config),
+                Reload::Refused(why) => {
+                    self.refused.inc();
+                    warn!(error = %why, "config reload refused: the running config stays");
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, new: Config) {
+        let (new_get, new_set) = (
+            new.limits.requests_per_second,
+            new.limits.set_requests_per_second,
+        );
+        let mut applied = Vec::new();
+        if new_get != self.running.limits.requests_per_second {
+            self.get.set_rate(new_get);
+            self.running.limits.requests_per_second = new_get;
+            applied.push("limits.requests_per_second");
+        }
+        if new_set != self.running.limits.set_requests_per_second {
+            self.set.set_rate(new_set);
+            self.running.limits.set_requests_per_second = new_set;
+            applied.push("limits.set_requests_per_second");
+        }
+        let kept = needs_a_restart(&self.running, &new);
+        self.applied.inc();
+        info!(
+            applied = ?applied,
+            kept_until_restart = ?kept,
+            config = ?self.running,
+            "config reloaded"
+        );
+    }
+}
+
+/// The sections (or keys) that differ between the running config and `new` but cannot change
+/// live; the running config already holds every live key of `new`.
+fn needs_a_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let sections = [
+        ("server", running.server != new.server),
+        ("upstream", running.upstream != new.upstream),
+        ("auth", running.auth != new.auth),
+        ("limits", running.limits != new.limits),
+        ("cache", running.cache != new.cache),
+        ("log", running.log != new.log),
+        ("fleet", running.fleet != new.fleet),
+        ("breaker", running.breaker != new.breaker),
+        ("passthrough", running.passthrough != new.passthrough),
+        ("callback", running.callback != new.callback),
+    ];
+    let changed = sections.into_iter().filter(|(_, changed)| *changed);
+    changed.map(|(section, _)| section).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sections_that_cannot_change_live_are_reported() {
+        let running = Config::default();
+        let mut new = running.clone();
+        assert!(needs_a_restart(&running, &new).is_empty());
+        new.cache.max_entries += 1;
+        new.server.max_body_bytes += 1;
+        assert_eq!(needs_a_restart(&running, &new), ["server", "cache"]);
+    }
+}

@@ -1,0 +1,174 @@
+//! SIGHUP reloads the config without a restart: the gateway binary, started with a config file
+//! in front of the sim, is sent SIGHUP after the file's rate changed, while callers keep
+//! asking: the new rate takes effect at the sim, and no caller is dropped or failed. A broken
+//! file sent the same way is refused, counted, and the running config stays.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{eventually, get_body, metric_value, Caller, ADMIN, NICK, SDKAPPID};
+use tim_gateway::sim::{Api, Sim, SimConfig, DEMO_SECRET_KEY};
+
+/// The gateway process, killed when dropped.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn config_text(listen: &str, sim: &Sim, rate: &str) -> String {
+    format!(
+        "[server]\nlisten = \"{listen}\"\n\
+         [upstream]\nbase_url = \"{}\"\nsdkappid = {SDKAPPID}\nidentifier = \"{ADMIN}\"\n\
+         [auth]\nmode = \"none\"\n\
+         [limits]\nrequests_per_second = {rate}\n",
+        sim.base_url()
+    )
+}
+
+fn hang_up(gateway: &Gateway) {
+    let status = Command::new("kill")
+        .args(["-HUP", &gateway.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// portrait_get calls the sim took in `[from, to)`, per second.
+fn rate_between(sim: &Sim, from: Instant, to: Instant) -> f64 {
+    let calls = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.api == Api::PortraitGet);
+    let within = calls.filter(|c| c.at >= from && c.at < to).count();
+    within as f64 / (to - from).as_secs_f64()
+}
+
+async fn metrics_of(gateway: &Caller) -> String {
+    let (_, body) = gateway.send("GET", "/metrics", "").await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broken_file() {
+    let sim = Sim::start(SimConfig::default()).await.expect("sim");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("tim-gateway-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("tim-gateway.toml");
+    std::fs::write(&file, config_text(&listen, &sim, "4")).expect("config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tim-gateway"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TIM_GATEWAY__") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let child = command
+        .arg("--config")
+        .arg(&file)
+        .env("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tim-gateway");
+    let gateway = Gateway(child);
+    let caller = Caller::new(listen.parse().expect("addr"));
+    let up = eventually(Duration::from_secs(20), || async {
+        caller
+            .try_send_with("GET", "/healthz", &[], "")
+            .await
+            .is_ok()
+    });
+    assert!(up.await, "the gateway did not start");
+
+    // Eight callers, each asking for a new account at a time, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(3_000));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (caller, stop, next) = (caller.clone(), stop.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let account = format!("user{}", next.fetch_add(1, Ordering::Relaxed));
+                    let body = get_body(&[&account], &[NICK]);
+                    let answer = caller.try_get(&body).await;
+                    seen.push((body, answer));
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::fs::write(&file, config_text(&listen, &sim, "16")).expect("config");
+    let reloaded_at = Instant::now();
+    hang_up(&gateway);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::fs::write(&file, config_text(&listen, &sim, "0")).expect("broken config");
+    let broken_at = Instant::now();
+    hang_up(&gateway);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut failed) = (0, Vec::new());
+    for task in callers {
+        for (body, answer) in task.await.expect("caller") {
+            let alone: serde_json::Value =
+                serde_json::from_slice(&sim.answer_portrait_get(body.to_string().as_bytes()))
+                    .expect("sim JSON");
+            match answer {
+                Some(answer) if answer == alone => answered += 1,
+                other => failed.push(format!("{body}: {other:?}")),
+            }
+        }
+    }
+    let second = Duration::from_secs(1);
+    let before = rate_between(&sim, started + second, reloaded_at);
+    let after = rate_between(&sim, reloaded_at + second, broken_at);
+    let after_broken = rate_between(&sim, broken_at + second, broken_at + second * 3);
+    let metrics = metrics_of(&caller).await;
+    let sample = |name: &str| metric_value(&metrics, name).unwrap_or(f64::NAN);
+    eprintln!(
+        "{answered} answered, {} failed; calls/s at 4: {before:.1}, after the reload to 16: \
+         {after:.1}, after the broken reload: {after_broken:.1}",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "callers dropped or failed: {failed:?}");
+    assert!(before <= 4.5, "{before:.1}/s under a limit of 4");
+    assert!(
+        after >= 10.0,
+        "the new rate did not take effect: {after:.1}/s"
+    );
+    assert!(after <= 16.5, "{after:.1}/s under a limit of 16");
+    assert!(
+        after_broken >= 10.0,
+        "a broken file changed the running rate: {after_broken:.1}/s"
+    );
+    assert_eq!(
+        sample("tim_gateway_config_reloads_total{result=\"applied\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("tim_gateway_config_reloads_total{result=\"invalid\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("tim_gateway_upstream_window_calls_limit{api=\"portrait_get\"}"),
+        16.0
+    );
+    drop(gateway);
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
