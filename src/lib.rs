@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! Public: `apis`, `config`, `demo`, `metrics`, `shutdown`, `sim`, `usersig`; everything else is
+//! Public: `apis`, `config`, `demo`, `metrics`, `reload`, `shutdown`, `sim`, `usersig`; everything else is
 //! internal (`bench` and `fuzzing` are doc-hidden doors for `benches/` and `fuzz/`).
 //!
 //! | module | owns |
@@ -35,6 +35,7 @@
 //! | `sim` | the simulated Tencent upstream (demo, `tim-gateway sim`, tests, benches) |
 //! | `demo` | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
 //! | `shutdown` | the SIGTERM / Ctrl-C future that starts the drain |
+//! | `reload` | a config read again on SIGHUP: the rates applied live, the rest kept until a restart |
 //! | `wiring` | builds every component from the config, plugs the fleet into its seams, serves |
 //!
 //! Imports between these modules run one way (`tests/architecture.rs` fails on any circle):
