@@ -24,6 +24,18 @@ use crate::metrics::Metrics;
 use crate::ratelimit::UpstreamLimiter;
 use crate::upstream::{Forwarded, PathFactory, UpstreamPath};
 
+/// The pass-through rates: per API, else the default.
+struct Rates {
+    default: NonZeroU32,
+    by_label: BTreeMap<String, NonZeroU32>,
+}
+
+impl Rates {
+    fn of(&self, label: &str) -> NonZeroU32 {
+        self.by_label.get(label).copied().unwrap_or(self.default)
+    }
+}
+
 /// The pass-through router; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct PassThrough(Arc<Inner>);
@@ -31,8 +43,9 @@ pub(crate) struct PassThrough(Arc<Inner>);
 struct Inner {
     enabled: bool,
     factory: PathFactory,
-    default_rate: NonZeroU32,
-    rates: BTreeMap<String, NonZeroU32>,
+    /// `passthrough.default_requests_per_second` and `passthrough.limits` (a reload may
+    /// change them).
+    rates: Mutex<Rates>,
     max_distinct: usize,
     /// Paths by label, created as APIs are first called.
     paths: Mutex<HashMap<Box<str>, UpstreamPath>>,
@@ -56,8 +69,10 @@ impl PassThrough {
         PassThrough(Arc::new(Inner {
             enabled: config.enabled,
             factory,
-            default_rate: config.default_requests_per_second,
-            rates: config.limits.clone(),
+            rates: Mutex::new(Rates {
+                default: config.default_requests_per_second,
+                by_label: config.limits.clone(),
+            }),
             max_distinct: config.max_distinct_apis,
             paths: Mutex::new(HashMap::new()),
             other: Mutex::new(None),
@@ -90,18 +105,34 @@ impl PassThrough {
             return Some(known.clone());
         }
         if paths.len() < self.0.max_distinct {
-            let rate = self
-                .0
-                .rates
-                .get(label)
-                .copied()
-                .unwrap_or(self.0.default_rate);
+            let rate = self.0.rates.lock().of(label);
             let built = self.0.factory.build(&Api::forwarded(path, label), rate);
             paths.insert(Box::from(label), built.clone());
             return Some(built);
         }
         drop(paths);
         Some(self.other().to(Api::forwarded(path, OTHER_LABEL)))
+    }
+
+    /// A reload changed the rates: every API passed through so far (and the shared path of
+    /// those past the bound) takes its new rate at once, and later ones are built with it.
+    pub(crate) fn set_rates(&self, config: &PassThroughConfig) {
+        // Locks in `route`'s order (paths, then rates; rates is let go before `other`).
+        let default = {
+            let paths = self.0.paths.lock();
+            let mut rates = self.0.rates.lock();
+            *rates = Rates {
+                default: config.default_requests_per_second,
+                by_label: config.limits.clone(),
+            };
+            for (label, path) in paths.iter() {
+                path.limiter().set_rate(rates.of(label));
+            }
+            rates.default
+        };
+        if let Some(other) = self.0.other.lock().as_ref() {
+            other.limiter().set_rate(default);
+        }
     }
 
     /// The breakers of the APIs passed through so far (their own paths, then the shared one of
@@ -152,7 +183,7 @@ impl PassThrough {
         other
             .get_or_insert_with(|| {
                 let api = Api::forwarded("/v4/other/other", OTHER_LABEL);
-                self.0.factory.build(&api, self.0.default_rate)
+                self.0.factory.build(&api, self.0.rates.lock().default)
             })
             .clone()
     }

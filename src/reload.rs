@@ -1,8 +1,9 @@
 //! Reloading the config without a restart (SIGHUP, as for nginx): the file and the environment
 //! are read again by the binary and handed here as a [`Reload`]. A valid config is applied where
-//! it can change live, without dropping a connection or a caller: the upstream rates of the
-//! cached APIs (`limits.requests_per_second`, `limits.set_requests_per_second`; in a fleet, the
-//! budget this gateway asks Redis for). Every other changed key is reported in the log and keeps
+//! it can change live, without dropping a connection or a caller: the upstream rates
+//! (`limits.requests_per_second`, `limits.set_requests_per_second`, the pass-through's
+//! `default_requests_per_second` and `limits`; in a fleet, the budgets this gateway asks Redis
+//! for). Every other changed key is reported in the log and keeps
 //! its running value until a restart. An invalid file is refused with one log line and the
 //! running config stays. Both are counted in `config_reloads_total{result}`, and the config in
 //! force is logged (secrets redacted) after each reload.
@@ -13,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::passthrough::PassThrough;
 use crate::ratelimit::UpstreamLimiter;
 
 /// What a reload read.
@@ -31,6 +33,7 @@ pub(crate) struct Reloader {
     running: Config,
     get: UpstreamLimiter,
     set: UpstreamLimiter,
+    passthrough: PassThrough,
     applied: IntCounter,
     refused: IntCounter,
 }
@@ -41,6 +44,7 @@ impl Reloader {
         config: &Config,
         get: UpstreamLimiter,
         set: UpstreamLimiter,
+        passthrough: PassThrough,
         metrics: &Metrics,
     ) -> Reloader {
         let results = metrics.register(IntCounterVec::new(
@@ -55,6 +59,7 @@ impl Reloader {
             running: config.clone(),
             get,
             set,
+            passthrough,
             applied: results.with_label_values(&["applied"]),
             refused: results.with_label_values(&["invalid"]),
         }
@@ -88,6 +93,16 @@ impl Reloader {
             self.set.set_rate(new_set);
             self.running.limits.set_requests_per_second = new_set;
             applied.push("limits.set_requests_per_second");
+        }
+        let (running, wanted) = (&self.running.passthrough, &new.passthrough);
+        if (running.default_requests_per_second, &running.limits)
+            != (wanted.default_requests_per_second, &wanted.limits)
+        {
+            self.passthrough.set_rates(wanted);
+            self.running.passthrough.default_requests_per_second =
+                wanted.default_requests_per_second;
+            self.running.passthrough.limits = wanted.limits.clone();
+            applied.push("passthrough.default_requests_per_second / passthrough.limits");
         }
         let kept = needs_a_restart(&self.running, &new);
         self.applied.inc();

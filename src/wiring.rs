@@ -93,7 +93,7 @@ async fn serve_gateway(
         fleet,
         limiters: (get, set),
     } = build_handlers(&config, upstream, metrics.clone());
-    let reloader = Reloader::new(&config, get, set, &metrics);
+    let reloader = Reloader::new(&config, get, set, handlers.passthrough.clone(), &metrics);
     let reloading = reloads.map(|reloads| tokio::spawn(reloader.serve(reloads)));
     let auth = Authenticator::new(
         &config.auth,

@@ -1,6 +1,7 @@
 //! SIGHUP reloads the config without a restart: the gateway binary, started with a config file
-//! in front of the sim, is sent SIGHUP after the file's rate changed, while callers keep
-//! asking: the new rate takes effect at the sim, and no caller is dropped or failed. A broken
+//! in front of the sim, is sent SIGHUP after the file's rates changed, while callers keep
+//! asking: the new portrait_get rate takes effect at the sim, a passed-through API's limit
+//! follows, and no caller is dropped or failed. A broken
 //! file sent the same way is refused, counted, and the running config stays.
 
 mod support;
@@ -23,13 +24,17 @@ impl Drop for Gateway {
     }
 }
 
-fn config_text(listen: &str, sim: &Sim, rate: &str) -> String {
+/// The gateway's config file: portrait_get at `rate`, and sendmsg passed through at a third
+/// of it (at least 1).
+fn config_text(listen: &str, sim: &Sim, rate: u32) -> String {
     format!(
         "[server]\nlisten = \"{listen}\"\n\
          [upstream]\nbase_url = \"{}\"\nsdkappid = {SDKAPPID}\nidentifier = \"{ADMIN}\"\n\
          [auth]\nmode = \"none\"\n\
-         [limits]\nrequests_per_second = {rate}\n",
-        sim.base_url()
+         [limits]\nrequests_per_second = {rate}\n\
+         [passthrough.limits]\n\"openim/sendmsg\" = {}\n",
+        sim.base_url(),
+        (rate / 3).max(1)
     )
 }
 
@@ -66,7 +71,7 @@ async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broke
     let dir = std::env::temp_dir().join(format!("tim-gateway-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("tim-gateway.toml");
-    std::fs::write(&file, config_text(&listen, &sim, "4")).expect("config");
+    std::fs::write(&file, config_text(&listen, &sim, 4)).expect("config");
     let mut command = Command::new(env!("CARGO_BIN_EXE_tim-gateway"));
     for (name, _) in std::env::vars() {
         if name.starts_with("TIM_GATEWAY__") || name == "RUST_LOG" {
@@ -111,13 +116,16 @@ async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broke
         })
         .collect();
 
+    // A passed-through API with a limit of its own, called once so that its path exists.
+    let sendmsg = serde_json::json!({"From_Account": "user1", "To_Account": "user2"});
+    caller.post("/v4/openim/sendmsg", &sendmsg).await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    std::fs::write(&file, config_text(&listen, &sim, "16")).expect("config");
+    std::fs::write(&file, config_text(&listen, &sim, 16)).expect("config");
     let reloaded_at = Instant::now();
     hang_up(&gateway);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    std::fs::write(&file, config_text(&listen, &sim, "0")).expect("broken config");
+    std::fs::write(&file, config_text(&listen, &sim, 0)).expect("broken config");
     let broken_at = Instant::now();
     hang_up(&gateway);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -167,6 +175,11 @@ async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broke
     assert_eq!(
         sample("tim_gateway_upstream_window_calls_limit{api=\"portrait_get\"}"),
         16.0
+    );
+    assert_eq!(
+        sample("tim_gateway_upstream_window_calls_limit{api=\"openim/sendmsg\"}"),
+        5.0,
+        "the passed-through API's own limit follows the reload"
     );
     drop(gateway);
     sim.shutdown().await;
