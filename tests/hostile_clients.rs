@@ -477,3 +477,64 @@ async fn http2_advertises_its_stream_limit_and_serves_more_callers_than_it_in_tu
     );
     gw.shutdown().await;
 }
+
+/// An HTTP/2 connection that served a request, then stopped reading (its client frozen: it
+/// answers no PING): open after `wait`, or closed by the gateway?
+async fn h2_connection_open_after(wait: Duration, answer_pings: bool) -> bool {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.server.idle_timeout = Duration::from_secs(30);
+            c.server.http2_keep_alive_interval = Duration::from_millis(300);
+            c.server.http2_keep_alive_timeout = Duration::from_millis(300);
+        })
+        .start()
+        .await;
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        let mut connection = connection;
+        tokio::select! {
+            _ = &mut connection => None,
+            _ = stopped => Some(connection),
+        }
+    });
+    let body = get_body(&["user70"], &[NICK]);
+    assert_eq!(
+        h2_portrait_get(&mut client, gw.addr, &body).await,
+        gw.alone(&body)
+    );
+    let connection = if answer_pings {
+        tokio::time::sleep(wait).await;
+        let _ = stop.send(());
+        driver.await.expect("driver")
+    } else {
+        let _ = stop.send(());
+        let frozen = driver.await.expect("driver");
+        tokio::time::sleep(wait).await;
+        frozen
+    };
+    // Reading again: a connection the gateway closed ends at once (EOF after its GOAWAY).
+    let open = match connection {
+        Some(connection) => tokio::time::timeout(Duration::from_millis(500), connection)
+            .await
+            .is_err(),
+        None => false,
+    };
+    gw.shutdown().await;
+    open
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_answers_no_ping_is_closed_and_one_that_does_is_kept() {
+    // Interval 300 ms + timeout 300 ms, well under the 30 s idle timeout.
+    let wait = Duration::from_secs(2);
+    assert!(
+        !h2_connection_open_after(wait, false).await,
+        "a client that answered no PING for {wait:?} is still connected"
+    );
+    assert!(
+        h2_connection_open_after(wait, true).await,
+        "a client answering its PINGs was dropped"
+    );
+}
