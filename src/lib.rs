@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! Public: `apis`, `config`, `demo`, `metrics`, `reload`, `shutdown`, `sim`, `usersig`; everything else is
+//! Public: `apis`, `config`, `demo`, `metrics`, `reload`, `shutdown`, `sim`, `traces`, `usersig`; everything else is
 //! internal (`bench` and `fuzzing` are doc-hidden doors for `benches/` and `fuzz/`).
 //!
 //! | module | owns |
@@ -35,6 +35,7 @@
 //! | `sim` | the simulated Tencent upstream (demo, `tim-gateway sim`, tests, benches) |
 //! | `demo` | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
 //! | `shutdown` | the SIGTERM / Ctrl-C future that starts the drain |
+//! | `traces` | OpenTelemetry export when the OTEL_* variables ask; a request's span continues the caller's traceparent |
 //! | `reload` | a config read again on SIGHUP: the rates applied live, the rest kept until a restart |
 //! | `wiring` | builds every component from the config, plugs the fleet into its seams, serves |
 //!
@@ -70,6 +71,7 @@ pub mod metrics;
 pub mod reload;
 pub mod shutdown;
 pub mod sim;
+pub mod traces;
 pub mod usersig;
 
 #[doc(hidden)]

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tim_gateway::config::{Config, LogFormat, ProcessEnv};
 use tim_gateway::sim::{Sim, SimCallbacks, SimConfig};
 use tracing_subscriber::EnvFilter;
@@ -205,7 +206,6 @@ fn block_on(
     format: LogFormat,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    init_tracing(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,13 +216,20 @@ fn block_on(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(work) {
+    // The span exporter's batches run on the runtime: logging is set up inside it.
+    let traces = runtime.block_on(async { init_tracing(format) });
+    let code = match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tim-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(provider) = traces {
+        // Sends the spans still batched; blocks on the runtime's workers, not inside them.
+        let _ = provider.shutdown();
     }
+    code
 }
 
 async fn run_sim(mut config: Config, args: SimArgs) -> anyhow::Result<()> {
@@ -306,17 +313,48 @@ async fn serve_async(config: Config, file: Option<ConfigFile>) -> anyhow::Result
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr as `format` says, filtered by RUST_LOG (default `tim_gateway=info`); and, when
+/// the OTEL_* variables ask for it, spans to OTLP (the gateway's own, at debug, whatever
+/// RUST_LOG says). The exporting provider, to shut down at exit.
+fn init_tracing(format: LogFormat) -> Option<SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("tim_gateway=info"));
     // Colours only for a person at a terminal: escape codes would garble a log collector's text
     // and cost every request's span a formatting pass.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+    let ansi = std::io::stderr().is_terminal();
+    if !tim_gateway::traces::requested() {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr);
+        match format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
+        return None;
+    }
+    let logs = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let logs = match format {
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(logs);
+    match tim_gateway::traces::exporter() {
+        Ok((provider, spans)) => {
+            let spans = spans.with_filter(EnvFilter::new("tim_gateway=debug"));
+            registry.with(spans).init();
+            tracing::info!("exporting traces over OTLP/HTTP");
+            Some(provider)
+        }
+        Err(why) => {
+            registry.init();
+            tracing::warn!(error = %why, "traces not exported");
+            None
+        }
     }
 }

@@ -211,6 +211,7 @@ where
         }
         Target::Purge => tracing::debug_span!("request", request_id = %id, api = PURGE_LABEL),
     };
+    crate::traces::continue_trace(&span, &parts.headers);
     let (api, result) = request_id::CURRENT
         .scope(id.clone(), answer(state, target, parts, body))
         .instrument(span.clone())
