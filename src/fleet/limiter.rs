@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use super::link::Link;
 use super::membership::MembershipState;
 use super::metrics::Command;
-use super::scripts;
+use super::scripts::{self, micros};
 use crate::apis::WINDOW;
 use crate::ratelimit::{SharedBudget, SharedPermit};
 
@@ -369,8 +369,4 @@ impl Drop for FleetPermit {
     fn drop(&mut self) {
         self.limiter.end_call(self.id);
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::limiter::{FleetLimiter, Granted};
 use super::link::Link;
 use super::metrics::Command;
-use super::scripts;
+use super::scripts::{self, micros};
 use crate::apis::WINDOW;
 use crate::config::{AfterLease, FleetConfig};
 
@@ -256,8 +256,4 @@ impl Membership {
             .lease_remaining
             .set(left.as_secs_f64());
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -9,8 +9,15 @@
 //! | `scripts/budget.rs` | HEARTBEAT, ACQUIRE, RELEASE, PACE_DOWN, PROBE |
 //! | `scripts/tier.rs` | CACHE_GET, CACHE_PUT, RELEASE_CLAIMS, INVALIDATE, PUBLISH |
 
+use std::time::Duration;
+
 mod budget;
 mod tier;
 
 pub(super) use budget::{ACQUIRE, HEARTBEAT, PACE_DOWN, PROBE, RELEASE};
 pub(super) use tier::{CACHE_GET, CACHE_PUT, INVALIDATE, PUBLISH, RELEASE_CLAIMS};
+
+/// A duration as the scripts take it: whole microseconds.
+pub(super) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

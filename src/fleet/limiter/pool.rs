@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::ledger::Source;
-use super::{micros, FleetLimiter, FleetPermit, RECHECK};
+use super::{FleetLimiter, FleetPermit, RECHECK};
 use crate::fleet::metrics::Command;
 use crate::fleet::scripts;
+use crate::fleet::scripts::micros;
 
 impl FleetLimiter {
     /// Whether asking the pool may succeed: in fleet mode with Redis's last answer on time
