@@ -11,7 +11,7 @@ mod support;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use support::fleet::{fleet_config_at, ProcessMember, RedisServer, TestFleet};
+use support::fleet::{fleet_config_at, process_member, RedisServer, TestFleet};
 use support::load::{judge, load, AtTencent, Seen};
 use support::proxy::TcpCut;
 use support::{eventually, metric_value, Caller};
@@ -248,7 +248,7 @@ async fn a_gateway_sigkilled_while_holding_slots_leaves_the_budget_safe_and_its_
         ("TIM_GATEWAY__LIMITS__MAX_QUEUE_WAIT_MS", "5000"),
         ("TIM_GATEWAY__FLEET__FALLBACK_INSTANCES", "3"),
     ];
-    let mut doomed = ProcessMember::spawn(&fleet.sim, &fleet.redis, &env).await;
+    let mut doomed = process_member(&fleet.sim, &fleet.redis, &env).await;
     let mut callers = callers_of(&fleet);
     callers.push(Caller::clone(&doomed));
     let lease = lease();

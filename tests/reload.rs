@@ -6,23 +6,13 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{eventually, get_body, metric_value, Caller, ADMIN, NICK, SDKAPPID};
+use support::process::{free_addr, GatewayProcess};
+use support::{get_body, metric_value, Caller, ADMIN, NICK, SDKAPPID};
 use tim_gateway::sim::{Api, Sim, SimConfig, DEMO_SECRET_KEY};
-
-/// The gateway process, killed when dropped.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The gateway's config file: portrait_get at `rate`, and sendmsg passed through at a third
 /// of it (at least 1).
@@ -36,14 +26,6 @@ fn config_text(listen: &str, sim: &Sim, rate: u32) -> String {
         sim.base_url(),
         (rate / 3).max(1)
     )
-}
-
-fn hang_up(gateway: &Gateway) {
-    let status = Command::new("kill")
-        .args(["-HUP", &gateway.0.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }
 
 /// portrait_get calls the sim took in `[from, to)`, per second.
@@ -64,38 +46,16 @@ async fn metrics_of(gateway: &Caller) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broken_file() {
     let sim = Sim::start(SimConfig::default()).await.expect("sim");
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .to_string();
+    let listen = free_addr();
     let dir = std::env::temp_dir().join(format!("tim-gateway-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("tim-gateway.toml");
-    std::fs::write(&file, config_text(&listen, &sim, 4)).expect("config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tim-gateway"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TIM_GATEWAY__") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    let child = command
-        .arg("--config")
-        .arg(&file)
-        .env("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tim-gateway");
-    let gateway = Gateway(child);
-    let caller = Caller::new(listen.parse().expect("addr"));
-    let up = eventually(Duration::from_secs(20), || async {
-        caller
-            .try_send_with("GET", "/healthz", &[], "")
-            .await
-            .is_ok()
-    });
-    assert!(up.await, "the gateway did not start");
+    let listen_text = listen.to_string();
+    std::fs::write(&file, config_text(&listen_text, &sim, 4)).expect("config");
+    let path = file.to_str().expect("utf-8 path");
+    let secret = [("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)];
+    let gateway = GatewayProcess::spawn(listen, &["--config", path], &secret).await;
+    let caller = Caller::clone(&gateway);
 
     // Eight callers, each asking for a new account at a time, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,13 +81,13 @@ async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broke
     caller.post("/v4/openim/sendmsg", &sendmsg).await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    std::fs::write(&file, config_text(&listen, &sim, 16)).expect("config");
+    std::fs::write(&file, config_text(&listen_text, &sim, 16)).expect("config");
     let reloaded_at = Instant::now();
-    hang_up(&gateway);
+    gateway.signal("-HUP");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    std::fs::write(&file, config_text(&listen, &sim, 0)).expect("broken config");
+    std::fs::write(&file, config_text(&listen_text, &sim, 0)).expect("broken config");
     let broken_at = Instant::now();
-    hang_up(&gateway);
+    gateway.signal("-HUP");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let (mut answered, mut failed) = (0, Vec::new());

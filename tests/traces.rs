@@ -4,26 +4,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{eventually, get_body, Caller, ADMIN, NICK, SDKAPPID};
-use tim_gateway::sim::{Sim, SimConfig, DEMO_SECRET_KEY};
+use support::process::GatewayProcess;
+use support::{get_body, NICK};
+use tim_gateway::sim::{Sim, SimConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
-
-/// The gateway process, killed when dropped.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An OTLP/HTTP receiver on loopback: every request's (path, body), answered 200.
 async fn receiver() -> (String, mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
@@ -79,49 +69,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn spans_reach_an_otlp_receiver_and_continue_the_callers_trace() {
     let sim = Sim::start(SimConfig::default()).await.expect("sim");
     let (otlp, mut exported) = receiver().await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tim-gateway"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TIM_GATEWAY__") || name.starts_with("OTEL_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    let sdkappid = SDKAPPID.to_string();
-    let child = command
-        .envs([
-            ("TIM_GATEWAY__SERVER__LISTEN", listen.to_string().as_str()),
-            ("TIM_GATEWAY__UPSTREAM__BASE_URL", &sim.base_url()),
-            ("TIM_GATEWAY__UPSTREAM__SDKAPPID", &sdkappid),
-            ("TIM_GATEWAY__UPSTREAM__IDENTIFIER", ADMIN),
-            ("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY),
-            ("TIM_GATEWAY__AUTH__MODE", "none"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_SERVICE_NAME", "tim-gateway-under-test"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tim-gateway");
-    let _gateway = Gateway(child);
-    let caller = Caller::new(listen);
-    let up = eventually(Duration::from_secs(20), || async {
-        caller
-            .try_send_with("GET", "/healthz", &[], "")
-            .await
-            .is_ok()
-    });
-    assert!(up.await, "the gateway did not start");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "tim-gateway-under-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+    let gateway = GatewayProcess::in_front_of(&sim, &otel).await;
 
     let traceparent = format!("00-{TRACE_ID}-b7ad6b7169203331-01");
     let query = format!("{}?{}", support::GET, support::auth_query());
     let body = get_body(&["user80"], &[NICK]).to_string();
     let headers: [(&str, &[u8]); 1] = [("traceparent", traceparent.as_bytes())];
-    let (status, _, _) = caller
+    let (status, _, _) = gateway
         .try_send_with("POST", &query, &headers, body)
         .await
         .expect("answered");

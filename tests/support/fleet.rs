@@ -308,83 +308,24 @@ pub fn max_in_any_second(instants: &[Instant]) -> usize {
 }
 
 /// A fleet member run as its own process (the binary), so a test can SIGKILL it: no graceful
-/// leave, its lease left to run out in Redis. Killed when dropped.
-pub struct ProcessMember {
-    child: Option<Child>,
-    caller: Caller,
-}
-
-impl std::ops::Deref for ProcessMember {
-    type Target = Caller;
-    fn deref(&self) -> &Caller {
-        &self.caller
-    }
-}
-
-impl ProcessMember {
-    /// `tim-gateway` in front of `sim`, in the fleet of `redis`, configured through the
-    /// environment as a deployment would (`env` adds or overrides keys); waits until it
-    /// reports fleet mode.
-    pub async fn spawn(sim: &Sim, redis: &RedisServer, env: &[(&str, &str)]) -> ProcessMember {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tim-gateway"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("TIM_GATEWAY__") || name == "RUST_LOG" {
-                command.env_remove(name);
-            }
-        }
-        let (listen, sdkappid) = (addr.to_string(), super::SDKAPPID.to_string());
-        command
-            .envs([
-                ("TIM_GATEWAY__SERVER__LISTEN", listen.as_str()),
-                ("TIM_GATEWAY__UPSTREAM__BASE_URL", &sim.base_url()),
-                ("TIM_GATEWAY__UPSTREAM__SDKAPPID", &sdkappid),
-                ("TIM_GATEWAY__UPSTREAM__IDENTIFIER", super::ADMIN),
-                (
-                    "TIM_GATEWAY__UPSTREAM__SECRET_KEY",
-                    tim_gateway::sim::DEMO_SECRET_KEY,
-                ),
-                ("TIM_GATEWAY__AUTH__MODE", "none"),
-                ("TIM_GATEWAY__FLEET__REDIS_URL", &redis.url()),
-            ])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = command.spawn().expect("spawn tim-gateway");
-        let member = ProcessMember {
-            child: Some(child),
-            caller: Caller::new(addr),
-        };
-        let in_fleet = super::eventually(Duration::from_secs(20), || async {
-            let answered = member
-                .caller
-                .try_send_with("GET", "/metrics", &[], "")
-                .await;
-            let Ok((_, _, body)) = answered else {
-                return false;
-            };
-            let text = String::from_utf8_lossy(&body);
-            super::metric_value(&text, "tim_gateway_fleet_mode{mode=\"fleet\"}") == Some(1.0)
-        });
-        assert!(
-            in_fleet.await,
-            "the gateway process did not reach fleet mode"
-        );
-        member
-    }
-
-    /// SIGKILL: no drain, no leave.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ProcessMember {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// leave, its lease left to run out in Redis. In front of `sim`, in the fleet of `redis`
+/// (`env` adds or overrides keys); returns once it reports fleet mode.
+pub async fn process_member(
+    sim: &Sim,
+    redis: &RedisServer,
+    env: &[(&str, &str)],
+) -> super::process::GatewayProcess {
+    let url = redis.url();
+    let mut all = vec![("TIM_GATEWAY__FLEET__REDIS_URL", url.as_str())];
+    all.extend_from_slice(env);
+    let member = super::process::GatewayProcess::in_front_of(sim, &all).await;
+    let sample = "tim_gateway_fleet_mode{mode=\"fleet\"}";
+    let in_fleet = super::eventually(Duration::from_secs(20), || async {
+        member.metric(sample).await == Some(1.0)
+    });
+    assert!(
+        in_fleet.await,
+        "the gateway process did not reach fleet mode"
+    );
+    member
 }

@@ -7,6 +7,7 @@
 pub mod hostile;
 pub mod load;
 pub mod pki;
+pub mod process;
 pub mod proxy;
 
 use std::future::Future;
