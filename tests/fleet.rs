@@ -19,10 +19,6 @@ use tim_gateway::sim::{portrait_set_callback, CallbackSender, PORTRAIT_SET_COMMA
 /// The sim's app limit in the budget tests, and every gateway's configured budget.
 const APP_LIMIT: u32 = 30;
 
-fn callers_of(fleet: &TestFleet) -> Vec<Caller> {
-    fleet.gateways.iter().map(|g| Caller::clone(g)).collect()
-}
-
 async fn fleet_with_app_limit(fallback_instances: u32) -> TestFleet {
     TestFleet::start(
         3,
@@ -45,7 +41,7 @@ async fn three_gateways_share_one_budget_in_any_sliding_second() {
     let _alone = ONE_LOAD_AT_A_TIME.lock().await;
     let fleet = fleet_with_app_limit(3).await;
     let started = Instant::now();
-    let seen = load(callers_of(&fleet), 180, started + Duration::from_secs(4)).await;
+    let seen = load(fleet.callers(), 180, started + Duration::from_secs(4)).await;
     let calls = upstream_gets(&fleet.sim);
     let (correct, errors) = judge(&fleet.sim, &seen);
     let max = max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>());
@@ -123,7 +119,7 @@ async fn a_passed_through_api_is_held_to_its_limit_by_the_whole_fleet() {
     )
     .await;
     let mut callers = Vec::new();
-    for (i, gateway) in callers_of(&fleet).into_iter().cycle().take(45).enumerate() {
+    for (i, gateway) in fleet.callers().into_iter().cycle().take(45).enumerate() {
         callers.push(tokio::spawn(async move {
             let body =
                 format!(r#"{{"From_Account":"user1","To_Account":"user{i}","MsgRandom":{i}}}"#);
@@ -317,7 +313,7 @@ async fn redis_killed_mid_load_then_restarted_keeps_callers_served_and_the_budge
     let started = Instant::now();
     let load_ends = started + Duration::from_secs(6);
     let seen = {
-        let load = load(callers_of(&fleet), 90, load_ends);
+        let load = load(fleet.callers(), 90, load_ends);
         tokio::pin!(load);
         let disturb = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -426,7 +422,7 @@ async fn new_accounts_asked_on_every_gateway_at_once_are_fetched_once_fleet_wide
         .collect();
     // Every gateway is asked for all 300 new accounts at the same instant.
     let mut asks = Vec::new();
-    for gateway in callers_of(&fleet) {
+    for gateway in fleet.callers() {
         for body in &bodies {
             let (gateway, body) = (gateway.clone(), body.clone());
             asks.push(tokio::spawn(async move {
@@ -565,7 +561,7 @@ async fn a_loaded_host_does_not_flap_modes_and_a_frozen_redis_is_noticed_within_
         })
         .collect();
     let started = Instant::now();
-    let seen = load(callers_of(&fleet), 12, started + Duration::from_secs(4)).await;
+    let seen = load(fleet.callers(), 12, started + Duration::from_secs(4)).await;
     stop.store(true, Ordering::Relaxed);
     for hog in hogs {
         hog.join().expect("hog");
@@ -610,11 +606,7 @@ async fn outage_longer_than_a_lease(after_lease: AfterLease) -> (f64, usize, usi
     let started = Instant::now();
     let (killed_at, restarted_at) = (started + Duration::from_secs(1), started + lease * 2);
     let seen = {
-        let load = load(
-            callers_of(&fleet),
-            90,
-            restarted_at + Duration::from_secs(2),
-        );
+        let load = load(fleet.callers(), 90, restarted_at + Duration::from_secs(2));
         let disturb = async {
             tokio::time::sleep_until(killed_at.into()).await;
             fleet.redis.kill();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::fleet::{fleet_config_at, process_member, RedisServer, TestFleet};
 use support::load::{judge, load, AtTencent, Seen};
 use support::proxy::TcpCut;
-use support::{eventually, metric_value, Caller};
+use support::{eventually, metric_sum, metric_value, Caller};
 use tim_gateway::config::Config;
 use tokio::time::sleep_until;
 
@@ -35,10 +35,6 @@ fn budget(config: &mut Config) {
 /// The shipped lease.
 fn lease() -> Duration {
     fleet_config_at("redis://127.0.0.1:1/0").fleet.lease
-}
-
-fn callers_of(fleet: &TestFleet) -> Vec<Caller> {
-    fleet.gateways.iter().map(|g| Caller::clone(g)).collect()
 }
 
 /// Loads `callers` until `ends` while `disturb` runs; what the callers saw and what it returned.
@@ -85,11 +81,8 @@ async fn time_to_mode(gateway: &Caller, mode: &str, within: Duration) -> Option<
 /// portrait_get calls this gateway has sent upstream, whatever their outcome.
 async fn calls_sent(gateway: &Caller) -> f64 {
     let (_, body) = gateway.send("GET", "/metrics", "").await;
-    let text = String::from_utf8_lossy(&body);
     let prefix = "tim_gateway_upstream_requests_total{api=\"portrait_get\",";
-    let lines = text.lines().filter(|line| line.starts_with(prefix));
-    let values = lines.filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
-    values.sum()
+    metric_sum(&String::from_utf8_lossy(&body), prefix)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -120,7 +113,7 @@ async fn one_link_cut_then_healed_after_a_long_partition(how: Cut) {
     let healed_at = cut_at + lease + Duration::from_secs(3);
     let ends = healed_at + Duration::from_secs(3);
     let cut_off = Caller::clone(&fleet.gateways[0]);
-    let (seen, (noticed, spent_past_lease, back)) = under_load(callers_of(&fleet), ends, async {
+    let (seen, (noticed, spent_past_lease, back)) = under_load(fleet.callers(), ends, async {
         sleep_until(cut_at.into()).await;
         match how {
             Cut::Refused => proxy.refuse(),
@@ -198,7 +191,7 @@ async fn frozen_then_thawed(freeze: Duration) {
     let frozen_at = started + Duration::from_millis(1_500);
     let thawed_at = frozen_at + freeze;
     let ends = thawed_at + Duration::from_secs(5);
-    let (seen, back) = under_load(callers_of(&fleet), ends, async {
+    let (seen, back) = under_load(fleet.callers(), ends, async {
         sleep_until(frozen_at.into()).await;
         fleet.redis.pause();
         sleep_until(thawed_at.into()).await;
@@ -249,7 +242,7 @@ async fn a_gateway_sigkilled_while_holding_slots_leaves_the_budget_safe_and_its_
         ("TIM_GATEWAY__FLEET__FALLBACK_INSTANCES", "3"),
     ];
     let mut doomed = process_member(&fleet.sim, &fleet.redis, &env).await;
-    let mut callers = callers_of(&fleet);
+    let mut callers = fleet.callers();
     callers.push(Caller::clone(&doomed));
     let lease = lease();
     let started = Instant::now();
@@ -321,7 +314,7 @@ async fn a_60007_seen_by_one_gateway_slows_the_whole_fleet_and_the_recovery_is_s
     let sim = |sim: &mut tim_gateway::sim::SimConfig| sim.requests_per_second = TENCENT_ALLOWS;
     let fleet = TestFleet::start(3, sim, budget).await;
     let ends = Instant::now() + Duration::from_secs(6);
-    let (seen, slowed) = under_load(callers_of(&fleet), ends, async {
+    let (seen, slowed) = under_load(fleet.callers(), ends, async {
         let first_over = eventually(Duration::from_secs(5), || async {
             AtTencent::of(&fleet.sim).over > 0
         });

@@ -9,19 +9,18 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::fleet::{max_in_any_second, FleetMember};
+use serde_json::json;
+use support::fleet::FleetMember;
+use support::load::{judge, load, AtTencent};
 use support::{eventually, get_body, test_config, Caller, NICK, SET};
 use tim_gateway::config::{Config, RawConfig, RawFleet};
-use tim_gateway::sim::{Api, Sim, SimConfig};
+use tim_gateway::sim::{Sim, SimConfig};
 
 /// The app limit at the sim, and every gateway's budget, in the load tests.
 const APP_LIMIT: u32 = 30;
-const OVER_LIMIT: i64 = 60007;
 
 /// One at a time: each test starts several Redis processes and a loaded fleet.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -162,11 +161,8 @@ impl Shaped {
         let mut total = 0.0;
         for gateway in &self.gateways {
             let (_, body) = gateway.send("GET", "/metrics", String::new()).await;
-            total += String::from_utf8_lossy(&body)
-                .lines()
-                .filter(|l| l.starts_with("tim_gateway_redis_errors_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
+            let text = String::from_utf8_lossy(&body);
+            total += support::metric_sum(&text, "tim_gateway_redis_errors_total");
         }
         total
     }
@@ -249,57 +245,19 @@ struct Judged {
     errors: usize,
 }
 
-/// `callers` callers on the gateways asking for new accounts until `until`; every answer is
-/// the sim's own or a Tencent-style error (anything else fails the test).
+/// `callers` callers on the gateways asking for new accounts until `until` (the fleet tests'
+/// load); every answer is the sim's own or a Tencent-style error (anything else fails the
+/// test), and every gateway answers.
 async fn loaded(shaped: &Shaped, callers: usize, until: Instant) -> Judged {
-    let next = Arc::new(AtomicUsize::new(10_000));
-    let mut tasks = Vec::new();
-    for c in 0..callers {
-        let caller = Caller::clone(&shaped.gateways[c % shaped.gateways.len()]);
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while Instant::now() < until {
-                let first = next.fetch_add(5, Ordering::Relaxed);
-                let names: Vec<String> = (first..first + 5).map(|n| format!("user{n}")).collect();
-                let body = get_body(
-                    &names.iter().map(String::as_str).collect::<Vec<_>>(),
-                    &[NICK],
-                );
-                let answer = tokio::time::timeout(Duration::from_secs(10), caller.get(&body))
-                    .await
-                    .expect("no caller waits 10 s");
-                seen.push((body, answer));
-            }
-            seen
-        }));
-    }
-    let (mut correct, mut errors) = (0, 0);
-    for task in tasks {
-        for (body, answer) in task.await.expect("caller") {
-            let alone: Value = serde_json::from_slice(
-                &shaped.sim.answer_portrait_get(body.to_string().as_bytes()),
-            )
-            .expect("sim JSON");
-            if answer == alone {
-                correct += 1;
-            } else if answer["ActionStatus"] == "FAIL" && answer["ErrorCode"].as_i64() != Some(0) {
-                errors += 1;
-            } else {
-                panic!("wrong answer to {body}: {answer}\nthe sim alone: {alone}");
-            }
-        }
-    }
-    let calls: Vec<_> = shaped
-        .sim
-        .calls()
-        .into_iter()
-        .filter(|c| c.api == Api::PortraitGet)
-        .collect();
+    let gateways = shaped.gateways.iter().map(|g| Caller::clone(g)).collect();
+    let seen = load(gateways, callers, until).await;
+    assert!(seen.unanswered.is_empty(), "a gateway did not answer");
+    let (correct, errors) = judge(&shaped.sim, &seen);
+    let at = AtTencent::of(&shaped.sim);
     Judged {
-        calls: calls.len(),
-        max_in_a_second: max_in_any_second(&calls.iter().map(|c| c.at).collect::<Vec<_>>()),
-        over_limit: calls.iter().filter(|c| c.error_code == OVER_LIMIT).count(),
+        calls: at.calls.len(),
+        max_in_a_second: at.max,
+        over_limit: at.over,
         correct,
         errors,
     }

@@ -205,6 +205,11 @@ impl TestFleet {
         fleet
     }
 
+    /// A caller of each gateway, in order.
+    pub fn callers(&self) -> Vec<Caller> {
+        self.gateways.iter().map(|g| Caller::clone(g)).collect()
+    }
+
     /// Waits until every gateway reports `mode`.
     pub async fn all_in_mode(&self, mode: &str, within: Duration) -> bool {
         let sample = format!("tim_gateway_fleet_mode{{mode=\"{mode}\"}}");
@@ -294,17 +299,20 @@ impl FleetMember {
 
 /// The most calls in any sliding one-second window of `instants` (sorted or not).
 pub fn max_in_any_second(instants: &[Instant]) -> usize {
+    busiest_second(instants).map_or(0, |(_, count)| count)
+}
+
+/// The sliding second holding the most of `instants` (sorted or not): when it began, and how
+/// many it holds.
+pub fn busiest_second(instants: &[Instant]) -> Option<(Instant, usize)> {
     let mut sorted = instants.to_vec();
     sorted.sort();
-    (0..sorted.len())
-        .map(|i| {
-            sorted[i..]
-                .iter()
-                .take_while(|t| **t < sorted[i] + Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
+    let in_second = |i: usize| {
+        let ends = sorted[i] + Duration::from_secs(1);
+        sorted[i..].iter().take_while(|t| **t < ends).count()
+    };
+    let busiest = (0..sorted.len()).max_by_key(|i| in_second(*i))?;
+    Some((sorted[busiest], in_second(busiest)))
 }
 
 /// A fleet member run as its own process (the binary), so a test can SIGKILL it: no graceful

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tim_gateway::sim::{Api, Sim, SimCall};
 
-use super::fleet::max_in_any_second;
+use super::fleet::{busiest_second, max_in_any_second};
 use super::{get_body, Caller, GENDER, NICK};
 
 /// Tencent's "over the limit" answer.
@@ -121,14 +121,8 @@ impl AtTencent {
 
     /// When the busiest sliding second began.
     pub fn busiest_from(&self) -> Option<Instant> {
-        let mut sent: Vec<Instant> = self.calls.iter().map(|c| c.at).collect();
-        sent.sort();
-        let in_second = |i: usize| {
-            let ends = sent[i] + Duration::from_secs(1);
-            sent[i..].iter().take_while(|t| **t < ends).count()
-        };
-        let busiest = (0..sent.len()).max_by_key(|i| in_second(*i))?;
-        Some(sent[busiest])
+        let sent: Vec<Instant> = self.calls.iter().map(|c| c.at).collect();
+        busiest_second(&sent).map(|(from, _)| from)
     }
 
     /// Calls per second sent in `[from, to)`.

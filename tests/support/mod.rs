@@ -413,6 +413,14 @@ pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
     })
 }
 
+/// The sum of every sample whose line starts with `prefix` (a family and the first labels).
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    let lines = text.lines().filter(|line| line.starts_with(prefix));
+    lines
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Retries `check` until it returns true or `timeout` passes (linkerd's assert_eventually).
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
