@@ -54,6 +54,146 @@ pub const PORTRAIT_SET: ApiSpec = ApiSpec {
 /// Every API the gateway handles itself; the rest are passed through.
 pub static TABLE: [&ApiSpec; 2] = [&PORTRAIT_GET, &PORTRAIT_SET];
 
+/// How a list read names its ids in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdsField {
+    /// An array of strings: `"To_Account": ["a", "b"]`.
+    Strings(&'static str),
+    /// An array of objects naming one id each: `"CheckItem": [{"UserID": "a"}]`.
+    Objects {
+        /// The array's field.
+        list: &'static str,
+        /// Each object's id field.
+        key: &'static str,
+    },
+}
+
+/// One array of a list read's answer, holding one entry per id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerList {
+    /// The array's field, e.g. `QueryResult`.
+    pub name: &'static str,
+    /// The field of each entry naming its id, e.g. `To_Account`.
+    pub id: &'static str,
+    /// Whether every entry of it is a per-id failure (`ErrorList`); elsewhere an entry fails
+    /// when its own `ResultCode` or `ErrorCode` is not 0.
+    pub failures: bool,
+}
+
+/// What a field of a list read's request other than its ids may hold. Every such field, known
+/// or not, is part of what callers must agree on to share a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionKind {
+    /// `0` or `1` (`IsNeedDetail`).
+    Flag,
+    /// A non-empty string the answer depends on (`GroupId`): required.
+    Scope,
+    /// Any JSON value (a filter), passed on as given.
+    Any,
+}
+
+/// The codes Tencent refuses a malformed list read with (whole request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusals {
+    /// The body is not a JSON object.
+    pub not_json: i64,
+    /// The ids field is missing, empty, or holds something other than ids.
+    pub bad_ids: i64,
+    /// More ids than the API takes in one call.
+    pub too_many: i64,
+    /// A known option has a value the API does not take.
+    pub bad_option: i64,
+}
+
+/// One list read: ids in, one entry per id out, nothing written. The gateway coalesces
+/// concurrent callers' ids into shared calls of up to `max_ids` (`lists.rs`); everything
+/// particular to an API is data in its row.
+#[derive(Debug)]
+pub struct ListSpec {
+    /// The URL path.
+    pub path: &'static str,
+    /// The `api` label of its metrics, its key in `[list_apis]` and in `passthrough.limits`.
+    pub label: &'static str,
+    /// Most ids Tencent takes in one call.
+    pub max_ids: usize,
+    /// Tencent's default calls per second for it, used unless `passthrough.limits` names one.
+    pub default_rate: u32,
+    /// Where a request names its ids.
+    pub ids: IdsField,
+    /// The known other fields of a request.
+    pub options: &'static [(&'static str, OptionKind)],
+    /// The arrays of its answer, in the order Tencent writes them.
+    pub answer: &'static [AnswerList],
+    /// Its refusal codes.
+    pub refusals: Refusals,
+}
+
+/// `v4/openim/query_online_status` (reference §9.1).
+pub const QUERY_ONLINE_STATUS: ListSpec = ListSpec {
+    path: "/v4/openim/query_online_status",
+    label: "openim/query_online_status",
+    max_ids: 500,
+    default_rate: 200,
+    ids: IdsField::Strings("To_Account"),
+    options: &[
+        ("IsNeedDetail", OptionKind::Flag),
+        ("IsReturnCustomStatus", OptionKind::Flag),
+        ("IsReturnInstid", OptionKind::Flag),
+    ],
+    answer: &[
+        AnswerList {
+            name: "QueryResult",
+            id: "To_Account",
+            failures: false,
+        },
+        AnswerList {
+            name: "ErrorList",
+            id: "To_Account",
+            failures: true,
+        },
+    ],
+    // Tencent's docs leave these unsaid (reference §9.1); openim's own family.
+    refusals: Refusals {
+        not_json: 90001,
+        bad_ids: 90003,
+        too_many: 90011,
+        bad_option: 90010,
+    },
+};
+
+/// `v4/im_open_login_svc/account_check` (reference §9.2).
+pub const ACCOUNT_CHECK: ListSpec = ListSpec {
+    path: "/v4/im_open_login_svc/account_check",
+    label: "im_open_login_svc/account_check",
+    max_ids: 100,
+    default_rate: 100,
+    ids: IdsField::Objects {
+        list: "CheckItem",
+        key: "UserID",
+    },
+    options: &[],
+    answer: &[AnswerList {
+        name: "ResultItem",
+        id: "UserID",
+        failures: false,
+    }],
+    // The account APIs' "invalid parameters" (reference §9.2, inferred).
+    refusals: Refusals {
+        not_json: 90001,
+        bad_ids: 70402,
+        too_many: 70402,
+        bad_option: 70402,
+    },
+};
+
+/// Every list read the gateway can coalesce (`[list_apis."<label>"]` turns each on).
+pub static LIST_TABLE: [&ListSpec; 2] = [&QUERY_ONLINE_STATUS, &ACCOUNT_CHECK];
+
+/// The list read labelled `label`, if any.
+pub fn list_spec(label: &str) -> Option<&'static ListSpec> {
+    LIST_TABLE.iter().copied().find(|spec| spec.label == label)
+}
+
 /// The label of pass-through APIs past `passthrough.max_distinct_apis`.
 pub const OTHER_LABEL: &str = "other";
 

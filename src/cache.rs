@@ -32,11 +32,13 @@ use crate::error::Error;
 use crate::wire::{Account, RawJson, Tag};
 
 mod account;
+mod lists;
 mod metrics;
 mod rendered;
 mod table;
 mod tier;
 pub(crate) use account::{CachedAccount, Ticks};
+pub(crate) use lists::{ListCache, ListEntry, ListStamp};
 pub(crate) use metrics::{CacheEvictions, CacheMetrics, CacheSizes};
 use rendered::RenderBudget;
 pub(crate) use rendered::{PairCounts, Render, TagListKey};
@@ -67,6 +69,8 @@ struct Inner {
     hasher: Hasher,
     /// Bounds the answer entries rendered into accounts (`cache.rendered_entry_bytes`).
     render_budget: Arc<RenderBudget>,
+    /// The list reads' per-id answers (`cache.list_cache_bytes`).
+    lists: ListCache,
 }
 
 /// How many stripes share out the accounts. An invalidation voids what was read for any account
@@ -139,6 +143,7 @@ impl ProfileCache {
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             hasher,
             render_budget: RenderBudget::new(config.rendered_entry_bytes),
+            lists: ListCache::new(config.list_cache_bytes),
         }))
     }
 
@@ -289,6 +294,13 @@ impl ProfileCache {
         if let Some(failures) = &self.0.failures {
             failures.invalidate_all();
         }
+        self.0.lists.invalidate_all();
+    }
+
+    /// The list reads' per-id answers, flushed with everything else by
+    /// [`ProfileCache::invalidate_all`].
+    pub(crate) fn lists(&self) -> &ListCache {
+        &self.0.lists
     }
 
     /// Remembers that the upstream failed a call because `tag` does not exist.

@@ -8,7 +8,8 @@
 //!
 //! Accepted: `Profile.CallbackPortraitSet` drops `From_Account`'s cached tags at once (in a
 //! fleet on every gateway), under `portrait_set`'s race rule; `Alert.RequestOverLimit` lowers
-//! the named API's pace, if the gateway calls it. Then every accepted callback, whatever its
+//! the named API's pace, if the gateway calls it; `State.StateChange` drops `Info.To_Account`'s
+//! cached online status (in a fleet on every gateway). Then every accepted callback, whatever its
 //! command, is relayed unchanged to `callback.forward_url` when set (callback/relay.rs) and the
 //! app's answer returned to Tencent; without one, or when the relay fails, it is answered OK
 //! here. Invalidation always happens before the relay, so a dead handler never delays it.
@@ -23,7 +24,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{debug, info};
 
+use crate::apis::QUERY_ONLINE_STATUS;
 use crate::config::{CallbackConfig, SecretKey};
+use crate::lists::ListApis;
 use crate::metrics::Metrics;
 use crate::passthrough::PassThrough;
 use crate::service::ProfileService;
@@ -37,6 +40,8 @@ use relay::Relay;
 pub(crate) const PORTRAIT_SET_COMMAND: &str = "Profile.CallbackPortraitSet";
 /// `Alert.RequestOverLimit`: an API reached 80 % of its limit.
 pub(crate) const OVER_LIMIT_COMMAND: &str = "Alert.RequestOverLimit";
+/// `State.StateChange`: a user's login state changed (reference §9.3).
+pub(crate) const STATE_CHANGE_COMMAND: &str = "State.StateChange";
 
 /// The answer Tencent expects from a handled callback.
 const OK_BODY: &[u8] = br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#;
@@ -60,6 +65,7 @@ struct Inner {
     max_skew: Duration,
     relay: Option<Relay>,
     service: ProfileService,
+    lists: ListApis,
     passthrough: PassThrough,
     /// `callbacks_total{command, result}`.
     counted: IntCounterVec,
@@ -85,6 +91,15 @@ struct CallbackBody {
     service_name: Option<String>,
     #[serde(rename = "Command")]
     api_command: Option<String>,
+    #[serde(rename = "Info")]
+    info: Option<StateInfo>,
+}
+
+/// `State.StateChange`'s `Info`: whose state changed.
+#[derive(Deserialize)]
+struct StateInfo {
+    #[serde(rename = "To_Account")]
+    to_account: Option<String>,
 }
 
 impl Callbacks {
@@ -93,13 +108,15 @@ impl Callbacks {
         config: &CallbackConfig,
         sdkappid: u64,
         service: ProfileService,
+        lists: ListApis,
         passthrough: PassThrough,
         metrics: &Metrics,
     ) -> Callbacks {
         let counted = metrics.register(IntCounterVec::new(
             prometheus::Opts::new(
                 "callbacks_total",
-                "Tencent callbacks received, by command (portrait_set, request_over_limit, other) \
+                "Tencent callbacks received, by command (portrait_set, request_over_limit, \
+                 state_change, other) \
                  and result (handled, or refused_<why>)",
             ),
             &["command", "result"],
@@ -113,6 +130,7 @@ impl Callbacks {
                 .clone()
                 .map(|url| Relay::new(url, metrics)),
             service,
+            lists,
             passthrough,
             counted,
         }))
@@ -191,6 +209,22 @@ impl Callbacks {
                 let paced = self.0.passthrough.slow_down(&label);
                 info!(api = %label, paced, "Tencent warns an API is near its limit");
             }
+            STATE_CHANGE_COMMAND => {
+                let account = fields
+                    .info
+                    .as_ref()
+                    .and_then(|info| info.to_account.as_deref())
+                    .filter(|a| !a.is_empty())
+                    .ok_or(Refusal::Body)?;
+                self.0
+                    .lists
+                    .invalidate(QUERY_ONLINE_STATUS.label, &[account])
+                    .await;
+                debug!(
+                    account,
+                    "login state changed at Tencent: cached status dropped"
+                );
+            }
             _ => {}
         }
         Ok(())
@@ -220,6 +254,7 @@ impl Callbacks {
         let command = match command {
             PORTRAIT_SET_COMMAND => "portrait_set",
             OVER_LIMIT_COMMAND => "request_over_limit",
+            STATE_CHANGE_COMMAND => "state_change",
             _ => "other",
         };
         self.0.counted.with_label_values(&[command, result]).inc();

@@ -23,6 +23,7 @@
 //! | `config/fleet.rs` | `[fleet]`: [`FleetConfig`], [`RedisShape`], [`RedisUrl`], [`AfterLease`] |
 //! | `config/breaker.rs` | `[breaker]`: [`BreakerConfig`] |
 //! | `config/apis.rs` | `[passthrough]` and `[callback]`: [`PassThroughConfig`], [`CallbackConfig`] |
+//! | `config/lists.rs` | `[list_apis]`: [`ListApisConfig`], [`ListApiConfig`] |
 //! | `config/env.rs` | env overrides: [`EnvSource`], [`ProcessEnv`], [`ENV_PREFIX`] |
 //! | `config/checks.rs` | the range checks and limits the sections share |
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub passthrough: PassThroughConfig,
     /// `[callback]`: Tencent's callbacks, received, checked and relayed.
     pub callback: CallbackConfig,
+    /// `[list_apis]`: the list reads coalesced like `portrait_get`.
+    pub list_apis: ListApisConfig,
 }
 
 /// Why the configuration could not be loaded. Every `Display` is a single line.
@@ -126,6 +129,7 @@ mod checks;
 mod env;
 mod fleet;
 mod limits;
+mod lists;
 mod log;
 mod server;
 mod upstream;
@@ -137,6 +141,7 @@ pub use cache::{CacheConfig, RawCache};
 pub use env::{EnvSource, ProcessEnv, ENV_PREFIX, ENV_SECRET_KEY};
 pub use fleet::{AfterLease, FleetConfig, RawFleet, RedisShape, RedisUrl};
 pub use limits::{LimitsConfig, RawLimits};
+pub use lists::{ListApiConfig, ListApisConfig, RawListApi, RawListApis};
 pub use log::{LogConfig, LogFormat, RawLog};
 pub use server::{RawServer, ServerConfig};
 pub use upstream::{RawUpstream, Region, SecretKey, UpstreamConfig};
@@ -156,6 +161,7 @@ raw_section!(
         breaker: RawBreaker = RawBreaker::default(),
         passthrough: RawPassThrough = RawPassThrough::default(),
         callback: RawCallback = RawCallback::default(),
+        list_apis: RawListApis = RawListApis::new(),
     }
 );
 
@@ -198,6 +204,7 @@ impl Config {
             breaker: raw.breaker.validate()?,
             passthrough: raw.passthrough.validate()?,
             callback: raw.callback.validate()?,
+            list_apis: lists::validate(raw.list_apis)?,
             upstream,
         })
     }

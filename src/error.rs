@@ -86,6 +86,14 @@ pub enum Error {
     /// A tag that is not a standard tag nor a well-formed custom tag.
     #[error("TagList contains an unknown tag: {0}")]
     UnknownTag(Arc<str>),
+    /// A list read Tencent would refuse, with that API's own code (`apis::Refusals`).
+    #[error("{info}")]
+    Refused {
+        /// The API's code for this refusal.
+        code: i64,
+        /// What was wrong, for ErrorInfo.
+        info: Arc<str>,
+    },
     /// The body exceeds `server.max_body_bytes`.
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(usize),
@@ -159,7 +167,7 @@ impl Error {
             Error::TooManyAccounts(_) | Error::BodyTooLarge(_) => INVALID_PARAMETERS,
             Error::MissingAccounts => ACCOUNT_MISSING,
             Error::UnknownTag(_) => TAG_NOT_FOUND,
-            Error::Auth { code, .. } => *code,
+            Error::Auth { code, .. } | Error::Refused { code, .. } => *code,
             Error::UpstreamConnect(_) | Error::UpstreamRefused(_) => GATEWAY_UPSTREAM_UNREACHABLE,
             Error::UpstreamTimeout(_) => SERVICE_TIMEOUT,
             Error::UpstreamStatus(_) => GATEWAY_UPSTREAM_STATUS,
@@ -182,6 +190,7 @@ impl Error {
             | Error::TooManyAccounts(_)
             | Error::UnknownTag(_)
             | Error::BodyTooLarge(_)
+            | Error::Refused { .. }
             | Error::Auth { .. } => Fault::Caller,
             Error::UpstreamConnect(_)
             | Error::UpstreamRefused(_)

@@ -170,4 +170,8 @@ impl SharedTier for Fleet {
     fn invalidate<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, ()> {
         Box::pin(self.tier.invalidate(account))
     }
+
+    fn invalidate_list<'a>(&'a self, api: &'a str, id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.tier.invalidate_list(api, id))
+    }
 }

@@ -23,6 +23,7 @@
 //! | `cache` | per-(account, tag) values, absences and stale slots in moka; invalidation stamps; the [`SharedTier`](cache::SharedTier) seam behind L1 |
 //! | `answers` | whole all-hit answers by exact request body, voided by expiry or invalidation |
 //! | `batcher` | coalescing misses of concurrent callers into upstream calls of <= 100 accounts |
+//! | `lists` | the other list reads (`[list_apis]`): one pipeline for every row of the list table, per-id cache, coalesced calls |
 //! | `ratelimit` | FIFO, deadline-bounded limiter per upstream API (local engine, or a [`SharedBudget`](ratelimit::SharedBudget)), pace, window gauges |
 //! | `fleet` | Redis: one budget, one shared cache tier, one invalidation channel for N gateways; plugs into the two seams, named only by `wiring` |
 //! | `breaker`, `retry` | stop calling a failing upstream; retries inside a budget |
@@ -87,6 +88,7 @@ pub(crate) mod cache;
 pub(crate) mod callback;
 pub(crate) mod error;
 pub(crate) mod fleet;
+pub(crate) mod lists;
 pub(crate) mod passthrough;
 pub(crate) mod ratelimit;
 pub(crate) mod readiness;

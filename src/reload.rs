@@ -2,7 +2,7 @@
 //! are read again by the binary and handed here as a [`Reload`]. A valid config is applied where
 //! it can change live, without dropping a connection or a caller: the upstream rates
 //! (`limits.requests_per_second`, `limits.set_requests_per_second`, the pass-through's
-//! `default_requests_per_second` and `limits`; in a fleet, the budgets this gateway asks Redis
+//! `default_requests_per_second` and `limits`, which also name the list reads' rates; in a fleet, the budgets this gateway asks Redis
 //! for). Every other changed key is reported in the log and keeps
 //! its running value until a restart. An invalid file is refused with one log line and the
 //! running config stays. Both are counted in `config_reloads_total{result}`, and the config in
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::lists::ListApis;
 use crate::metrics::Metrics;
 use crate::passthrough::PassThrough;
 use crate::ratelimit::UpstreamLimiter;
@@ -34,6 +35,7 @@ pub(crate) struct Reloader {
     get: UpstreamLimiter,
     set: UpstreamLimiter,
     passthrough: PassThrough,
+    lists: ListApis,
     applied: IntCounter,
     refused: IntCounter,
 }
@@ -45,6 +47,7 @@ impl Reloader {
         get: UpstreamLimiter,
         set: UpstreamLimiter,
         passthrough: PassThrough,
+        lists: ListApis,
         metrics: &Metrics,
     ) -> Reloader {
         let results = metrics.register(IntCounterVec::new(
@@ -60,6 +63,7 @@ impl Reloader {
             get,
             set,
             passthrough,
+            lists,
             applied: results.with_label_values(&["applied"]),
             refused: results.with_label_values(&["invalid"]),
         }
@@ -99,6 +103,7 @@ impl Reloader {
             != (wanted.default_requests_per_second, &wanted.limits)
         {
             self.passthrough.set_rates(wanted);
+            self.lists.set_rates(wanted);
             self.running.passthrough.default_requests_per_second =
                 wanted.default_requests_per_second;
             self.running.passthrough.limits = wanted.limits.clone();
@@ -129,6 +134,7 @@ fn needs_a_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         ("breaker", running.breaker != new.breaker),
         ("passthrough", running.passthrough != new.passthrough),
         ("callback", running.callback != new.callback),
+        ("list_apis", running.list_apis != new.list_apis),
     ];
     let changed = sections.into_iter().filter(|(_, changed)| *changed);
     changed.map(|(section, _)| section).collect()

@@ -34,6 +34,7 @@ use crate::auth::Authenticator;
 use crate::callback::Callbacks;
 use crate::config::Config;
 use crate::error::{codes, Error, Fault};
+use crate::lists::{ListApis, ListPath};
 use crate::metrics::{Metrics, Outcome};
 use crate::passthrough::PassThrough;
 use crate::request_id::{self, RequestId};
@@ -47,6 +48,7 @@ use probes::{healthz, metrics, readyz};
 /// Everything a request handler needs; shared by all connections.
 pub(crate) struct AppState {
     service: ProfileService,
+    lists: ListApis,
     passthrough: PassThrough,
     callbacks: Callbacks,
     reports: Vec<std::sync::Arc<dyn crate::readiness::Report>>,
@@ -73,6 +75,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             service: handlers.service,
+            lists: handlers.lists,
             passthrough: handlers.passthrough,
             callbacks: handlers.callbacks,
             reports: handlers.reports,
@@ -96,6 +99,8 @@ impl AppState {
 pub(crate) struct Handlers {
     /// `portrait_get` and `portrait_set`.
     pub service: ProfileService,
+    /// The coalesced list reads.
+    pub lists: ListApis,
     /// Every other API.
     pub passthrough: PassThrough,
     /// Tencent's callbacks.
@@ -117,6 +122,8 @@ pub(crate) enum Listener {
 enum Target {
     /// A row of the API table.
     Listed(Handling, Api),
+    /// A coalesced list read.
+    List(ListPath),
     /// A path that may be passed through.
     Forward,
     /// `POST /admin/purge`: drop cached accounts (an app admin's call; nothing goes upstream).
@@ -183,6 +190,9 @@ fn target(state: &AppState, path: &str) -> Option<Target> {
     if path == PURGE_PATH {
         return Some(Target::Purge);
     }
+    if let Some(list) = state.lists.route(path) {
+        return Some(Target::List(list.clone()));
+    }
     match apis::listed(path) {
         Some(spec) => Some(Target::Listed(spec.handling, Api::of(spec))),
         None if state.passthrough.enabled() && apis::forwarded_label(path).is_some() => {
@@ -208,6 +218,9 @@ where
         }
         Target::Forward => {
             tracing::debug_span!("request", request_id = %id, api = parts.uri.path())
+        }
+        Target::List(list) => {
+            tracing::debug_span!("request", request_id = %id, api = list.api().label())
         }
         Target::Purge => tracing::debug_span!("request", request_id = %id, api = PURGE_LABEL),
     };
@@ -264,6 +277,16 @@ where
             (api, result.map(|body| (StatusCode::OK, body)))
         }
         Target::Forward => Box::pin(forward(state, parts, body)).await,
+        Target::List(list) => {
+            let result = match authenticated_body(state, parts, body).await {
+                Ok(body) => Box::pin(list.answer(&body)).await,
+                Err(e) => Err(e),
+            };
+            (
+                list.api().clone(),
+                result.map(|body| (StatusCode::OK, body)),
+            )
+        }
         Target::Purge => {
             let api = Api::forwarded(PURGE_PATH, PURGE_LABEL);
             let result = match authenticated_body(state, parts, body).await {

@@ -316,7 +316,9 @@ pub(crate) fn decode_envelope(body: &[u8]) -> Result<Envelope, Error> {
     serde_json::from_slice(body).map_err(|e| Error::UpstreamDecode(json_message(&e)))
 }
 
-fn check_envelope(env: &Envelope) -> Result<(), Error> {
+/// The whole-call failure an envelope reports, if any (`ErrorCode != 0` or `ActionStatus` not
+/// `OK`): [`Error::UpstreamFailed`] with Tencent's code and texts.
+pub(crate) fn check_envelope(env: &Envelope) -> Result<(), Error> {
     if env.error_code == 0 && env.action_status == "OK" {
         return Ok(());
     }

@@ -18,6 +18,7 @@ use crate::callback::Callbacks;
 use crate::config::Config;
 use crate::fleet::metrics::FleetMetrics;
 use crate::fleet::Fleet;
+use crate::lists::ListApis;
 use crate::metrics::Metrics;
 use crate::passthrough::PassThrough;
 use crate::ratelimit::{BudgetSource, UpstreamLimiter};
@@ -93,7 +94,14 @@ async fn serve_gateway(
         fleet,
         limiters: (get, set),
     } = build_handlers(&config, upstream, metrics.clone());
-    let reloader = Reloader::new(&config, get, set, handlers.passthrough.clone(), &metrics);
+    let reloader = Reloader::new(
+        &config,
+        get,
+        set,
+        handlers.passthrough.clone(),
+        handlers.lists.clone(),
+        &metrics,
+    );
     let reloading = reloads.map(|reloads| tokio::spawn(reloader.serve(reloads)));
     let auth = Authenticator::new(
         &config.auth,
@@ -204,10 +212,20 @@ pub(crate) fn build_handlers(
     let get_path = paths.build(&Api::PORTRAIT_GET, limits.requests_per_second);
     let set_path = paths.build(&Api::PORTRAIT_SET, limits.set_requests_per_second);
     let limiters = (get_path.limiter().clone(), set_path.limiter().clone());
-    let listed = vec![
+    let lists = ListApis::new(
+        config,
+        &paths,
+        cache.lists().clone(),
+        fleet
+            .clone()
+            .map_or(CacheTier::Local, |f| CacheTier::Shared(f)),
+        &metrics,
+    );
+    let mut listed = vec![
         (apis::PORTRAIT_GET.label, get_path.limiter().clone()),
         (apis::PORTRAIT_SET.label, set_path.limiter().clone()),
     ];
+    listed.extend(lists.limiters());
     // The fleet is the tier: the service and the batch worker holding it keep it alive.
     let tier = fleet
         .clone()
@@ -246,12 +264,14 @@ pub(crate) fn build_handlers(
         &config.callback,
         config.upstream.sdkappid,
         service.clone(),
+        lists.clone(),
         passthrough.clone(),
         &metrics,
     );
     let reports = fleet.iter().map(|f| f.clone() as Arc<dyn Report>).collect();
     let handlers = Handlers {
         service,
+        lists,
         passthrough,
         callbacks,
         reports,

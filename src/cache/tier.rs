@@ -94,6 +94,11 @@ pub trait SharedTier: Send + Sync + 'static {
     /// Tells every gateway sharing the tier that `account` changed (this gateway's L1 is the
     /// caller's job); kept and sent later when the tier is unavailable.
     fn invalidate<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, ()>;
+
+    /// Tells every gateway sharing the tier that `id` of the list read labelled `api` changed
+    /// (this gateway's own cache is the caller's job); kept and sent later when the tier is
+    /// unavailable.
+    fn invalidate_list<'a>(&'a self, api: &'a str, id: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// What stands behind each gateway's L1; cheap to clone.
@@ -120,6 +125,13 @@ impl CacheTier {
     pub async fn invalidate(&self, account: &Account) {
         if let CacheTier::Shared(tier) = self {
             tier.invalidate(account).await;
+        }
+    }
+
+    /// Tells the rest of the fleet that `id` of the list read `api` changed.
+    pub async fn invalidate_list(&self, api: &str, id: &str) {
+        if let CacheTier::Shared(tier) = self {
+            tier.invalidate_list(api, id).await;
         }
     }
 

@@ -19,6 +19,8 @@ pub struct CacheConfig {
     pub missing_tag_ttl: Duration,
     /// Memory for whole answers keyed on the exact request body (zero disables that layer).
     pub answer_cache_bytes: u64,
+    /// Memory for the list reads' per-id answers (`[list_apis]` with `ttl_ms > 0`).
+    pub list_cache_bytes: u64,
     /// Memory for accounts' answer entries rendered for one `TagList` (zero disables them).
     pub rendered_entry_bytes: u64,
     /// How long past its TTL a value may still answer when the upstream fails (zero: never).
@@ -38,6 +40,7 @@ raw_section!(
         missing_tag_ttl_seconds: u64 = 60,
         answer_cache_bytes: u64 = 64 * 1024 * 1024,
         rendered_entry_bytes: u64 = 32 * 1024 * 1024,
+        list_cache_bytes: u64 = 32 * 1024 * 1024,
         stale_if_error_seconds: u64 = 3_600,
         stale_while_revalidate_seconds: u64 = 30,
         failure_ttl_seconds: u64 = 5,
@@ -52,6 +55,7 @@ impl RawCache {
             missing_tag_ttl: Duration::from_secs(self.missing_tag_ttl_seconds),
             answer_cache_bytes: self.answer_cache_bytes,
             rendered_entry_bytes: self.rendered_entry_bytes,
+            list_cache_bytes: self.list_cache_bytes,
             stale_if_error: Duration::from_secs(self.stale_if_error_seconds),
             stale_while_revalidate: Duration::from_secs(self.stale_while_revalidate_seconds),
             failure_ttl: Duration::from_secs(self.failure_ttl_seconds),

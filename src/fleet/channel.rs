@@ -69,7 +69,7 @@ async fn subscribe(
             redis::RedisError::from((redis::ErrorKind::Io, "no Redis server known yet"))
         })?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        sink.subscribe(&[tier.channel(), tier.filled_channel()])
+        sink.subscribe(&[tier.channel(), tier.filled_channel(), tier.list_channel()])
             .await?;
         Ok::<_, redis::RedisError>((sink, stream))
     };
@@ -145,6 +145,11 @@ async fn ping(link: &Link, sink: &mut redis::aio::PubSubSink) -> bool {
 fn on_message(tier: &RedisTier, cache: &ProfileCache, message: &redis::Msg) {
     if message.get_channel_name() == tier.filled_channel() {
         tier.fills().heard(message.get_payload_bytes());
+        return;
+    }
+    if message.get_channel_name() == tier.list_channel() {
+        tier.link().metrics().invalidations_received.inc();
+        super::tier::heard_list(cache, message.get_payload_bytes());
         return;
     }
     let Ok(account) = std::str::from_utf8(message.get_payload_bytes()) else {

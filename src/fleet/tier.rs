@@ -29,8 +29,12 @@ use super::fills::Fills;
 use super::link::Link;
 use super::metrics::Command;
 use super::scripts;
+
+mod lists;
+
 use crate::cache::{AccountMiss, Claim, TierAnswer, TierWrite};
 use crate::wire::{Account, RawJson};
+pub(super) use lists::heard as heard_list;
 
 /// Invalidations kept while Redis is down; past this the fleet is told to flush every L1.
 const MAX_PENDING_INVALIDATIONS: usize = 10_000;
@@ -49,6 +53,8 @@ struct Inner {
     channel: String,
     /// The channel on which claimed accounts are announced filled (or given up on).
     filled_channel: String,
+    /// The channel of the list reads' invalidations (`lists.rs`).
+    list_channel: String,
     /// This gateway's claims hold its token (random per process).
     token: String,
     /// How long a claim lives: the longest its claimer's fetch can take.
@@ -60,6 +66,8 @@ struct Inner {
 #[derive(Default)]
 struct Pending {
     accounts: HashSet<Account>,
+    /// List reads' invalidations, as their channel messages (`lists.rs`).
+    lists: HashSet<String>,
     overflowed: bool,
 }
 
@@ -69,6 +77,7 @@ impl RedisTier {
         RedisTier(Arc::new(Inner {
             channel: link.key(&["invalidate"]),
             filled_channel: link.key(&["filled"]),
+            list_channel: link.key(&["invalidate_lists"]),
             token: format!("{:016x}", rand::random::<u64>()),
             claim_ttl,
             fills: Fills::default(),
@@ -251,8 +260,9 @@ impl RedisTier {
             }
             unsent.push(account);
         }
-        let flush_unsent = overflowed && !(unsent.is_empty() && self.publish_flush_all().await);
-        let all_sent = unsent.is_empty() && !flush_unsent;
+        let lists_sent = unsent.is_empty() && self.resend_pending_lists().await;
+        let flush_unsent = overflowed && !(lists_sent && self.publish_flush_all().await);
+        let all_sent = unsent.is_empty() && lists_sent && !flush_unsent;
         let mut pending = self.0.pending.lock();
         pending.accounts.extend(unsent);
         pending.overflowed |= flush_unsent;

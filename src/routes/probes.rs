@@ -36,7 +36,10 @@ pub(super) fn healthz(state: &AppState) -> Response<Full<Bytes>> {
 /// outage must not take every pod of the app out of service at once.
 pub(super) fn readyz(state: &AppState) -> Response<Full<Bytes>> {
     let passed_through = state.passthrough.breakers();
-    let every = state.service.breakers().into_iter().chain(&passed_through);
+    let lists = state.lists.breakers();
+    let every = (state.service.breakers().into_iter())
+        .chain(&lists)
+        .chain(&passed_through);
     let breakers: Vec<String> = every
         .map(|b| format!("{}={}", b.api(), b.state_name()))
         .collect();
