@@ -7,6 +7,7 @@
 //! cargo bench --bench load                 # all: s5 s1 s2 s3 s4 s7 (about 5 min)
 //! cargo bench --bench load -- s1 s3        # some
 //! LOAD_SECONDS=20 cargo bench --bench load -- s4   # longer measured windows
+//! cargo bench --bench load -- s8          # S8 (about 30 s): list reads coalesced vs direct
 //! cargo bench --bench load -- s7          # S7 (about 4 min): fleets of 1, 4, 16, 32, then four
 //! S7_SIZES=1,4 cargo bench --bench load -- s7   # S7 at some sizes only
 //! cargo build --release && cp target/release/tim-gateway /tmp/tim-gateway-s7-bin
@@ -17,6 +18,8 @@
 //! - S3: cold saturation against the sim's 200 calls/s (`load/cold.rs`).
 //! - S4: Zipf mix with 20 ms upstream latency (`load/mix.rs`).
 //! - S5: RSS per cached (account, tag) (`load/memory.rs`).
+//! - S8: `query_online_status` coalesced, open loop at 1,000 requests/s of 20 Zipf ids, against
+//!   the sim directly in the same run (`load/lists.rs`).
 //! - S7: fleets of gateway processes sharing one Redis: at 1, 4, 16 and 32 gateways
 //!   (`S7_SIZES`) S3's load and a paced load of misses; at four, cold pairs and S4's load with
 //!   and without Redis (`load/fleet.rs`; needs `redis-server`, else skipped). Its gateways
@@ -47,6 +50,8 @@ mod cold;
 mod fleet;
 #[path = "load/hits.rs"]
 mod hits;
+#[path = "load/lists.rs"]
+mod lists;
 #[path = "load/memory.rs"]
 mod memory;
 #[path = "load/mix.rs"]
@@ -59,7 +64,7 @@ mod stack;
 mod zipf;
 
 /// Scenario names in run order: S5 first, so its RSS baseline is clean.
-const ALL: [&str; 6] = ["s5", "s1", "s2", "s3", "s4", "s7"];
+const ALL: [&str; 7] = ["s5", "s1", "s2", "s3", "s4", "s7", "s8"];
 
 /// How long a scenario warms up and then measures.
 #[derive(Clone, Copy)]
@@ -71,7 +76,7 @@ pub struct Timing {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
-        eprintln!("load: run it with `cargo bench --bench load -- [s1 s2 s3 s4 s5 s7]`");
+        eprintln!("load: run it with `cargo bench --bench load -- [s1 s2 s3 s4 s5 s7 s8]`");
         return;
     }
     let chosen: Vec<String> = args
@@ -80,7 +85,7 @@ fn main() {
         .map(|a| a.to_ascii_lowercase())
         .collect();
     if let Some(bad) = chosen.iter().find(|a| !ALL.contains(&a.as_str())) {
-        eprintln!("load: unknown scenario {bad:?}; choose from s1 s2 s3 s4 s5 s7");
+        eprintln!("load: unknown scenario {bad:?}; choose from s1 s2 s3 s4 s5 s7 s8");
         std::process::exit(2);
     }
     let measure = std::env::var("LOAD_SECONDS")
@@ -116,6 +121,7 @@ fn main() {
             "s3" => cold::run(&mut table, timing(2, 10)),
             "s4" => mix::run(&mut table, timing(5, 10)),
             "s7" => fleet::run(&mut table, timing(2, 10), timing(5, 10)),
+            "s8" => lists::run(&mut table, timing(2, 10)),
             _ => memory::run(&mut table),
         }
     }

@@ -292,6 +292,10 @@ async fn serve_async(config: Config, file: Option<ConfigFile>) -> anyhow::Result
         let addr = listener.local_addr()?;
         println!("tim-gateway demo: simulated Tencent IM upstream and gateway on loopback. Try:\n");
         println!("{}\n", tim_gateway::demo::curl_command(&config, addr));
+        println!("The list reads, coalesced the same way:\n");
+        for curl in tim_gateway::demo::list_curl_commands(&config, addr) {
+            println!("{curl}\n");
+        }
         println!("Ctrl-C stops it. Metrics: curl -s http://{addr}/metrics");
     }
     let callbacks = match config.callback.listen {

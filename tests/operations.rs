@@ -31,7 +31,18 @@ const RULE_FILES: [&str; 2] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_evaluates_every_dashboard_and_rule_expression() {
-    let gw = TestGateway::start().await;
+    // The list reads' row needs one of them coalesced, keeping answers a while.
+    let gw = TestGateway::builder()
+        .config(|config| {
+            let on = tim_gateway::config::ListApiConfig {
+                enabled: true,
+                ttl: Duration::from_secs(60),
+            };
+            let label = tim_gateway::apis::QUERY_ONLINE_STATUS.label;
+            config.list_apis.by_label.insert(label, on);
+        })
+        .start()
+        .await;
     send_mixed_traffic(&gw).await;
     let exposed = gw.metrics().await;
     for name in FLEET_ONLY_SERIES {
@@ -76,6 +87,10 @@ async fn send_mixed_traffic(gw: &TestGateway) {
     let (status, body) = gw.send("POST", &bad_sig, cold.to_string()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     gw.post_raw(GET, "not json").await;
+    let online = tim_gateway::apis::QUERY_ONLINE_STATUS.path;
+    let status = serde_json::json!({"To_Account": ["user1", "user2"]});
+    gw.post(online, &status).await;
+    gw.post(online, &status).await; // from the cache
 }
 
 /// Sends the same cold request twice, the second while the first's upstream call is in

@@ -82,17 +82,8 @@ fn ids(spec: &ListSpec, value: Option<Value>, codes: &Refusals) -> Result<Vec<Ar
     if items.is_empty() {
         return Err(bad("is empty"));
     }
-    if items.len() > spec.max_ids {
-        return Err(Error::Refused {
-            code: codes.too_many,
-            info: Arc::from(format!(
-                "{list} has {} ids; at most {} are allowed",
-                items.len(),
-                spec.max_ids
-            )),
-        });
-    }
-    items
+    let count = items.len();
+    let ids = items
         .into_iter()
         .map(|item| {
             let id = match (key, item) {
@@ -111,7 +102,17 @@ fn ids(spec: &ListSpec, value: Option<Value>, codes: &Refusals) -> Result<Vec<Ar
                 })),
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if count > spec.max_ids {
+        return Err(Error::Refused {
+            code: codes.too_many,
+            info: Arc::from(format!(
+                "{list} has {} ids; at most {} are allowed",
+                count, spec.max_ids
+            )),
+        });
+    }
+    Ok(ids)
 }
 
 fn check_option(

@@ -1,0 +1,300 @@
+//! The coalesced list reads (`[list_apis]`): `openim/query_online_status` and
+//! `im_open_login_svc/account_check`, judged by the sim. Many concurrent callers with
+//! overlapping ids cost few upstream calls, none over the API's maximum, and each caller's
+//! answer equals (as JSON) what the sim answers that caller's own request; a request Tencent
+//! would refuse is refused locally with Tencent's code, and never fails another caller; with
+//! `ttl_ms` each id is kept that long, per-id failures never; a `State.StateChange` callback
+//! drops a cached status at once; the API's own limit holds under load.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::fleet::max_in_any_second;
+use support::{Caller, TestGateway};
+use tim_gateway::apis::{ListSpec, ACCOUNT_CHECK, QUERY_ONLINE_STATUS};
+use tim_gateway::config::Config;
+
+const ONLINE: &ListSpec = &QUERY_ONLINE_STATUS;
+const CHECK: &ListSpec = &ACCOUNT_CHECK;
+
+/// `config` with `[list_apis."<label>"]` set as an operator writes it.
+fn with_list_api(config: &mut Config, spec: &ListSpec, ttl_ms: u64) {
+    let toml = format!(
+        "[list_apis.\"{}\"]\nenabled = true\nttl_ms = {ttl_ms}\n",
+        spec.label
+    );
+    let env: HashMap<String, String> = HashMap::new();
+    let parsed = Config::from_toml_str(&toml, &env).expect("valid list_apis section");
+    config.list_apis.by_label.extend(parsed.list_apis.by_label);
+}
+
+async fn gateway(spec: &ListSpec, ttl_ms: u64, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    TestGateway::builder()
+        .config(|config| {
+            with_list_api(config, spec, ttl_ms);
+            tweak(config);
+        })
+        .sim_calls_back()
+        .start()
+        .await
+}
+
+/// A request of `spec` for `ids`, with options `flag` (query_online_status: IsNeedDetail).
+fn body(spec: &ListSpec, ids: &[String], flag: u8) -> Value {
+    match spec.label {
+        "openim/query_online_status" => json!({"To_Account": ids, "IsNeedDetail": flag}),
+        _ => {
+            let items: Vec<Value> = ids.iter().map(|id| json!({"UserID": id})).collect();
+            json!({ "CheckItem": items })
+        }
+    }
+}
+
+/// Ids existing or not, and some failing at the sim (`user13`, `user110`: n % 97 == 13).
+fn id(n: usize) -> String {
+    match n % 11 {
+        10 => format!("nobody{n}"),
+        _ => format!("user{n}"),
+    }
+}
+
+fn calls_of(gw: &TestGateway, spec: &ListSpec) -> Vec<tim_gateway::sim::SimCall> {
+    gw.sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == spec.path)
+        .collect()
+}
+
+async fn many_callers_share_few_calls_and_each_gets_its_own_answer(spec: &'static ListSpec) {
+    let gw = gateway(spec, 0, |_| {}).await;
+    // Slow enough that the callers overlap.
+    gw.sim.set_latency(Duration::from_millis(30));
+    let requests: Vec<Value> = (0..60)
+        .map(|caller| {
+            let ids: Vec<String> = (0..20).map(|k| id((caller * 7 + k * 3) % 150)).collect();
+            body(spec, &ids, (caller % 2) as u8)
+        })
+        .collect();
+    let caller = Caller::new(gw.addr);
+    let answers = futures_util::future::join_all(requests.iter().map(|request| {
+        let caller = caller.clone();
+        async move { caller.post(spec.path, request).await }
+    }))
+    .await;
+    let calls = calls_of(&gw, spec);
+    assert!(
+        calls.len() <= 12,
+        "{} upstream calls for 60 callers",
+        calls.len()
+    );
+    for call in &calls {
+        assert!(call.accounts.len() <= spec.max_ids, "{call:?}");
+        assert!(!call.accounts.is_empty());
+    }
+    gw.sim.set_latency(Duration::ZERO);
+    let direct = Caller::new(gw.sim.addr());
+    for (request, answer) in requests.iter().zip(&answers) {
+        let alone = direct.post(spec.path, request).await;
+        assert_eq!(answer, &alone, "the gateway's answer to {request}");
+    }
+    let metrics = gw.metrics().await;
+    let sent = support::metric_value(
+        &metrics,
+        &format!("tim_gateway_list_call_ids_sum{{api=\"{}\"}}", spec.label),
+    )
+    .expect("ids per call are counted");
+    let sent_ids: usize = calls.iter().map(|c| c.accounts.len()).sum();
+    assert_eq!(
+        sent as usize, sent_ids,
+        "list_call_ids counts what was sent"
+    );
+    let joined = support::metric_value(
+        &metrics,
+        &format!(
+            "tim_gateway_list_ids_total{{api=\"{}\",source=\"joined\"}}",
+            spec.label
+        ),
+    )
+    .unwrap_or(0.0);
+    assert!(
+        joined > 0.0,
+        "overlapping callers joined flights:\n{metrics}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_status_callers_share_calls_and_get_their_own_answers() {
+    many_callers_share_few_calls_and_each_gets_its_own_answer(ONLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_check_callers_share_calls_and_get_their_own_answers() {
+    many_callers_share_few_calls_and_each_gets_its_own_answer(CHECK).await;
+}
+
+async fn a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(
+    spec: &'static ListSpec,
+) {
+    let gw = gateway(spec, 0, |_| {}).await;
+    gw.sim.set_latency(Duration::from_millis(50));
+    let too_many: Vec<String> = (0..=spec.max_ids).map(|n| format!("user{n}")).collect();
+    let bad = body(spec, &too_many, 0);
+    let good = body(spec, &[id(1), id(2)], 0);
+    let caller = Caller::new(gw.addr);
+    let (refused, answered) = tokio::join!(caller.post(spec.path, &bad), async {
+        caller.post(spec.path, &good).await
+    });
+    let sim_says = Caller::new(gw.sim.addr()).post(spec.path, &bad).await;
+    assert_eq!(refused["ActionStatus"], "FAIL", "{refused}");
+    assert_eq!(
+        refused["ErrorCode"], sim_says["ErrorCode"],
+        "{refused} vs {sim_says}"
+    );
+    assert_eq!(answered["ActionStatus"], "OK", "{answered}");
+    let sent: Vec<_> = calls_of(&gw, spec)
+        .into_iter()
+        .filter(|c| c.accounts.len() > spec.max_ids)
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the test's own direct call is over the maximum"
+    );
+    for malformed in [
+        json!({}),
+        json!([1]),
+        json!({"To_Account": "user1", "CheckItem": 3}),
+    ] {
+        let answer = caller.post(spec.path, &malformed).await;
+        let alone = Caller::new(gw.sim.addr()).post(spec.path, &malformed).await;
+        assert_eq!(
+            answer["ErrorCode"], alone["ErrorCode"],
+            "{malformed}: {answer}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_status_over_500_ids_is_refused_locally() {
+    a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(ONLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_check_over_100_ids_is_refused_locally() {
+    a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(CHECK).await;
+}
+
+async fn answers_are_kept_for_the_ttl_and_failures_never(spec: &'static ListSpec) {
+    let gw = gateway(spec, 400, |_| {}).await;
+    let fine = body(spec, &["user1".into(), "user2".into()], 1);
+    let first = gw.post(spec.path, &fine).await;
+    assert_eq!(first["ActionStatus"], "OK", "{first}");
+    assert_eq!(calls_of(&gw, spec).len(), 1);
+    assert_eq!(
+        gw.post(spec.path, &fine).await,
+        first,
+        "answered from the cache"
+    );
+    assert_eq!(calls_of(&gw, spec).len(), 1, "kept for the TTL");
+    // user13 fails at the sim (n % 97 == 13): answered, never kept.
+    let failing = body(spec, &["user13".into()], 1);
+    let once = gw.post(spec.path, &failing).await;
+    let twice = gw.post(spec.path, &failing).await;
+    assert_eq!(once, twice);
+    assert_eq!(
+        calls_of(&gw, spec).len(),
+        3,
+        "a per-id failure is not cached"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.post(spec.path, &fine).await, first);
+    assert_eq!(calls_of(&gw, spec).len(), 4, "fetched again once expired");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_status_is_kept_for_its_ttl_and_failures_never() {
+    answers_are_kept_for_the_ttl_and_failures_never(ONLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_checks_are_kept_for_their_ttl_and_failures_never() {
+    answers_are_kept_for_the_ttl_and_failures_never(CHECK).await;
+}
+
+fn status_of(answer: &Value) -> Value {
+    answer["QueryResult"][0]["Status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_change_callback_drops_a_cached_status_at_once() {
+    let gw = gateway(ONLINE, 600_000, |_| {}).await;
+    let ask = body(ONLINE, &["user3".into()], 0);
+    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online");
+    // Changed at Tencent: the sim sends State.StateChange to the gateway before it returns.
+    gw.sim.set_online_status("user3", "Offline").await;
+    assert_eq!(
+        status_of(&gw.post(ONLINE.path, &ask).await),
+        "Offline",
+        "the callback dropped the cached status"
+    );
+    // A callback sent by hand (as Tencent would) does the same.
+    gw.sim.set_online_status_quietly("user3", "PushOnline");
+    let callback = tim_gateway::sim::state_change_callback("user3", "Disconnect", "LinkClose");
+    let (status, answer) = gw
+        .callback_sender()
+        .send(tim_gateway::sim::STATE_CHANGE_COMMAND, callback)
+        .await
+        .expect("callback answered");
+    assert_eq!(status, 200, "{answer:?}");
+    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "PushOnline");
+    let handled = gw
+        .metric(r#"tim_gateway_callbacks_total{command="state_change",result="handled"}"#)
+        .await;
+    assert_eq!(handled, Some(2.0));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apis_own_limit_is_never_exceeded_under_load() {
+    let gw = gateway(CHECK, 0, |config| {
+        config.passthrough.limits.insert(
+            CHECK.label.to_owned(),
+            std::num::NonZeroU32::new(20).unwrap(),
+        );
+        config.limits.max_queue_wait = Duration::from_secs(5);
+    })
+    .await;
+    let caller = Caller::new(gw.addr);
+    // 50 callers of 100 distinct ids each: 50 full calls at 20/s.
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..50).map(|c| {
+        let caller = caller.clone();
+        async move {
+            let ids: Vec<String> = (0..100).map(|k| format!("user{}", c * 100 + k)).collect();
+            caller.post(CHECK.path, &body(CHECK, &ids, 0)).await
+        }
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer["ActionStatus"], "OK", "{answer}");
+    }
+    let at: Vec<Instant> = calls_of(&gw, CHECK).iter().map(|c| c.at).collect();
+    assert_eq!(at.len(), 50, "one full call per caller's distinct ids");
+    assert!(
+        max_in_any_second(&at) <= 20,
+        "{} in one second",
+        max_in_any_second(&at)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "paced, not burst"
+    );
+    gw.shutdown().await;
+}
