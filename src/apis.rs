@@ -86,10 +86,17 @@ pub struct AnswerList {
 pub enum OptionKind {
     /// `0` or `1` (`IsNeedDetail`).
     Flag,
-    /// A non-empty string the answer depends on (`GroupId`): required.
-    Scope,
-    /// Any JSON value (a filter), passed on as given.
-    Any,
+    /// A string the whole answer is about (`GroupId`): required, checked before the ids; not
+    /// a string is `bad_option`, an empty one this code. Echoed at the top of the answer.
+    Scope {
+        /// The code of an empty one.
+        empty: i64,
+    },
+    /// An array of strings (`MemberInfoFilter`).
+    Names,
+    /// An object whose named members, where present, are arrays of strings
+    /// (`ResponseFilter`).
+    Filters(&'static [&'static str]),
 }
 
 /// The codes Tencent refuses a malformed list read with (whole request).
@@ -186,8 +193,70 @@ pub const ACCOUNT_CHECK: ListSpec = ListSpec {
     },
 };
 
+/// `v4/group_open_http_svc/get_group_info` (Tencent's page 269/1616).
+pub const GET_GROUP_INFO: ListSpec = ListSpec {
+    path: "/v4/group_open_http_svc/get_group_info",
+    label: "group_open_http_svc/get_group_info",
+    max_ids: 50,
+    default_rate: 200,
+    ids: IdsField::Strings("GroupIdList"),
+    options: &[(
+        "ResponseFilter",
+        OptionKind::Filters(&[
+            "GroupBaseInfoFilter",
+            "MemberInfoFilter",
+            "AppDefinedDataFilter_Group",
+            "AppDefinedDataFilter_GroupMember",
+        ]),
+    )],
+    answer: &[AnswerList {
+        name: "GroupInfo",
+        id: "GroupId",
+        failures: false,
+    }],
+    // The group service's "invalid parameters".
+    refusals: Refusals {
+        not_json: 90001,
+        bad_ids: 10004,
+        too_many: 10004,
+        bad_option: 10004,
+    },
+};
+
+/// `v4/group_open_http_svc/get_specified_group_member_info` (Tencent's page 269/112002): the
+/// members named of one group; one that is not a member gets no entry.
+pub const GET_GROUP_MEMBERS: ListSpec = ListSpec {
+    path: "/v4/group_open_http_svc/get_specified_group_member_info",
+    label: "group_open_http_svc/get_specified_group_member_info",
+    max_ids: 50,
+    default_rate: 200,
+    ids: IdsField::Strings("Member_List_Account"),
+    options: &[
+        ("GroupId", OptionKind::Scope { empty: 10015 }),
+        ("MemberInfoFilter", OptionKind::Names),
+        ("MemberRoleFilter", OptionKind::Names),
+        ("AppDefinedDataFilter_GroupMember", OptionKind::Names),
+    ],
+    answer: &[AnswerList {
+        name: "MemberList",
+        id: "Member_Account",
+        failures: false,
+    }],
+    refusals: Refusals {
+        not_json: 90001,
+        bad_ids: 10004,
+        too_many: 10005,
+        bad_option: 10004,
+    },
+};
+
 /// Every list read the gateway can coalesce (`[list_apis."<label>"]` turns each on).
-pub static LIST_TABLE: [&ListSpec; 2] = [&QUERY_ONLINE_STATUS, &ACCOUNT_CHECK];
+pub static LIST_TABLE: [&ListSpec; 4] = [
+    &QUERY_ONLINE_STATUS,
+    &ACCOUNT_CHECK,
+    &GET_GROUP_INFO,
+    &GET_GROUP_MEMBERS,
+];
 
 /// The list read labelled `label`, if any.
 pub fn list_spec(label: &str) -> Option<&'static ListSpec> {

@@ -193,7 +193,7 @@ impl ListPath {
             .ids
             .iter()
             .map(|id| found.get(id).and_then(Option::as_ref));
-        Ok(answer::assemble(caller.spec, entries))
+        Ok(answer::assemble(caller.spec, &request.fields, entries))
     }
 }
 

@@ -32,14 +32,18 @@ fn with_list_api(config: &mut Config, spec: &ListSpec, ttl_ms: u64) {
 }
 
 async fn gateway(spec: &ListSpec, ttl_ms: u64, tweak: impl FnOnce(&mut Config)) -> TestGateway {
-    TestGateway::builder()
-        .config(|config| {
-            with_list_api(config, spec, ttl_ms);
-            tweak(config);
-        })
-        .sim_calls_back()
-        .start()
-        .await
+    builder(spec, ttl_ms, tweak).start().await
+}
+
+fn builder(
+    spec: &ListSpec,
+    ttl_ms: u64,
+    tweak: impl FnOnce(&mut Config),
+) -> support::GatewayBuilder {
+    TestGateway::builder().config(|config| {
+        with_list_api(config, spec, ttl_ms);
+        tweak(config);
+    })
 }
 
 /// A request of `spec` for `ids`, with options `flag` (query_online_status: IsNeedDetail).
@@ -233,31 +237,60 @@ fn status_of(answer: &Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_state_change_callback_drops_a_cached_status_at_once() {
-    let gw = gateway(ONLINE, 600_000, |_| {}).await;
+async fn a_state_change_callback_from_tencent_drops_a_cached_status_at_once() {
+    let gw = builder(ONLINE, 600_000, |_| {}).sim_calls_back().start().await;
     let ask = body(ONLINE, &["user3".into()], 0);
     assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online");
     // Changed at Tencent: the sim sends State.StateChange to the gateway before it returns.
-    gw.sim.set_online_status("user3", "Offline").await;
+    let sent = gw.sim.set_online_status("user3", "Offline").await;
+    let (status, _) = sent.expect("status set").expect("callback sent");
+    assert_eq!(status, 200);
     assert_eq!(
         status_of(&gw.post(ONLINE.path, &ask).await),
         "Offline",
         "the callback dropped the cached status"
     );
-    // A callback sent by hand (as Tencent would) does the same.
-    gw.sim.set_online_status_quietly("user3", "PushOnline");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_is_kept_until_a_signed_state_change_names_it() {
+    let gw = gateway(ONLINE, 600_000, |config| {
+        config.callback.token = Some(tim_gateway::config::SecretKey::new("cb-token".into()));
+    })
+    .await;
+    let ask = body(ONLINE, &["user3".into(), "user6".into()], 0);
+    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online");
+    // This sim has nowhere to call back: the change is silent.
+    gw.sim.set_online_status("user3", "PushOnline").await.expect("set");
+    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online", "kept");
     let callback = tim_gateway::sim::state_change_callback("user3", "Disconnect", "LinkClose");
-    let (status, answer) = gw
+    let command = tim_gateway::sim::STATE_CHANGE_COMMAND;
+    let unsigned = tim_gateway::sim::CallbackSender::try_new(
+        support::SDKAPPID,
+        Some("wrong-token".into()),
+        &format!("http://{}/tim/callback", gw.addr),
+    )
+    .expect("sender");
+    unsigned.send(command, callback.clone()).await.expect("answered");
+    assert_eq!(
+        status_of(&gw.post(ONLINE.path, &ask).await),
+        "Online",
+        "a callback with a wrong Sign drops nothing"
+    );
+    let (status, _) = gw
         .callback_sender()
-        .send(tim_gateway::sim::STATE_CHANGE_COMMAND, callback)
+        .send(command, callback)
         .await
         .expect("callback answered");
-    assert_eq!(status, 200, "{answer:?}");
-    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "PushOnline");
+    assert_eq!(status, 200);
+    let answer = gw.post(ONLINE.path, &ask).await;
+    assert_eq!(status_of(&answer), "PushOnline", "{answer}");
+    assert_eq!(answer["QueryResult"][1]["Status"], "Online", "user6 is still cached");
     let handled = gw
         .metric(r#"tim_gateway_callbacks_total{command="state_change",result="handled"}"#)
         .await;
-    assert_eq!(handled, Some(2.0));
+    assert_eq!(handled, Some(1.0));
     gw.shutdown().await;
 }
 
@@ -297,4 +330,40 @@ async fn the_apis_own_limit_is_never_exceeded_under_load() {
         "paced, not burst"
     );
     gw.shutdown().await;
+}
+
+/// In a fleet a `State.StateChange` heard by one gateway drops the status on every gateway,
+/// through the fleet's channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_change_heard_by_one_gateway_drops_the_status_on_every_gateway() {
+    let fleet = support::fleet::TestFleet::start(2, |_| {}, |config| {
+        with_list_api(config, ONLINE, 600_000);
+    })
+    .await;
+    let ask = body(ONLINE, &["user6".into()], 1);
+    for gateway in &fleet.gateways {
+        assert_eq!(status_of(&gateway.post(ONLINE.path, &ask).await), "Online");
+    }
+    // The fleet's sim has nowhere to call back: the change is silent.
+    fleet.sim.set_online_status("user6", "Offline").await.expect("set");
+    for gateway in &fleet.gateways {
+        let kept = gateway.post(ONLINE.path, &ask).await;
+        assert_eq!(status_of(&kept), "Online", "cached until announced");
+    }
+    let url = format!("http://{}/tim/callback", fleet.gateways[0].addr);
+    let sender = tim_gateway::sim::CallbackSender::try_new(support::SDKAPPID, None, &url)
+        .expect("callback sender");
+    let callback = tim_gateway::sim::state_change_callback("user6", "Logout", "Unregister");
+    let (status, _) = sender
+        .send(tim_gateway::sim::STATE_CHANGE_COMMAND, callback)
+        .await
+        .expect("callback answered");
+    assert_eq!(status, 200);
+    assert_eq!(status_of(&fleet.gateways[0].post(ONLINE.path, &ask).await), "Offline");
+    let other = &fleet.gateways[1];
+    let seen = support::eventually(Duration::from_secs(2), || async {
+        status_of(&other.post(ONLINE.path, &ask).await) == "Offline"
+    });
+    assert!(seen.await, "the other gateway kept the old status");
+    fleet.shutdown().await;
 }

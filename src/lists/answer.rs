@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
-use crate::apis::ListSpec;
+use crate::apis::{ListSpec, OptionKind};
 use crate::cache::ListEntry;
 use crate::error::Error;
 use crate::wire;
@@ -64,13 +65,23 @@ pub(super) fn split(spec: &ListSpec, body: &[u8]) -> Result<HashMap<Arc<str>, Id
     Ok(by_id)
 }
 
-/// A caller's answer: the entries of its ids in its order (`None`: the upstream left it out).
+/// A caller's answer: its request's scope (the group asked about) echoed, then the entries of
+/// its ids in its order (`None`: the upstream left it out).
 pub(super) fn assemble<'a>(
     spec: &ListSpec,
+    fields: &Map<String, Value>,
     entries: impl Iterator<Item = Option<&'a ListEntry>> + Clone,
 ) -> Bytes {
     let mut body = String::with_capacity(256);
     body.push_str(r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0"#);
+    for (name, kind) in spec.options {
+        if let (OptionKind::Scope { .. }, Some(value)) = (kind, fields.get(*name)) {
+            body.push_str(",\"");
+            body.push_str(name);
+            body.push_str("\":");
+            body.push_str(&value.to_string());
+        }
+    }
     for (position, list) in spec.answer.iter().enumerate() {
         body.push_str(",\"");
         body.push_str(list.name);
@@ -96,7 +107,7 @@ pub(super) fn assemble<'a>(
 mod tests {
     use super::*;
     use crate::apis::QUERY_ONLINE_STATUS;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
     #[test]
     fn an_answer_is_split_per_id_and_reassembled_per_caller() {
@@ -107,7 +118,7 @@ mod tests {
         assert!(!split["a"].failed && split["x"].failed);
         let mine = ["x", "b", "missing", "b"].map(|id| split.get(id).map(|a| &a.entry));
         let answer: Value =
-            serde_json::from_slice(&assemble(&QUERY_ONLINE_STATUS, mine.iter().copied()))
+            serde_json::from_slice(&assemble(&QUERY_ONLINE_STATUS, &Map::new(), mine.iter().copied()))
                 .expect("json");
         assert_eq!(
             answer,

@@ -34,9 +34,14 @@ pub(super) fn decode(spec: &ListSpec, body: &[u8]) -> Result<ListRequest, Error>
             "request body is not a JSON object".into(),
         ));
     };
+    // A scope (the group asked about) is checked before the ids, the rest after them.
+    let is_scope = |kind: &OptionKind| matches!(kind, OptionKind::Scope { .. });
+    for (name, kind) in spec.options.iter().filter(|(_, k)| is_scope(k)) {
+        check_option(name, *kind, fields.get(*name), codes)?;
+    }
     let (list, _) = ids_names(spec.ids);
     let ids = ids(spec, fields.remove(list), codes)?;
-    for (name, kind) in spec.options {
+    for (name, kind) in spec.options.iter().filter(|(_, k)| !is_scope(k)) {
         check_option(name, *kind, fields.get(*name), codes)?;
     }
     // Sorted keys: the same options in any order are the same options.
@@ -121,22 +126,33 @@ fn check_option(
     value: Option<&Value>,
     codes: &Refusals,
 ) -> Result<(), Error> {
-    let ok = match (kind, value) {
-        (OptionKind::Flag, None) => true,
-        (OptionKind::Flag, Some(v)) => matches!(v.as_u64(), Some(0 | 1)),
-        (OptionKind::Scope, Some(Value::String(s))) => !s.is_empty(),
-        (OptionKind::Scope, _) => false,
-        (OptionKind::Any, _) => true,
+    let refuse = |code: i64, why: &str| Error::Refused {
+        code,
+        info: Arc::from(format!("{name} {why}")),
     };
-    match ok {
-        true => Ok(()),
-        false => Err(Error::Refused {
-            code: codes.bad_option,
-            info: Arc::from(match kind {
-                OptionKind::Flag => format!("{name} must be 0 or 1"),
-                _ => format!("{name} must be a non-empty string"),
-            }),
-        }),
+    let names = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    match (kind, value) {
+        (OptionKind::Scope { empty }, Some(Value::String(s))) if s.is_empty() => {
+            Err(refuse(empty, "is empty"))
+        }
+        (OptionKind::Scope { .. }, Some(Value::String(_))) => Ok(()),
+        (OptionKind::Scope { .. }, _) => Err(refuse(codes.bad_option, "must be a string")),
+        (_, None) => Ok(()),
+        (OptionKind::Flag, Some(v)) if matches!(v.as_u64(), Some(0 | 1)) => Ok(()),
+        (OptionKind::Flag, Some(_)) => Err(refuse(codes.bad_option, "must be 0 or 1")),
+        (OptionKind::Names, Some(v)) if names(v) => Ok(()),
+        (OptionKind::Names, Some(_)) => {
+            Err(refuse(codes.bad_option, "must be an array of strings"))
+        }
+        (OptionKind::Filters(checked), Some(Value::Object(filters)))
+            if checked.iter().all(|f| filters.get(*f).is_none_or(names)) =>
+        {
+            Ok(())
+        }
+        (OptionKind::Filters(_), Some(_)) => Err(refuse(
+            codes.bad_option,
+            "must be an object of arrays of strings",
+        )),
     }
 }
 
