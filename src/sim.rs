@@ -1,7 +1,10 @@
 //! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set` over real
-//! HTTP/1.1 on 127.0.0.1, answered the way Tencent answers them; every other
-//! `/v4/<service>/<command>` answered with a recognisable echo ([`Api::Other`]); and Tencent's
-//! callbacks ([`CallbackSender`]), fired by the sim after profile changes or sent by tests.
+//! HTTP/1.1 on 127.0.0.1, answered the way Tencent answers them; the list reads
+//! `query_online_status`, `account_check`, `get_group_info` and
+//! `get_specified_group_member_info` routed, checked and rate limited on their own paths (echoed
+//! for now); every other `/v4/<service>/<command>` answered with a recognisable echo
+//! ([`Api::Other`]); and Tencent's callbacks ([`CallbackSender`]), fired by the sim after profile
+//! changes or sent by tests.
 //!
 //! Owns: seeded, deterministic profiles for `user0..user{accounts-1}` (with `portrait_set`
 //! overrides layered on top), Tencent's query-string and UserSig checks, a per-API sliding-window
@@ -16,10 +19,10 @@
 //!
 //! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener
 //! and connections; `sim/request.rs` each call's routing, fault and latency injection;
-//! `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API windows; `sim/json.rs`
-//! Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides; `sim/callbacks.rs`
-//! sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the soak's fault
-//! timetable.
+//! `sim/route.rs` the paths; `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API
+//! windows; `sim/json.rs` Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides;
+//! `sim/callbacks.rs` sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the
+//! soak's fault timetable.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -104,9 +107,13 @@ pub struct SimStats {
     pub portrait_get_calls: u64,
     /// `portrait_set` calls received.
     pub portrait_set_calls: u64,
+    /// Calls of the four list reads (`query_online_status`, `account_check`, `get_group_info`,
+    /// `get_specified_group_member_info`) received.
+    pub list_calls: u64,
     /// Calls of echoed APIs ([`Api::Other`]) received.
     pub other_calls: u64,
-    /// Calls refused with 60007 because the caller went over `requests_per_second`.
+    /// Calls refused with 60007 because the caller went over its API's limit
+    /// (`requests_per_second`, `account_check_per_second`).
     pub rate_limited: u64,
     /// Calls a fault answered instead of the API (every fault but [`Fault::Oversized`]).
     pub faulted: u64,
@@ -131,9 +138,13 @@ pub struct SimCall {
     pub query: String,
     /// The raw request body (empty if it was over the 1 MiB the sim reads).
     pub body: Bytes,
-    /// `To_Account` (portrait_get) or `[From_Account]` (portrait_set); empty if undecodable.
+    /// The ids the call names, in request order with duplicates: `To_Account` (portrait_get,
+    /// query_online_status), `[From_Account]` (portrait_set), the `CheckItem` UserIDs
+    /// (account_check), `GroupIdList` (get_group_info) or `Member_List_Account`
+    /// (get_specified_group_member_info); empty if undecodable or echoed.
     pub accounts: Vec<String>,
-    /// `TagList` (portrait_get) or the `ProfileItem` tags (portrait_set); empty if undecodable.
+    /// `TagList` (portrait_get) or the `ProfileItem` tags (portrait_set); empty if undecodable
+    /// and for every other API.
     pub tags: Vec<String>,
     /// The whole-call `ErrorCode` answered; -1 if a fault answered instead.
     pub error_code: i64,
@@ -362,6 +373,10 @@ impl SimState {
             match call.api {
                 Api::PortraitGet => stats.portrait_get_calls += 1,
                 Api::PortraitSet => stats.portrait_set_calls += 1,
+                Api::QueryOnlineStatus
+                | Api::AccountCheck
+                | Api::GroupInfo
+                | Api::GroupMemberInfo => stats.list_calls += 1,
                 Api::Other => stats.other_calls += 1,
             }
             match call.error_code {

@@ -24,8 +24,12 @@ pub struct SimConfig {
     /// Custom tags that exist; any other `Tag_Profile_Custom_*` gets 40009.
     pub custom_tags: Vec<String>,
     /// Accepted calls per API in any sliding 1 s window; more get 60007. 0 disables the limit.
-    /// Each echoed API ([`Api::Other`](super::Api::Other)) has its own window, by path.
+    /// Each echoed API ([`Api::Other`](super::Api::Other)) has its own window, by path. Every
+    /// API but `account_check` has this limit (Tencent's default is 200/s for each).
     pub requests_per_second: u32,
+    /// The same for `account_check` ([`Api::AccountCheck`](super::Api::AccountCheck)), whose
+    /// published default is 100/s, half the others'. 0 disables its limit.
+    pub account_check_per_second: u32,
     /// Added before every answer.
     pub latency: Duration,
     /// How a `portrait_get` naming a nonexistent account fails.
@@ -60,6 +64,7 @@ impl Default for SimConfig {
             accounts: 1_000_000,
             custom_tags: vec!["Tag_Profile_Custom_Test".to_owned()],
             requests_per_second: 200,
+            account_check_per_second: 100,
             latency: Duration::ZERO,
             missing_account: MissingAccount::WholeCall,
             call_log: true,
@@ -78,6 +83,7 @@ impl fmt::Debug for SimConfig {
             .field("accounts", &self.accounts)
             .field("custom_tags", &self.custom_tags)
             .field("requests_per_second", &self.requests_per_second)
+            .field("account_check_per_second", &self.account_check_per_second)
             .field("latency", &self.latency)
             .field("missing_account", &self.missing_account)
             .field("call_log", &self.call_log)
