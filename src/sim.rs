@@ -1,17 +1,17 @@
-//! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set` over real
-//! HTTP/1.1 on 127.0.0.1, answered the way Tencent answers them; the list reads
-//! `query_online_status`, `account_check`, `get_group_info` and
-//! `get_specified_group_member_info` routed, checked and rate limited on their own paths (echoed
-//! for now); every other `/v4/<service>/<command>` answered with a recognisable echo
-//! ([`Api::Other`]); and Tencent's callbacks ([`CallbackSender`]), fired by the sim after profile
-//! changes or sent by tests.
+//! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set`, and the
+//! list reads `query_online_status` and `account_check`, over real HTTP/1.1 on 127.0.0.1,
+//! answered the way Tencent answers them; `get_group_info` and `get_specified_group_member_info`
+//! routed and rate limited on their own paths (echoed for now); every other
+//! `/v4/<service>/<command>` answered with a recognisable echo ([`Api::Other`]); and Tencent's
+//! callbacks ([`CallbackSender`]), fired by the sim after profile changes or sent by tests.
 //!
-//! Owns: seeded, deterministic profiles for `user0..user{accounts-1}` (with `portrait_set`
-//! overrides layered on top), Tencent's query-string and UserSig checks, a per-API sliding-window
-//! rate limit (60007), error and latency injection ([`Fault`], [`Sim::set_latency`]) and a call log
-//! ([`SimCall`]: what crossed the wire). It is the oracle the equality tests judge the gateway by, so it reads requests
-//! and writes answers with its own plain `serde_json` code (`sim/json.rs`), sharing nothing with
-//! the gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
+//! Owns: seeded, deterministic profiles and presence for `user0..user{accounts-1}` (with
+//! `portrait_set` overrides layered on top), Tencent's query-string and UserSig checks, a per-API
+//! sliding-window rate limit (60007), error and latency injection ([`Fault`],
+//! [`Sim::set_latency`]) and a call log ([`SimCall`]: what crossed the wire). It is the oracle
+//! the equality tests judge the gateway by, so it reads requests and writes answers with its own
+//! plain `serde_json` code (`sim/json.rs` and the list reads' files), sharing nothing with the
+//! gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
 //! [`crate::usersig::verify`].
 //!
 //! Called by `tim-gateway demo` and `tim-gateway sim`, by the integration tests (tests/support) and by the benches. It is
@@ -20,7 +20,9 @@
 //! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener
 //! and connections; `sim/request.rs` each call's routing, fault and latency injection;
 //! `sim/route.rs` the paths; `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API
-//! windows; `sim/json.rs` Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides;
+//! windows; `sim/json.rs` the profile APIs' JSON; `sim/profiles.rs` the generated profiles and
+//! overrides; `sim/lists.rs` what the list reads share, and `sim/online.rs` and
+//! `sim/account_check.rs` each list read; `sim/presence.rs` the presence store;
 //! `sim/callbacks.rs` sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the
 //! soak's fault timetable.
 
@@ -39,12 +41,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod account_check;
 mod api;
 mod callbacks;
 mod config;
 mod fire;
 mod flap;
 pub(crate) mod json;
+mod lists;
+mod online;
+mod presence;
 mod profiles;
 mod rate;
 mod request;
@@ -63,6 +69,7 @@ pub use fire::ClientSetError;
 pub use flap::{flap, SPIKE_LATENCY};
 pub use route::Api;
 
+use presence::Presence;
 use profiles::Profiles;
 use rate::RateWindows;
 
@@ -164,6 +171,7 @@ struct SimState {
     /// The port clients use; re-bound after [`Fault::RefuseConnections`] is cleared.
     addr: SocketAddr,
     profiles: Profiles,
+    presence: Presence,
     /// Current latency in nanoseconds (set at runtime by [`Sim::set_latency`]).
     latency_nanos: AtomicU64,
     /// The current fault; hung handlers and the accept loop wait on changes.
@@ -209,6 +217,7 @@ impl Sim {
         };
         let state = Arc::new(SimState {
             profiles: Profiles::new(config.accounts, &config.custom_tags),
+            presence: Presence::new(config.accounts),
             config,
             addr,
             latency_nanos: AtomicU64::new(latency),
@@ -301,6 +310,22 @@ impl Sim {
     /// directly: no HTTP, no rate limit, not logged. Tests compare the gateway's answers with this.
     pub fn answer_portrait_get(&self, body: &[u8]) -> Vec<u8> {
         api::answer_get(&self.state.config, &self.state.profiles, body).body
+    }
+
+    /// The answer the sim gives to `body` as a lone call of the read API `api` (portrait_get or
+    /// a list read), as state stands now: no HTTP, no query check, no rate limit, not logged;
+    /// `None` for [`Api::PortraitSet`] and [`Api::Other`], which are not reads.
+    pub fn answer_read(&self, api: Api, body: &[u8]) -> Option<Vec<u8>> {
+        api::answer_read(&self.state, api, body).map(|outcome| outcome.body)
+    }
+
+    /// `account`'s login status as stored now (`Online`, `PushOnline`, `Offline`); `None` if
+    /// the account does not exist.
+    pub fn online_status(&self, account: &str) -> Option<&'static str> {
+        self.state
+            .presence
+            .status(account)
+            .map(presence::Status::name)
     }
 
     /// Changes `account`'s profile as a user editing it in the app would (a client SDK: no REST

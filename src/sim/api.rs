@@ -1,7 +1,8 @@
 //! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit
-//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, and the echo of every other API
-//! (the four list reads included, for now). Synchronous and socket-free; `request.rs` calls in,
-//! and the JSON itself is read and written by `json.rs`.
+//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, the dispatch to the list reads
+//! (`online.rs`, `account_check.rs`), and the echo of every other API (the two group reads
+//! included, for now). Synchronous and socket-free; `request.rs` calls in, and the profile APIs' JSON is
+//! read and written by `json.rs`.
 
 use std::borrow::Cow;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, code, info, Entry, Refusal};
 use super::profiles::Profiles;
+use super::{account_check, online};
 use super::{Api, MissingAccount, SimConfig, SimState};
 use crate::wire::STANDARD_TAGS;
 
@@ -65,11 +67,25 @@ pub(super) fn answer_call(state: &SimState, call: &Call<'_>) -> Outcome {
     if !state.rate.admit(call.api, call.path, call.at, limit) {
         return Outcome::fail(code::FREQUENCY_LIMIT, info::FREQUENCY_LIMIT);
     }
+    if let Some(read) = answer_read(state, call.api, call.body) {
+        return read;
+    }
     match call.api {
-        Api::PortraitGet => answer_get(&state.config, &state.profiles, call.body),
         Api::PortraitSet => answer_set(&state.profiles, call.body),
         _ => answer_echo(call.path, call.body),
     }
+}
+
+/// The answer of a read API (`portrait_get` or a list read) to `body`, as state stands now;
+/// `None` for `portrait_set` and echoed APIs.
+pub(super) fn answer_read(state: &SimState, api: Api, body: &[u8]) -> Option<Outcome> {
+    let config = &state.config;
+    Some(match api {
+        Api::PortraitGet => answer_get(config, &state.profiles, body),
+        Api::QueryOnlineStatus => online::answer(&state.profiles, &state.presence, body),
+        Api::AccountCheck => account_check::answer(&state.profiles, body),
+        Api::PortraitSet | Api::GroupInfo | Api::GroupMemberInfo | Api::Other => return None,
+    })
 }
 
 /// Tencent's URL checks, in order: sdkappid present (60012), numeric (60025) and ours (70014);
