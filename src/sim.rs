@@ -1,17 +1,18 @@
 //! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set`, and the
-//! list reads `query_online_status` and `account_check`, over real HTTP/1.1 on 127.0.0.1,
-//! answered the way Tencent answers them; `get_group_info` and `get_specified_group_member_info`
-//! routed and rate limited on their own paths (echoed for now); every other
-//! `/v4/<service>/<command>` answered with a recognisable echo ([`Api::Other`]); and Tencent's
-//! callbacks ([`CallbackSender`]), fired by the sim after profile changes or sent by tests.
+//! list reads `query_online_status`, `account_check`, `get_group_info` and
+//! `get_specified_group_member_info`, over real HTTP/1.1 on 127.0.0.1, answered the way Tencent
+//! answers them; every other `/v4/<service>/<command>` answered with a recognisable echo
+//! ([`Api::Other`]); and Tencent's callbacks ([`CallbackSender`]), fired by the sim after profile
+//! changes or sent by tests.
 //!
 //! Owns: seeded, deterministic profiles and presence for `user0..user{accounts-1}` (with
-//! `portrait_set` overrides layered on top), Tencent's query-string and UserSig checks, a per-API
-//! sliding-window rate limit (60007), error and latency injection ([`Fault`],
-//! [`Sim::set_latency`]) and a call log ([`SimCall`]: what crossed the wire). It is the oracle
-//! the equality tests judge the gateway by, so it reads requests and writes answers with its own
-//! plain `serde_json` code (`sim/json.rs` and the list reads' files), sharing nothing with the
-//! gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
+//! `portrait_set` overrides layered on top), deterministic groups
+//! `group0..group{groups-1}` (names settable, [`Sim::set_group_name`]), Tencent's query-string
+//! and UserSig checks, a per-API sliding-window rate limit (60007), error and latency injection
+//! ([`Fault`], [`Sim::set_latency`]) and a call log ([`SimCall`]: what crossed the wire). It is
+//! the oracle the equality tests judge the gateway by, so it reads requests and writes answers
+//! with its own plain `serde_json` code (`sim/json.rs` and the list reads' files), sharing
+//! nothing with the gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
 //! [`crate::usersig::verify`].
 //!
 //! Called by `tim-gateway demo` and `tim-gateway sim`, by the integration tests (tests/support) and by the benches. It is
@@ -21,8 +22,9 @@
 //! and connections; `sim/request.rs` each call's routing, fault and latency injection;
 //! `sim/route.rs` the paths; `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API
 //! windows; `sim/json.rs` the profile APIs' JSON; `sim/profiles.rs` the generated profiles and
-//! overrides; `sim/lists.rs` what the list reads share, and `sim/online.rs` and
-//! `sim/account_check.rs` each list read; `sim/presence.rs` the presence store;
+//! overrides; `sim/lists.rs` what the list reads share, and `sim/online.rs`,
+//! `sim/account_check.rs`, `sim/group_info.rs`, `sim/group_members.rs` each list read;
+//! `sim/presence.rs` the presence store; `sim/groups.rs` the generated groups;
 //! `sim/callbacks.rs` sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the
 //! soak's fault timetable.
 
@@ -47,6 +49,9 @@ mod callbacks;
 mod config;
 mod fire;
 mod flap;
+mod group_info;
+mod group_members;
+mod groups;
 pub(crate) mod json;
 mod lists;
 mod online;
@@ -69,6 +74,7 @@ pub use fire::ClientSetError;
 pub use flap::{flap, SPIKE_LATENCY};
 pub use route::Api;
 
+use groups::Groups;
 use presence::Presence;
 use profiles::Profiles;
 use rate::RateWindows;
@@ -172,6 +178,7 @@ struct SimState {
     addr: SocketAddr,
     profiles: Profiles,
     presence: Presence,
+    groups: Groups,
     /// Current latency in nanoseconds (set at runtime by [`Sim::set_latency`]).
     latency_nanos: AtomicU64,
     /// The current fault; hung handlers and the accept loop wait on changes.
@@ -218,6 +225,7 @@ impl Sim {
         let state = Arc::new(SimState {
             profiles: Profiles::new(config.accounts, &config.custom_tags),
             presence: Presence::new(config.accounts),
+            groups: Groups::new(config.groups, config.accounts),
             config,
             addr,
             latency_nanos: AtomicU64::new(latency),
@@ -326,6 +334,12 @@ impl Sim {
             .presence
             .status(account)
             .map(presence::Status::name)
+    }
+
+    /// Renames `group` (what `get_group_info` answers as `Name` from now on); false, changing
+    /// nothing, if the group does not exist. Sends no callback.
+    pub fn set_group_name(&self, group: &str, name: &str) -> bool {
+        self.state.groups.set_name(group, name)
     }
 
     /// Changes `account`'s profile as a user editing it in the app would (a client SDK: no REST

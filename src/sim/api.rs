@@ -1,7 +1,7 @@
 //! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit
-//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, the dispatch to the list reads
-//! (`online.rs`, `account_check.rs`), and the echo of every other API (the two group reads
-//! included, for now). Synchronous and socket-free; `request.rs` calls in, and the profile APIs' JSON is
+//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, the dispatch to the four list reads
+//! (`online.rs`, `account_check.rs`, `group_info.rs`, `group_members.rs`), and the echo of every
+//! other API. Synchronous and socket-free; `request.rs` calls in, and the profile APIs' JSON is
 //! read and written by `json.rs`.
 
 use std::borrow::Cow;
@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, code, info, Entry, Refusal};
 use super::profiles::Profiles;
-use super::{account_check, online};
+use super::{account_check, group_info, group_members, online};
 use super::{Api, MissingAccount, SimConfig, SimState};
 use crate::wire::STANDARD_TAGS;
 
@@ -84,7 +84,9 @@ pub(super) fn answer_read(state: &SimState, api: Api, body: &[u8]) -> Option<Out
         Api::PortraitGet => answer_get(config, &state.profiles, body),
         Api::QueryOnlineStatus => online::answer(&state.profiles, &state.presence, body),
         Api::AccountCheck => account_check::answer(&state.profiles, body),
-        Api::PortraitSet | Api::GroupInfo | Api::GroupMemberInfo | Api::Other => return None,
+        Api::GroupInfo => group_info::answer(&state.groups, config.sdkappid, body),
+        Api::GroupMemberInfo => group_members::answer(&state.groups, &state.presence, body),
+        Api::PortraitSet | Api::Other => return None,
     })
 }
 

@@ -23,6 +23,8 @@ pub struct SimConfig {
     pub accounts: u64,
     /// Custom tags that exist; any other `Tag_Profile_Custom_*` gets 40009.
     pub custom_tags: Vec<String>,
+    /// Existing groups are `group0` ..= `group{groups-1}` (canonical decimal only).
+    pub groups: u64,
     /// Accepted calls per API in any sliding 1 s window; more get 60007. 0 disables the limit.
     /// Each echoed API ([`Api::Other`](super::Api::Other)) has its own window, by path. Every
     /// API but `account_check` has this limit (Tencent's default is 200/s for each).
@@ -63,6 +65,7 @@ impl Default for SimConfig {
             verify_usersig: true,
             accounts: 1_000_000,
             custom_tags: vec!["Tag_Profile_Custom_Test".to_owned()],
+            groups: 1000,
             requests_per_second: 200,
             account_check_per_second: 100,
             latency: Duration::ZERO,
@@ -82,6 +85,7 @@ impl fmt::Debug for SimConfig {
             .field("verify_usersig", &self.verify_usersig)
             .field("accounts", &self.accounts)
             .field("custom_tags", &self.custom_tags)
+            .field("groups", &self.groups)
             .field("requests_per_second", &self.requests_per_second)
             .field("account_check_per_second", &self.account_check_per_second)
             .field("latency", &self.latency)

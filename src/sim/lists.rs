@@ -1,9 +1,10 @@
 //! What the four list reads (`query_online_status`, `account_check`, `get_group_info`,
 //! `get_specified_group_member_info`) share: reading a body as a JSON object and its members
-//! as lists of ids, and Tencent's envelope of these APIs (no `ErrorDisplay`, unlike the
+//! as lists of ids or names, applying field filters, and Tencent's envelope of these APIs (no `ErrorDisplay`, unlike the
 //! profile APIs), for answers and whole-call refusals alike.
 //!
-//! Each API's own checks and answer are its own file's (`online.rs`, `account_check.rs`).
+//! Each API's own checks and answer are its own file's (`online.rs`, `account_check.rs`,
+//! `group_info.rs`, `group_members.rs`).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -18,6 +19,9 @@ const PARSE_FAIL_INFO: &str = "Fail to Parse json data of body, Please check it"
 
 /// A request body's members, by name.
 pub(super) type Members = Map<String, Value>;
+
+/// The field names a filter keeps; `None` (no filter) keeps every field.
+pub(super) type Names = Option<Vec<String>>;
 
 /// The envelope of these APIs, in the order of Tencent's `query_online_status` example.
 #[derive(Serialize)]
@@ -78,13 +82,37 @@ pub(super) fn ids(value: Option<&Value>) -> Option<Vec<String>> {
     (!ids.is_empty() && ids.iter().all(|id| !id.is_empty())).then_some(ids)
 }
 
-/// The strings of a JSON array of strings; `None` for anything else.
-fn names(value: &Value) -> Option<Vec<String>> {
+/// The strings of a JSON array of strings (a filter's field names); `None` for anything else.
+pub(super) fn names(value: &Value) -> Option<Vec<String>> {
     value
         .as_array()?
         .iter()
         .map(|item| item.as_str().map(str::to_owned))
         .collect()
+}
+
+/// An optional filter `name` of `members`: `Ok(None)` when absent, `Err(())` when present but
+/// not an array of strings.
+pub(super) fn filter(members: &Members, name: &str) -> Result<Names, ()> {
+    members.get(name).map(|v| names(v).ok_or(())).transpose()
+}
+
+/// Whether `names` keeps the field `name`.
+pub(super) fn keeps(names: &Names, name: &str) -> bool {
+    names
+        .as_ref()
+        .is_none_or(|names| names.iter().any(|n| n == name))
+}
+
+/// The `fields` that `names` keeps, as JSON members.
+pub(super) fn kept<'a>(
+    fields: Vec<(&'static str, Value)>,
+    names: &'a Names,
+) -> impl Iterator<Item = (String, Value)> + 'a {
+    fields
+        .into_iter()
+        .filter(move |(name, _)| keeps(names, name))
+        .map(|(name, value)| (name.to_owned(), value))
 }
 
 fn encode(value: &impl Serialize) -> Vec<u8> {

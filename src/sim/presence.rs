@@ -2,7 +2,7 @@
 //! (`user{N}`: N % 3 == 0 `Online`, 1 `PushOnline`, 2 `Offline`), and its custom status.
 //!
 //! Each status shows one device in `query_online_status`'s `Detail` (an `Offline` account
-//! shows none). Read by `online.rs`.
+//! shows none). Read by `online.rs` and `group_members.rs`.
 
 use super::profiles;
 

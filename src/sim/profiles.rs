@@ -4,7 +4,8 @@
 //! Generated values exercise what the gateway must carry through untouched: about 1 in 5
 //! (account, tag) pairs is unset, integers are JSON numbers, and some strings hold non-ASCII
 //! text, quotes or backslashes. Accounts with `n % 97 == 13` fail every read (40006 in
-//! `portrait_get`, 70500 in `query_online_status` and `account_check`).
+//! `portrait_get`, 70500 in `query_online_status` and `account_check`); so do groups with that
+//! number (10002).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -70,7 +71,7 @@ impl Profiles {
         numbered(account, ACCOUNT_PREFIX, self.accounts)
     }
 
-    /// Whether reading account `n` fails: 40006 or 70500 by API.
+    /// Whether reading account (or group) `n` fails: 40006, 70500 or 10002 by API.
     pub(super) fn read_fails(n: u64) -> bool {
         n % 97 == 13
     }
@@ -117,7 +118,7 @@ impl Profiles {
 }
 
 /// `N` for an id `{prefix}{N}` with `N < below` written in canonical decimal (`user7`, not
-/// `user07`); `None` for anything else.
+/// `user07`); `None` for anything else. Names the sim's accounts and its groups.
 pub(super) fn numbered(id: &str, prefix: &str, below: u64) -> Option<u64> {
     let digits = id.strip_prefix(prefix)?;
     let canonical = !digits.is_empty()

@@ -1,5 +1,5 @@
-//! The list reads: each answer for a fixed request as literal JSON, their refusals, their rate
-//! windows and call log.
+//! The four list reads: each answer for a fixed request as literal JSON, their refusals, their
+//! rate windows and call log, and group names.
 
 use super::*;
 
@@ -187,6 +187,261 @@ async fn account_check_refuses_malformed_requests_whole() {
     sim.shutdown().await;
 }
 
+// === get_group_info ===
+
+/// Group 1 of the test app, every field, as the sim generates it.
+fn group1() -> Value {
+    json!({
+        "GroupId": "group1", "ErrorCode": 0, "ErrorInfo": "",
+        "Type": "Private", "Name": "group-1", "Appid": 1_400_000_000u64,
+        "Introduction": "introduction of group1", "Notification": "notification of group1",
+        "FaceUrl": "https://img.example/g1.png", "Owner_Account": "user10",
+        "CreateTime": 1_600_003_600u64, "InfoSeq": 2, "LastInfoTime": 1_600_004_200u64,
+        "LastMsgTime": 1_600_004_800u64, "NextMsgSeq": 3, "MemberNum": 3, "MaxMemberNum": 200,
+        "ApplyJoinOption": "NeedPermission", "ShutUpAllMember": "Off",
+        "MemberList": [
+            {"Member_Account": "user10", "Role": "Owner", "JoinTime": 1_600_003_600u64,
+             "MsgSeq": 1, "MsgFlag": "AcceptAndNotify", "LastSendMsgTime": 1_600_003_630u64,
+             "ShutUpUntil": 0},
+            {"Member_Account": "user11", "Role": "Admin", "JoinTime": 1_600_003_660u64,
+             "MsgSeq": 2, "MsgFlag": "AcceptAndNotify", "LastSendMsgTime": 0, "ShutUpUntil": 0},
+            {"Member_Account": "user12", "Role": "Member", "JoinTime": 1_600_003_720u64,
+             "MsgSeq": 3, "MsgFlag": "AcceptAndNotify", "LastSendMsgTime": 1_600_003_750u64,
+             "ShutUpUntil": 1_700_000_000u64}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn get_group_info_answers_every_field_without_a_filter() {
+    let sim = Sim::start(config()).await.expect("start");
+    let body = json!({"GroupIdList": ["group1", "group1000", "group13", "group1"]});
+    let answer = TestClient::new(&sim).call(Api::GroupInfo, &body).await;
+    assert_eq!(
+        answer,
+        json!({
+            "ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0,
+            "GroupInfo": [
+                group1(),
+                {"GroupId": "group1000", "ErrorCode": 10010, "ErrorInfo": "group does not exist"},
+                {"GroupId": "group13", "ErrorCode": 10002, "ErrorInfo": "internal error, retry"},
+                group1()
+            ]
+        })
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_group_info_returns_only_what_the_filters_name() {
+    let sim = Sim::start(config()).await.expect("start");
+    let body = json!({
+        "GroupIdList": ["group7", "group01"],
+        "ResponseFilter": {
+            "GroupBaseInfoFilter": ["Name", "MemberNum", "NoSuchField"],
+            "MemberInfoFilter": ["Role", "Account"],
+            "AppDefinedDataFilter_Group": ["GroupTestData1"]
+        }
+    });
+    let roles = [
+        "Owner", "Admin", "Member", "Member", "Member", "Member", "Member", "Member", "Member",
+    ];
+    let members: Vec<Value> = (70..79)
+        .zip(roles)
+        .map(|(n, role)| json!({"Member_Account": format!("user{n}"), "Role": role}))
+        .collect();
+    assert_eq!(
+        direct_read(&sim, Api::GroupInfo, &body),
+        json!({
+            "ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0,
+            "GroupInfo": [
+                {"GroupId": "group7", "ErrorCode": 0, "ErrorInfo": "", "Name": "群组-7",
+                 "MemberNum": 9, "MemberList": members},
+                {"GroupId": "group01", "ErrorCode": 10010, "ErrorInfo": "group does not exist"}
+            ]
+        })
+    );
+    let base_only = json!({"GroupIdList": ["group22"], "ResponseFilter": {"GroupBaseInfoFilter": ["Name", "ShutUpAllMember"]}});
+    assert_eq!(
+        direct_read(&sim, Api::GroupInfo, &base_only)["GroupInfo"],
+        json!([{"GroupId": "group22", "ErrorCode": 0, "ErrorInfo": "", "Name": "group \"22\"", "ShutUpAllMember": "Off"}])
+    );
+    let nothing = json!({"GroupIdList": ["group10"], "ResponseFilter": {}});
+    assert_eq!(
+        direct_read(&sim, Api::GroupInfo, &nothing)["GroupInfo"],
+        json!([{"GroupId": "group10", "ErrorCode": 0, "ErrorInfo": ""}])
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_group_info_refuses_malformed_requests_whole() {
+    let sim = Sim::start(config()).await.expect("start");
+    let ids = |n: u32| {
+        let ids: Vec<String> = (0..n).map(|i| format!("group{i}")).collect();
+        json!({ "GroupIdList": ids }).to_string()
+    };
+    let cases = [
+        ("7".to_owned(), 90001),
+        ("{}".to_owned(), 10004),
+        (r#"{"GroupIdList":"group1"}"#.to_owned(), 10004),
+        (r#"{"GroupIdList":[]}"#.to_owned(), 10004),
+        (r#"{"GroupIdList":["group1",1]}"#.to_owned(), 10004),
+        (r#"{"GroupIdList":[""]}"#.to_owned(), 10004),
+        (ids(51), 10004),
+        (ids(50), 0),
+        (
+            r#"{"GroupIdList":["group1"],"ResponseFilter":[]}"#.to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupIdList":["group1"],"ResponseFilter":{"MemberInfoFilter":"Role"}}"#.to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupIdList":["group1"],"ResponseFilter":{"AppDefinedDataFilter_GroupMember":[1]}}"#
+                .to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupIdList":["nobody"],"ResponseFilter":{"GroupBaseInfoFilter":[]}}"#.to_owned(),
+            0,
+        ),
+    ];
+    assert_codes(&sim, Api::GroupInfo, &cases);
+    assert_eq!(
+        lone(&sim, Api::GroupInfo, &ids(51)),
+        json!({"ActionStatus": "FAIL", "ErrorInfo": "GroupIdList holds more than 50 groups", "ErrorCode": 10004})
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn set_group_name_changes_what_get_group_info_answers() {
+    let sim = Sim::start(config()).await.expect("start");
+    let body =
+        json!({"GroupIdList": ["group1"], "ResponseFilter": {"GroupBaseInfoFilter": ["Name"]}});
+    assert!(sim.set_group_name("group1", "renamed \"1\""));
+    assert!(!sim.set_group_name("group1000", "x"), "no such group");
+    assert_eq!(
+        TestClient::new(&sim).call(Api::GroupInfo, &body).await["GroupInfo"][0]["Name"],
+        "renamed \"1\""
+    );
+    let other = Sim::start(config()).await.expect("start");
+    assert_eq!(
+        direct_read(&other, Api::GroupInfo, &body)["GroupInfo"][0]["Name"],
+        "group-1",
+        "names are per sim"
+    );
+    other.shutdown().await;
+    sim.shutdown().await;
+}
+
+// === get_specified_group_member_info ===
+
+#[tokio::test]
+async fn specified_member_info_answers_members_in_request_order() {
+    let sim = Sim::start(config()).await.expect("start");
+    let body = json!({"GroupId": "group1", "Member_List_Account": ["user12", "user10", "nobody", "user13", "user12"]});
+    let user12 = json!({"Member_Account": "user12", "Role": "Member", "JoinTime": 1_600_003_720u64,
+        "MsgSeq": 3, "MsgFlag": "AcceptAndNotify", "LastSendMsgTime": 1_600_003_750u64,
+        "MuteUntil": 1_700_000_000u64, "NameCard": ""});
+    assert_eq!(
+        TestClient::new(&sim)
+            .call(Api::GroupMemberInfo, &body)
+            .await,
+        json!({
+            "ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0, "GroupId": "group1",
+            "MemberList": [
+                user12,
+                {"Member_Account": "user10", "Role": "Owner", "JoinTime": 1_600_003_600u64,
+                 "MsgSeq": 1, "MsgFlag": "AcceptAndNotify", "LastSendMsgTime": 1_600_003_630u64,
+                 "MuteUntil": 0, "NameCard": ""},
+                user12
+            ]
+        })
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn specified_member_info_filters_fields_and_roles() {
+    let sim = Sim::start(config()).await.expect("start");
+    let body = json!({
+        "GroupId": "group1",
+        "Member_List_Account": ["user10", "user11", "user12"],
+        "MemberInfoFilter": ["Role", "NameCard", "OnlineStatus"],
+        "MemberRoleFilter": ["Admin", "Member"],
+        "AppDefinedDataFilter_GroupMember": ["group_member_p"]
+    });
+    assert_eq!(
+        direct_read(&sim, Api::GroupMemberInfo, &body),
+        json!({
+            "ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0, "GroupId": "group1",
+            "MemberList": [
+                {"Member_Account": "user11", "Role": "Admin", "NameCard": "card-user11", "OnlineStatus": "Offline"},
+                {"Member_Account": "user12", "Role": "Member", "NameCard": "", "OnlineStatus": "Online"}
+            ]
+        })
+    );
+    let owners = json!({"GroupId": "group1", "Member_List_Account": ["user11", "user10"], "MemberRoleFilter": ["Owner"], "MemberInfoFilter": []});
+    assert_eq!(
+        direct_read(&sim, Api::GroupMemberInfo, &owners)["MemberList"],
+        json!([{"Member_Account": "user10"}])
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn specified_member_info_refuses_with_the_pages_codes() {
+    let sim = Sim::start(config()).await.expect("start");
+    let members =
+        |n: u32| json!({"GroupId": "group1", "Member_List_Account": users(0..n)}).to_string();
+    let cases = [
+        ("null".to_owned(), 90001),
+        (r#"{"Member_List_Account":["user10"]}"#.to_owned(), 10004),
+        (
+            r#"{"GroupId":1,"Member_List_Account":["user10"]}"#.to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupId":"","Member_List_Account":["user10"]}"#.to_owned(),
+            10015,
+        ),
+        (r#"{"GroupId":"group1"}"#.to_owned(), 10004),
+        (
+            r#"{"GroupId":"group1","Member_List_Account":[]}"#.to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupId":"group1","Member_List_Account":[""]}"#.to_owned(),
+            10004,
+        ),
+        (members(51), 10005),
+        (members(50), 0),
+        (
+            r#"{"GroupId":"group1","Member_List_Account":["user10"],"MemberRoleFilter":"Owner"}"#
+                .to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupId":"group1","Member_List_Account":["user10"],"MemberInfoFilter":[null]}"#
+                .to_owned(),
+            10004,
+        ),
+        (
+            r#"{"GroupId":"group1000","Member_List_Account":["user10"]}"#.to_owned(),
+            10010,
+        ),
+        (
+            r#"{"GroupId":"group13","Member_List_Account":["user10"]}"#.to_owned(),
+            10002,
+        ),
+    ];
+    assert_codes(&sim, Api::GroupMemberInfo, &cases);
+    sim.shutdown().await;
+}
+
 // === rate windows and the call log ===
 
 #[tokio::test]
@@ -238,6 +493,12 @@ async fn the_call_log_holds_each_calls_ids_in_request_order() {
             Api::AccountCheck,
             json!({"CheckItem": [{"UserID": "a"}, {"UserID": "b"}]}),
         ),
+        (Api::GroupInfo, json!({"GroupIdList": ["group3", "group1"]})),
+        (
+            Api::GroupMemberInfo,
+            json!({"GroupId": "group1", "Member_List_Account": ["user10", "user11"]}),
+        ),
+        (Api::GroupInfo, json!({"GroupIdList": "not a list"})),
     ];
     for (api, body) in &calls {
         client.call(*api, body).await;
@@ -253,10 +514,13 @@ async fn the_call_log_holds_each_calls_ids_in_request_order() {
         [
             (Api::QueryOnlineStatus, ids(&["user2", "user1", "user2"]), 0),
             (Api::AccountCheck, ids(&["a", "b"]), 0),
+            (Api::GroupInfo, ids(&["group3", "group1"]), 0),
+            (Api::GroupMemberInfo, ids(&["user10", "user11"]), 0),
+            (Api::GroupInfo, Vec::new(), 10004),
         ]
     );
     assert!(sim.calls().iter().all(|c| c.tags.is_empty()));
-    assert_eq!(sim.call_count(Api::AccountCheck), 1);
+    assert_eq!(sim.call_count(Api::GroupInfo), 2);
     sim.shutdown().await;
 }
 
@@ -273,6 +537,14 @@ async fn answers_are_deterministic_across_sims_and_equal_answer_read() {
         (
             Api::AccountCheck,
             json!({"CheckItem": users(0..100).iter().map(|u| json!({"UserID": u})).collect::<Vec<_>>()}),
+        ),
+        (
+            Api::GroupInfo,
+            json!({"GroupIdList": (0..50).map(|n| format!("group{n}")).collect::<Vec<_>>()}),
+        ),
+        (
+            Api::GroupMemberInfo,
+            json!({"GroupId": "group8", "Member_List_Account": users(70..120)}),
         ),
     ];
     for (api, body) in requests {
