@@ -3,10 +3,10 @@
 //! `get_specified_group_member_info`, over real HTTP/1.1 on 127.0.0.1, answered the way Tencent
 //! answers them; every other `/v4/<service>/<command>` answered with a recognisable echo
 //! ([`Api::Other`]); and Tencent's callbacks ([`CallbackSender`]), fired by the sim after profile
-//! changes or sent by tests.
+//! and presence changes or sent by tests.
 //!
 //! Owns: seeded, deterministic profiles and presence for `user0..user{accounts-1}` (with
-//! `portrait_set` overrides layered on top), deterministic groups
+//! `portrait_set` overrides and [`Sim::set_online_status`] layered on top), deterministic groups
 //! `group0..group{groups-1}` (names settable, [`Sim::set_group_name`]), Tencent's query-string
 //! and UserSig checks, a per-API sliding-window rate limit (60007), error and latency injection
 //! ([`Fault`], [`Sim::set_latency`]) and a call log ([`SimCall`]: what crossed the wire). It is
@@ -65,9 +65,9 @@ mod server;
 mod tests;
 
 pub use callbacks::{
-    portrait_set_callback, request_over_limit_callback, sign, CallbackError, CallbackRequest,
-    CallbackSender, SimCallbacks, CALLBACK_TIMEOUT, PORTRAIT_SET_COMMAND,
-    REQUEST_OVER_LIMIT_COMMAND,
+    portrait_set_callback, request_over_limit_callback, sign, state_change_callback, CallbackError,
+    CallbackRequest, CallbackSender, SimCallbacks, CALLBACK_TIMEOUT, PORTRAIT_SET_COMMAND,
+    REQUEST_OVER_LIMIT_COMMAND, STATE_CHANGE_COMMAND,
 };
 pub use config::{MissingAccount, SimConfig};
 pub use fire::ClientSetError;
@@ -132,7 +132,8 @@ pub struct SimStats {
     pub faulted: u64,
     /// Answers sent padded by [`Fault::Oversized`].
     pub oversized: u64,
-    /// `Profile.CallbackPortraitSet` callbacks the sim sent, counted once answered or failed.
+    /// Callbacks the sim sent (`Profile.CallbackPortraitSet`, `State.StateChange`), counted
+    /// once answered or failed.
     pub callbacks_sent: u64,
     /// Of those, the ones not answered HTTP 200 with a JSON body (Tencent's rule), or not at all.
     pub callback_failures: u64,
@@ -325,6 +326,23 @@ impl Sim {
     /// `None` for [`Api::PortraitSet`] and [`Api::Other`], which are not reads.
     pub fn answer_read(&self, api: Api, body: &[u8]) -> Option<Vec<u8>> {
         api::answer_read(&self.state, api, body).map(|outcome| outcome.body)
+    }
+
+    /// Sets `account`'s login status (`Online`, `PushOnline` or `Offline`) as its client would
+    /// (no REST call, no rate limit, not in the call log): `query_online_status` and the
+    /// members' `OnlineStatus` answer it from now on, `Detail` showing the status's device
+    /// (`iPhone` for Online, `Android` for PushOnline, none for Offline). Then, if
+    /// [`SimConfig::callback`] is set, sends `State.StateChange` (Action/Reason
+    /// `Login`/`Register`, `Disconnect`/`LinkClose` or `Logout`/`Unregister`; `OptPlatform`
+    /// `Android` for PushOnline, else `IOS`) and returns its answer (`None` without a callback
+    /// URL). Refused, changing nothing: an unknown status, or an account that does not exist
+    /// ([`ClientSetError::Refused`] with 70107).
+    pub async fn set_online_status(
+        &self,
+        account: &str,
+        status: &str,
+    ) -> Result<Option<(StatusCode, Bytes)>, ClientSetError> {
+        fire::set_status(&self.state, account, status).await
     }
 
     /// `account`'s login status as stored now (`Online`, `PushOnline`, `Offline`); `None` if

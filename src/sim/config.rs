@@ -40,7 +40,9 @@ pub struct SimConfig {
     /// reads [`Sim::stats`](super::Sim::stats) instead, which is always kept.
     pub call_log: bool,
     /// Where to send `Profile.CallbackPortraitSet` after each profile change (a REST
-    /// `portrait_set` or [`Sim::client_portrait_set`](super::Sim::client_portrait_set)); `None` sends no callbacks.
+    /// `portrait_set` or [`Sim::client_portrait_set`](super::Sim::client_portrait_set)) and
+    /// `State.StateChange` after each [`Sim::set_online_status`](super::Sim::set_online_status);
+    /// `None` sends no callbacks.
     pub callback: Option<SimCallbacks>,
 }
 

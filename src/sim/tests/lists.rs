@@ -1,6 +1,7 @@
 //! The four list reads: each answer for a fixed request as literal JSON, their refusals, their
-//! rate windows and call log, and group names.
+//! rate windows and call log, presence changes with their `State.StateChange`, and group names.
 
+use super::callbacks::{params, sim_config, Answer, Receiver};
 use super::*;
 
 fn code_of(answer: &Value) -> i64 {
@@ -560,5 +561,114 @@ async fn answers_are_deterministic_across_sims_and_equal_answer_read() {
     assert_eq!(sim.answer_read(Api::PortraitSet, b"{}"), None);
     assert_eq!(sim.answer_read(Api::Other, b"{}"), None);
     other.shutdown().await;
+    sim.shutdown().await;
+}
+
+// === presence and State.StateChange ===
+
+#[tokio::test]
+async fn set_online_status_changes_what_the_reads_answer() {
+    let sim = Sim::start(config()).await.expect("start");
+    assert_eq!(sim.online_status("user2"), Some("Offline"));
+    assert_eq!(sim.set_online_status("user2", "Online").await, Ok(None));
+    assert_eq!(sim.set_online_status("user3", "PushOnline").await, Ok(None));
+    assert_eq!(sim.set_online_status("user0", "Offline").await, Ok(None));
+    let body = json!({"To_Account": ["user2", "user3", "user0"], "IsNeedDetail": 1});
+    assert_eq!(
+        TestClient::new(&sim)
+            .call(Api::QueryOnlineStatus, &body)
+            .await["QueryResult"],
+        json!([
+            {"To_Account": "user2", "Status": "Online", "Detail": [{"Platform": "iPhone", "Status": "Online"}]},
+            {"To_Account": "user3", "Status": "PushOnline", "Detail": [{"Platform": "Android", "Status": "PushOnline"}]},
+            {"To_Account": "user0", "Status": "Offline"}
+        ])
+    );
+    let members = json!({"GroupId": "group1", "Member_List_Account": ["user12"], "MemberInfoFilter": ["OnlineStatus"]});
+    assert_eq!(
+        sim.set_online_status("user12", "PushOnline").await,
+        Ok(None)
+    );
+    assert_eq!(
+        direct_read(&sim, Api::GroupMemberInfo, &members)["MemberList"],
+        json!([{"Member_Account": "user12", "OnlineStatus": "PushOnline"}])
+    );
+    assert_eq!(
+        sim.set_online_status("user2", "online").await,
+        Err(ClientSetError::UnknownStatus("online".to_owned()))
+    );
+    assert_eq!(
+        sim.set_online_status("nobody", "Online").await,
+        Err(ClientSetError::Refused(70107))
+    );
+    assert_eq!(sim.online_status("user2"), Some("Online"));
+    assert_eq!(sim.online_status("nobody"), None);
+    assert_eq!(sim.calls().len(), 1, "only the REST call is logged");
+    sim.shutdown().await;
+}
+
+#[test]
+fn the_state_change_body_follows_tencents_example() {
+    let text =
+        String::from_utf8(state_change_callback("user3", "Login", "Register")).expect("utf-8");
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    let event_ms = body["EventTime"].as_u64().unwrap_or(0);
+    assert!(
+        event_ms > now_unix() * 1000 - 60_000,
+        "milliseconds: {event_ms}"
+    );
+    assert_eq!(
+        body,
+        json!({"CallbackCommand": "State.StateChange", "EventTime": event_ms,
+               "Info": {"Action": "Login", "To_Account": "user3", "Reason": "Register"}})
+    );
+    assert!(
+        text.starts_with(r#"{"CallbackCommand":"State.StateChange","EventTime":"#),
+        "{text}"
+    );
+    assert_eq!(STATE_CHANGE_COMMAND, "State.StateChange");
+}
+
+#[tokio::test]
+async fn each_presence_change_sends_a_signed_state_change() {
+    let receiver = Receiver::start(Answer::Ok).await;
+    let sim = Sim::start(sim_config(&receiver)).await.expect("start");
+    let changes = [
+        ("user4", "Online", "Login", "Register", "IOS"),
+        ("user4", "PushOnline", "Disconnect", "LinkClose", "Android"),
+        ("user5", "Offline", "Logout", "Unregister", "IOS"),
+    ];
+    for (account, status, ..) in changes {
+        let (code, _) = sim
+            .set_online_status(account, status)
+            .await
+            .expect("changed and delivered")
+            .expect("a callback URL is set");
+        assert_eq!(code, StatusCode::OK);
+    }
+    assert_eq!(
+        sim.set_online_status("nobody", "Online").await,
+        Err(ClientSetError::Refused(70107))
+    );
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), changes.len(), "a refused change sends nothing");
+    for (received, (account, _, action, reason, platform)) in seen.iter().zip(changes) {
+        let params = params(received);
+        assert_eq!(params["CallbackCommand"], STATE_CHANGE_COMMAND);
+        assert_eq!(params["OptPlatform"], platform);
+        let time: u64 = params["RequestTime"].parse().expect("a number");
+        assert_eq!(params["Sign"], sign("callback-token", time));
+        let body: Value = serde_json::from_slice(&received.1).expect("JSON");
+        assert_eq!(
+            body["Info"],
+            json!({"Action": action, "To_Account": account, "Reason": reason})
+        );
+    }
+    assert_eq!(sim.online_status("user4"), Some("PushOnline"));
+    assert_eq!(
+        (sim.stats().callbacks_sent, sim.stats().callback_failures),
+        (3, 0)
+    );
+    assert!(sim.calls().is_empty(), "no REST call");
     sim.shutdown().await;
 }
