@@ -1,14 +1,18 @@
-//! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set` over real
-//! HTTP/1.1 on 127.0.0.1, answered the way Tencent answers them; every other
-//! `/v4/<service>/<command>` answered with a recognisable echo ([`Api::Other`]); and Tencent's
-//! callbacks ([`CallbackSender`]), fired by the sim after profile changes or sent by tests.
+//! A simulated Tencent IM upstream: `POST /v4/profile/portrait_get` and `portrait_set`, and the
+//! list reads `query_online_status`, `account_check`, `get_group_info` and
+//! `get_specified_group_member_info`, over real HTTP/1.1 on 127.0.0.1, answered the way Tencent
+//! answers them; every other `/v4/<service>/<command>` answered with a recognisable echo
+//! ([`Api::Other`]); and Tencent's callbacks ([`CallbackSender`]), fired by the sim after profile
+//! and presence changes or sent by tests.
 //!
-//! Owns: seeded, deterministic profiles for `user0..user{accounts-1}` (with `portrait_set`
-//! overrides layered on top), Tencent's query-string and UserSig checks, a per-API sliding-window
-//! rate limit (60007), error and latency injection ([`Fault`], [`Sim::set_latency`]) and a call log
-//! ([`SimCall`]: what crossed the wire). It is the oracle the equality tests judge the gateway by, so it reads requests
-//! and writes answers with its own plain `serde_json` code (`sim/json.rs`), sharing nothing with
-//! the gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
+//! Owns: seeded, deterministic profiles and presence for `user0..user{accounts-1}` (with
+//! `portrait_set` overrides and [`Sim::set_online_status`] layered on top), deterministic groups
+//! `group0..group{groups-1}` (names settable, [`Sim::set_group_name`]), Tencent's query-string
+//! and UserSig checks, a per-API sliding-window rate limit (60007), error and latency injection
+//! ([`Fault`], [`Sim::set_latency`]) and a call log ([`SimCall`]: what crossed the wire). It is
+//! the oracle the equality tests judge the gateway by, so it reads requests and writes answers
+//! with its own plain `serde_json` code (`sim/json.rs` and the list reads' files), sharing
+//! nothing with the gateway's `wire` but Tencent's standard tag list. UserSigs are checked by
 //! [`crate::usersig::verify`].
 //!
 //! Called by `tim-gateway demo` and `tim-gateway sim`, by the integration tests (tests/support) and by the benches. It is
@@ -16,10 +20,13 @@
 //!
 //! Layout: this file holds the public types and the [`Sim`] handle; `sim/server.rs` the listener
 //! and connections; `sim/request.rs` each call's routing, fault and latency injection;
-//! `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API windows; `sim/json.rs`
-//! Tencent's JSON; `sim/profiles.rs` the generated profiles and overrides; `sim/callbacks.rs`
-//! sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the soak's fault
-//! timetable.
+//! `sim/route.rs` the paths; `sim/api.rs` the auth and answer logic; `sim/rate.rs` the per-API
+//! windows; `sim/json.rs` the profile APIs' JSON; `sim/profiles.rs` the generated profiles and
+//! overrides; `sim/lists.rs` what the list reads share, and `sim/online.rs`,
+//! `sim/account_check.rs`, `sim/group_info.rs`, `sim/group_members.rs` each list read;
+//! `sim/presence.rs` the presence store; `sim/groups.rs` the generated groups;
+//! `sim/callbacks.rs` sending callbacks; `sim/fire.rs` the sim's own callbacks; `sim/flap.rs` the
+//! soak's fault timetable.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,12 +43,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod account_check;
 mod api;
 mod callbacks;
 mod config;
 mod fire;
 mod flap;
+mod group_info;
+mod group_members;
+mod groups;
 pub(crate) mod json;
+mod lists;
+mod online;
+mod presence;
 mod profiles;
 mod rate;
 mod request;
@@ -51,15 +65,17 @@ mod server;
 mod tests;
 
 pub use callbacks::{
-    portrait_set_callback, request_over_limit_callback, sign, CallbackError, CallbackRequest,
-    CallbackSender, SimCallbacks, CALLBACK_TIMEOUT, PORTRAIT_SET_COMMAND,
-    REQUEST_OVER_LIMIT_COMMAND,
+    portrait_set_callback, request_over_limit_callback, sign, state_change_callback, CallbackError,
+    CallbackRequest, CallbackSender, SimCallbacks, CALLBACK_TIMEOUT, PORTRAIT_SET_COMMAND,
+    REQUEST_OVER_LIMIT_COMMAND, STATE_CHANGE_COMMAND,
 };
 pub use config::{MissingAccount, SimConfig};
 pub use fire::ClientSetError;
 pub use flap::{flap, SPIKE_LATENCY};
 pub use route::Api;
 
+use groups::Groups;
+use presence::Presence;
 use profiles::Profiles;
 use rate::RateWindows;
 
@@ -104,15 +120,20 @@ pub struct SimStats {
     pub portrait_get_calls: u64,
     /// `portrait_set` calls received.
     pub portrait_set_calls: u64,
+    /// Calls of the four list reads (`query_online_status`, `account_check`, `get_group_info`,
+    /// `get_specified_group_member_info`) received.
+    pub list_calls: u64,
     /// Calls of echoed APIs ([`Api::Other`]) received.
     pub other_calls: u64,
-    /// Calls refused with 60007 because the caller went over `requests_per_second`.
+    /// Calls refused with 60007 because the caller went over its API's limit
+    /// (`requests_per_second`, `account_check_per_second`).
     pub rate_limited: u64,
     /// Calls a fault answered instead of the API (every fault but [`Fault::Oversized`]).
     pub faulted: u64,
     /// Answers sent padded by [`Fault::Oversized`].
     pub oversized: u64,
-    /// `Profile.CallbackPortraitSet` callbacks the sim sent, counted once answered or failed.
+    /// Callbacks the sim sent (`Profile.CallbackPortraitSet`, `State.StateChange`), counted
+    /// once answered or failed.
     pub callbacks_sent: u64,
     /// Of those, the ones not answered HTTP 200 with a JSON body (Tencent's rule), or not at all.
     pub callback_failures: u64,
@@ -131,9 +152,13 @@ pub struct SimCall {
     pub query: String,
     /// The raw request body (empty if it was over the 1 MiB the sim reads).
     pub body: Bytes,
-    /// `To_Account` (portrait_get) or `[From_Account]` (portrait_set); empty if undecodable.
+    /// The ids the call names, in request order with duplicates: `To_Account` (portrait_get,
+    /// query_online_status), `[From_Account]` (portrait_set), the `CheckItem` UserIDs
+    /// (account_check), `GroupIdList` (get_group_info) or `Member_List_Account`
+    /// (get_specified_group_member_info); empty if undecodable or echoed.
     pub accounts: Vec<String>,
-    /// `TagList` (portrait_get) or the `ProfileItem` tags (portrait_set); empty if undecodable.
+    /// `TagList` (portrait_get) or the `ProfileItem` tags (portrait_set); empty if undecodable
+    /// and for every other API.
     pub tags: Vec<String>,
     /// The whole-call `ErrorCode` answered; -1 if a fault answered instead.
     pub error_code: i64,
@@ -153,6 +178,8 @@ struct SimState {
     /// The port clients use; re-bound after [`Fault::RefuseConnections`] is cleared.
     addr: SocketAddr,
     profiles: Profiles,
+    presence: Presence,
+    groups: Groups,
     /// Current latency in nanoseconds (set at runtime by [`Sim::set_latency`]).
     latency_nanos: AtomicU64,
     /// The current fault; hung handlers and the accept loop wait on changes.
@@ -198,6 +225,8 @@ impl Sim {
         };
         let state = Arc::new(SimState {
             profiles: Profiles::new(config.accounts, &config.custom_tags),
+            presence: Presence::new(config.accounts),
+            groups: Groups::new(config.groups, config.accounts),
             config,
             addr,
             latency_nanos: AtomicU64::new(latency),
@@ -292,6 +321,45 @@ impl Sim {
         api::answer_get(&self.state.config, &self.state.profiles, body).body
     }
 
+    /// The answer the sim gives to `body` as a lone call of the read API `api` (portrait_get or
+    /// a list read), as state stands now: no HTTP, no query check, no rate limit, not logged;
+    /// `None` for [`Api::PortraitSet`] and [`Api::Other`], which are not reads.
+    pub fn answer_read(&self, api: Api, body: &[u8]) -> Option<Vec<u8>> {
+        api::answer_read(&self.state, api, body).map(|outcome| outcome.body)
+    }
+
+    /// Sets `account`'s login status (`Online`, `PushOnline` or `Offline`) as its client would
+    /// (no REST call, no rate limit, not in the call log): `query_online_status` and the
+    /// members' `OnlineStatus` answer it from now on, `Detail` showing the status's device
+    /// (`iPhone` for Online, `Android` for PushOnline, none for Offline). Then, if
+    /// [`SimConfig::callback`] is set, sends `State.StateChange` (Action/Reason
+    /// `Login`/`Register`, `Disconnect`/`LinkClose` or `Logout`/`Unregister`; `OptPlatform`
+    /// `Android` for PushOnline, else `IOS`) and returns its answer (`None` without a callback
+    /// URL). Refused, changing nothing: an unknown status, or an account that does not exist
+    /// ([`ClientSetError::Refused`] with 70107).
+    pub async fn set_online_status(
+        &self,
+        account: &str,
+        status: &str,
+    ) -> Result<Option<(StatusCode, Bytes)>, ClientSetError> {
+        fire::set_status(&self.state, account, status).await
+    }
+
+    /// `account`'s login status as stored now (`Online`, `PushOnline`, `Offline`); `None` if
+    /// the account does not exist.
+    pub fn online_status(&self, account: &str) -> Option<&'static str> {
+        self.state
+            .presence
+            .status(account)
+            .map(presence::Status::name)
+    }
+
+    /// Renames `group` (what `get_group_info` answers as `Name` from now on); false, changing
+    /// nothing, if the group does not exist. Sends no callback.
+    pub fn set_group_name(&self, group: &str, name: &str) -> bool {
+        self.state.groups.set_name(group, name)
+    }
+
     /// Changes `account`'s profile as a user editing it in the app would (a client SDK: no REST
     /// call, no rate limit, not in the call log; refused like a `portrait_set` of the same
     /// items), then, if [`SimConfig::callback`] is set, sends `Profile.CallbackPortraitSet` to
@@ -362,6 +430,10 @@ impl SimState {
             match call.api {
                 Api::PortraitGet => stats.portrait_get_calls += 1,
                 Api::PortraitSet => stats.portrait_set_calls += 1,
+                Api::QueryOnlineStatus
+                | Api::AccountCheck
+                | Api::GroupInfo
+                | Api::GroupMemberInfo => stats.list_calls += 1,
                 Api::Other => stats.other_calls += 1,
             }
             match call.error_code {

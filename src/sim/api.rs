@@ -1,16 +1,19 @@
 //! What the sim answers: Tencent's query-string and UserSig checks, the per-API rate limit
-//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, and the echo of every other API.
-//! Synchronous and socket-free; `request.rs` calls in, and the JSON itself is read and written by
-//! `json.rs`.
+//! (`rate.rs`), the `portrait_get` / `portrait_set` answers, the dispatch to the four list reads
+//! (`online.rs`, `account_check.rs`, `group_info.rs`, `group_members.rs`), and the echo of every
+//! other API. Synchronous and socket-free; `request.rs` calls in, and the profile APIs' JSON is
+//! read and written by `json.rs`.
 
 use std::borrow::Cow;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json::{self, code, info, Entry, Refusal};
 use super::profiles::Profiles;
+use super::{account_check, group_info, group_members, online};
 use super::{Api, MissingAccount, SimConfig, SimState};
 use crate::wire::STANDARD_TAGS;
 
@@ -57,15 +60,34 @@ pub(super) fn answer_call(state: &SimState, call: &Call<'_>) -> Outcome {
     if let Err(refused) = check_query(&state.config, call.query, unix_now()) {
         return refused;
     }
-    let limit = state.config.requests_per_second;
+    let limit = match call.api {
+        Api::AccountCheck => state.config.account_check_per_second,
+        _ => state.config.requests_per_second,
+    };
     if !state.rate.admit(call.api, call.path, call.at, limit) {
         return Outcome::fail(code::FREQUENCY_LIMIT, info::FREQUENCY_LIMIT);
     }
-    match call.api {
-        Api::PortraitGet => answer_get(&state.config, &state.profiles, call.body),
-        Api::PortraitSet => answer_set(&state.profiles, call.body),
-        Api::Other => answer_echo(call.path, call.body),
+    if let Some(read) = answer_read(state, call.api, call.body) {
+        return read;
     }
+    match call.api {
+        Api::PortraitSet => answer_set(&state.profiles, call.body),
+        _ => answer_echo(call.path, call.body),
+    }
+}
+
+/// The answer of a read API (`portrait_get` or a list read) to `body`, as state stands now;
+/// `None` for `portrait_set` and echoed APIs.
+pub(super) fn answer_read(state: &SimState, api: Api, body: &[u8]) -> Option<Outcome> {
+    let config = &state.config;
+    Some(match api {
+        Api::PortraitGet => answer_get(config, &state.profiles, body),
+        Api::QueryOnlineStatus => online::answer(&state.profiles, &state.presence, body),
+        Api::AccountCheck => account_check::answer(&state.profiles, body),
+        Api::GroupInfo => group_info::answer(&state.groups, config.sdkappid, body),
+        Api::GroupMemberInfo => group_members::answer(&state.groups, &state.presence, body),
+        Api::PortraitSet | Api::Other => return None,
+    })
 }
 
 /// Tencent's URL checks, in order: sdkappid present (60012), numeric (60025) and ours (70014);
@@ -287,10 +309,49 @@ struct LooseItem {
     tag: String,
 }
 
-/// The accounts and tags a call names, for the call log; empty where the body does not decode
-/// and for echoed APIs.
+#[derive(Deserialize)]
+struct LooseOnline {
+    #[serde(rename = "To_Account", default)]
+    to_account: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct LooseCheck {
+    #[serde(rename = "CheckItem", default)]
+    items: Vec<LooseCheckItem>,
+}
+
+#[derive(Deserialize)]
+struct LooseCheckItem {
+    #[serde(rename = "UserID")]
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+struct LooseGroups {
+    #[serde(rename = "GroupIdList", default)]
+    group_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct LooseMembers {
+    #[serde(rename = "Member_List_Account", default)]
+    accounts: Vec<String>,
+}
+
+/// The ids and tags a call names, for the call log: accounts and tags of the profile APIs,
+/// `To_Account` (query_online_status), the `CheckItem` UserIDs (account_check), `GroupIdList`
+/// (get_group_info) and `Member_List_Account` (get_specified_group_member_info), in request
+/// order with duplicates, and no tags for those. Empty where the body does not decode and for
+/// echoed APIs.
 pub(super) fn call_subject(api: Api, body: &[u8]) -> (Vec<String>, Vec<String>) {
     match api {
+        Api::QueryOnlineStatus => ids(body, |r: LooseOnline| r.to_account),
+        Api::AccountCheck => ids(body, |r: LooseCheck| {
+            r.items.into_iter().map(|item| item.user_id).collect()
+        }),
+        Api::GroupInfo => ids(body, |r: LooseGroups| r.group_ids),
+        Api::GroupMemberInfo => ids(body, |r: LooseMembers| r.accounts),
         Api::PortraitGet => serde_json::from_slice::<LooseGet>(body)
             .map(|get| (get.to_account, get.tag_list))
             .unwrap_or_default(),
@@ -302,4 +363,13 @@ pub(super) fn call_subject(api: Api, body: &[u8]) -> (Vec<String>, Vec<String>) 
             .unwrap_or_default(),
         Api::Other => Default::default(),
     }
+}
+
+/// The ids `pick` takes from `body` read as a `T`, and no tags; none if it does not decode.
+fn ids<T: DeserializeOwned>(
+    body: &[u8],
+    pick: impl FnOnce(T) -> Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let ids = serde_json::from_slice(body).map(pick).unwrap_or_default();
+    (ids, Vec::new())
 }

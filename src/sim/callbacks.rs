@@ -5,8 +5,9 @@
 //!
 //! Tests send well-formed callbacks and deliberately wrong ones ([`CallbackRequest`]: another
 //! SdkAppid, a wrong or missing Sign, a RequestTime of their choice, any body). The sim itself
-//! sends `Profile.CallbackPortraitSet` after a profile change (`sim/fire.rs`). The bodies are
-//! built here from plain derived structs, sharing nothing with the gateway's callback receiver.
+//! sends `Profile.CallbackPortraitSet` after a profile change and `State.StateChange` after a
+//! presence change (`sim/fire.rs`). The bodies are built here from plain derived structs,
+//! sharing nothing with the gateway's callback receiver.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,9 @@ pub const PORTRAIT_SET_COMMAND: &str = "Profile.CallbackPortraitSet";
 
 /// `CallbackCommand` of the rate-limit early warning (reference §7.3).
 pub const REQUEST_OVER_LIMIT_COMMAND: &str = "Alert.RequestOverLimit";
+
+/// `CallbackCommand` of a user's login-state change (reference §9.3).
+pub const STATE_CHANGE_COMMAND: &str = "State.StateChange";
 
 /// Largest callback answer read; a longer one is a transport failure.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -286,6 +290,41 @@ struct OverLimitBody<'a> {
     observed: u64,
     #[serde(rename = "Limit")]
     limit: u64,
+}
+
+#[derive(Serialize)]
+struct StateChangeBody<'a> {
+    #[serde(rename = "CallbackCommand")]
+    command: &'static str,
+    #[serde(rename = "EventTime")]
+    event_time_ms: u64,
+    #[serde(rename = "Info")]
+    info: StateChangeInfo<'a>,
+}
+
+#[derive(Serialize)]
+struct StateChangeInfo<'a> {
+    #[serde(rename = "Action")]
+    action: &'a str,
+    #[serde(rename = "To_Account")]
+    account: &'a str,
+    #[serde(rename = "Reason")]
+    reason: &'a str,
+}
+
+/// The body of `State.StateChange` after `account`'s login state changed:
+/// `{"CallbackCommand":"State.StateChange","EventTime":<now, ms>,"Info":{"Action":action,
+/// "To_Account":account,"Reason":reason}}`, without `KickedDevice` (no device was kicked).
+pub fn state_change_callback(account: &str, action: &str, reason: &str) -> Vec<u8> {
+    to_vec(&StateChangeBody {
+        command: STATE_CHANGE_COMMAND,
+        event_time_ms: unix_now_ms(),
+        info: StateChangeInfo {
+            action,
+            account,
+            reason,
+        },
+    })
 }
 
 /// The body of `Profile.CallbackPortraitSet` after `account` changed its own profile: the

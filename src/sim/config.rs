@@ -23,9 +23,15 @@ pub struct SimConfig {
     pub accounts: u64,
     /// Custom tags that exist; any other `Tag_Profile_Custom_*` gets 40009.
     pub custom_tags: Vec<String>,
+    /// Existing groups are `group0` ..= `group{groups-1}` (canonical decimal only).
+    pub groups: u64,
     /// Accepted calls per API in any sliding 1 s window; more get 60007. 0 disables the limit.
-    /// Each echoed API ([`Api::Other`](super::Api::Other)) has its own window, by path.
+    /// Each echoed API ([`Api::Other`](super::Api::Other)) has its own window, by path. Every
+    /// API but `account_check` has this limit (Tencent's default is 200/s for each).
     pub requests_per_second: u32,
+    /// The same for `account_check` ([`Api::AccountCheck`](super::Api::AccountCheck)), whose
+    /// published default is 100/s, half the others'. 0 disables its limit.
+    pub account_check_per_second: u32,
     /// Added before every answer.
     pub latency: Duration,
     /// How a `portrait_get` naming a nonexistent account fails.
@@ -34,7 +40,9 @@ pub struct SimConfig {
     /// reads [`Sim::stats`](super::Sim::stats) instead, which is always kept.
     pub call_log: bool,
     /// Where to send `Profile.CallbackPortraitSet` after each profile change (a REST
-    /// `portrait_set` or [`Sim::client_portrait_set`](super::Sim::client_portrait_set)); `None` sends no callbacks.
+    /// `portrait_set` or [`Sim::client_portrait_set`](super::Sim::client_portrait_set)) and
+    /// `State.StateChange` after each [`Sim::set_online_status`](super::Sim::set_online_status);
+    /// `None` sends no callbacks.
     pub callback: Option<SimCallbacks>,
 }
 
@@ -59,7 +67,9 @@ impl Default for SimConfig {
             verify_usersig: true,
             accounts: 1_000_000,
             custom_tags: vec!["Tag_Profile_Custom_Test".to_owned()],
+            groups: 1000,
             requests_per_second: 200,
+            account_check_per_second: 100,
             latency: Duration::ZERO,
             missing_account: MissingAccount::WholeCall,
             call_log: true,
@@ -77,7 +87,9 @@ impl fmt::Debug for SimConfig {
             .field("verify_usersig", &self.verify_usersig)
             .field("accounts", &self.accounts)
             .field("custom_tags", &self.custom_tags)
+            .field("groups", &self.groups)
             .field("requests_per_second", &self.requests_per_second)
+            .field("account_check_per_second", &self.account_check_per_second)
             .field("latency", &self.latency)
             .field("missing_account", &self.missing_account)
             .field("call_log", &self.call_log)

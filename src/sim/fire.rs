@@ -2,10 +2,13 @@
 //! configured URL ([`super::SimConfig::callback`]) the way Tencent fires it for both kinds of
 //! change (reference §7.2): a user editing their own profile in the app
 //! ([`super::Sim::client_portrait_set`], awaited) and an admin's REST `portrait_set` (in the
-//! background, after the set is decided, so it never delays the set's answer).
+//! background, after the set is decided, so it never delays the set's answer). After a client's
+//! login state changes ([`super::Sim::set_online_status`], awaited), `State.StateChange`
+//! (reference §9.3).
 //!
 //! Counts every callback fired and every failure in [`super::SimStats`]. Sending itself is
-//! `callbacks.rs`; validating and storing the change is `api.rs`'s `portrait_set`.
+//! `callbacks.rs`; validating and storing the change is `api.rs`'s `portrait_set` and
+//! `presence.rs`.
 
 use std::sync::Arc;
 
@@ -15,21 +18,29 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api;
-use super::callbacks::{self, CallbackError, PORTRAIT_SET_COMMAND};
+use super::callbacks::{self, CallbackError, PORTRAIT_SET_COMMAND, STATE_CHANGE_COMMAND};
+use super::presence::Status;
 use super::SimState;
 
-/// `OptPlatform` of a change made in the app (a client SDK) rather than over REST.
+/// `OptPlatform` of a profile change made in the app (a client SDK) rather than over REST.
 const CLIENT_PLATFORM: &str = "Android";
+
+/// Why a presence change is refused: the account does not exist (not imported).
+const NOT_IMPORTED: i64 = 70107;
 
 /// Why [`super::Sim::client_portrait_set`] did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientSetError {
-    /// The change was refused as a `portrait_set` of it would be (40001, 40003, 40009);
-    /// nothing changed and no callback was sent.
-    #[error("profile change refused with {0}")]
+    /// The change was refused, nothing changed and no callback was sent: a profile change as a
+    /// `portrait_set` of it would be (40001, 40003, 40009); a presence change of an account
+    /// that does not exist (70107).
+    #[error("change refused with {0}")]
     Refused(i64),
+    /// The status is not `Online`, `PushOnline` or `Offline`; nothing changed.
+    #[error("no such online status: {0}")]
+    UnknownStatus(String),
     /// The profile changed, but the callback got no answer.
-    #[error("profile changed, but {0}")]
+    #[error("changed, but {0}")]
     Callback(#[from] CallbackError),
 }
 
@@ -67,13 +78,41 @@ pub(super) async fn client_set(
     if outcome.code != 0 {
         return Err(ClientSetError::Refused(outcome.code));
     }
+    let body = callbacks::portrait_set_callback(account, items);
+    send_client(state, PORTRAIT_SET_COMMAND, body, CLIENT_PLATFORM).await
+}
+
+/// Sets `account`'s login status as its client would (not rate limited, not logged as a call),
+/// then, with a callback URL configured, sends `State.StateChange` and returns its answer.
+pub(super) async fn set_status(
+    state: &SimState,
+    account: &str,
+    status: &str,
+) -> Result<Option<(StatusCode, Bytes)>, ClientSetError> {
+    let status =
+        Status::parse(status).ok_or_else(|| ClientSetError::UnknownStatus(status.to_owned()))?;
+    if !state.presence.set(account, status) {
+        return Err(ClientSetError::Refused(NOT_IMPORTED));
+    }
+    let (action, reason) = status.event();
+    let body = callbacks::state_change_callback(account, action, reason);
+    send_client(state, STATE_CHANGE_COMMAND, body, status.opt_platform()).await
+}
+
+/// Sends the callback of a change made in the app, if a callback URL is configured, and counts
+/// it; its answer, `None` without a URL.
+async fn send_client(
+    state: &SimState,
+    command: &str,
+    body: Vec<u8>,
+    platform: &str,
+) -> Result<Option<(StatusCode, Bytes)>, ClientSetError> {
     let Some(sender) = &state.callback else {
         return Ok(None);
     };
-    let body = callbacks::portrait_set_callback(account, items);
     let answer = sender
-        .request(PORTRAIT_SET_COMMAND, body)
-        .opt_platform(CLIENT_PLATFORM)
+        .request(command, body)
+        .opt_platform(platform)
         .send()
         .await;
     state.count_callback(&answer);

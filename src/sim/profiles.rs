@@ -3,7 +3,9 @@
 //!
 //! Generated values exercise what the gateway must carry through untouched: about 1 in 5
 //! (account, tag) pairs is unset, integers are JSON numbers, and some strings hold non-ASCII
-//! text, quotes or backslashes. Accounts with `n % 97 == 13` fail every read (40006).
+//! text, quotes or backslashes. Accounts with `n % 97 == 13` fail every read (40006 in
+//! `portrait_get`, 70500 in `query_online_status` and `account_check`); so do groups with that
+//! number (10002).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use crate::wire::STANDARD_TAGS;
 pub(super) type Overrides = HashMap<String, Box<RawValue>>;
 
 /// Prefix of every existing account ("user{N}").
-const ACCOUNT_PREFIX: &str = "user";
+pub(super) const ACCOUNT_PREFIX: &str = "user";
 
 /// Splitmix64's increment; also spreads tag salts apart.
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -66,17 +68,10 @@ impl Profiles {
     /// `N` for an existing account `user{N}`; `None` for anything else, including non-canonical
     /// numbers such as `user01`.
     pub(super) fn account_number(&self, account: &str) -> Option<u64> {
-        let digits = account.strip_prefix(ACCOUNT_PREFIX)?;
-        let canonical = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits == "0" || !digits.starts_with('0'));
-        if !canonical {
-            return None;
-        }
-        digits.parse::<u64>().ok().filter(|n| *n < self.accounts)
+        numbered(account, ACCOUNT_PREFIX, self.accounts)
     }
 
-    /// Whether reading account `n` fails with 40006.
+    /// Whether reading account (or group) `n` fails: 40006, 70500 or 10002 by API.
     pub(super) fn read_fails(n: u64) -> bool {
         n % 97 == 13
     }
@@ -120,6 +115,19 @@ impl Profiles {
             mine.insert((*tag).to_owned(), (*value).to_owned());
         }
     }
+}
+
+/// `N` for an id `{prefix}{N}` with `N < below` written in canonical decimal (`user7`, not
+/// `user07`); `None` for anything else. Names the sim's accounts and its groups.
+pub(super) fn numbered(id: &str, prefix: &str, below: u64) -> Option<u64> {
+    let digits = id.strip_prefix(prefix)?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    digits.parse::<u64>().ok().filter(|n| *n < below)
 }
 
 /// The generated value of `tag` for account `n`; `None` when unset (about 1 in 5).

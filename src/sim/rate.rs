@@ -1,8 +1,10 @@
 //! The sim's rate limit: one sliding 1 s window per API path, as Tencent limits each REST API
-//! separately. `portrait_get` and `portrait_set` have fixed windows; every echoed API
-//! ([`super::Api::Other`]) gets its own, kept in a bounded map keyed by path.
+//! separately. Every API on a fixed path (the profile APIs and the four list reads) has a window
+//! of its own; every echoed API ([`super::Api::Other`]) gets its own, kept in a bounded map keyed
+//! by path.
 //!
-//! Owns only arrival times; `api.rs` decides what a refused call is answered (60007).
+//! Owns only arrival times; `api.rs` decides each API's limit ([`super::SimConfig`]) and what a
+//! refused call is answered (60007).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,6 +30,10 @@ pub(super) struct RateWindow(Mutex<VecDeque<Instant>>);
 pub(super) struct RateWindows {
     portrait_get: RateWindow,
     portrait_set: RateWindow,
+    query_online_status: RateWindow,
+    account_check: RateWindow,
+    group_info: RateWindow,
+    group_member_info: RateWindow,
     /// Echoed APIs by path ("/v4/openim/sendmsg"), at most [`MAX_TRACKED_PATHS`].
     others: Mutex<HashMap<String, Arc<RateWindow>>>,
 }
@@ -70,14 +76,24 @@ impl RateWindow {
 impl RateWindows {
     /// Admits a call of `api` on `path` arriving `at` (see [`RateWindow::admit`]).
     pub(super) fn admit(&self, api: Api, path: &str, at: Instant, limit: u32) -> bool {
-        match api {
-            Api::PortraitGet => self.portrait_get.admit(at, limit),
-            Api::PortraitSet => self.portrait_set.admit(at, limit),
-            Api::Other if limit == 0 => true,
-            Api::Other => self
+        let fixed = match api {
+            Api::PortraitGet => &self.portrait_get,
+            Api::PortraitSet => &self.portrait_set,
+            Api::QueryOnlineStatus => &self.query_online_status,
+            Api::AccountCheck => &self.account_check,
+            Api::GroupInfo => &self.group_info,
+            Api::GroupMemberInfo => &self.group_member_info,
+            Api::Other => return self.admit_other(path, at, limit),
+        };
+        fixed.admit(at, limit)
+    }
+
+    /// Admits a call of the echoed API on `path` (see [`RateWindow::admit`]).
+    fn admit_other(&self, path: &str, at: Instant, limit: u32) -> bool {
+        limit == 0
+            || self
                 .other(path, at)
-                .is_some_and(|window| window.admit(at, limit)),
-        }
+                .is_some_and(|window| window.admit(at, limit))
     }
 
     /// The window of an echoed `path`, made if needed; `None` if [`MAX_TRACKED_PATHS`] busy

@@ -1,6 +1,6 @@
 //! Shared helpers for the sim's tests (a keep-alive hyper client over real TCP on 127.0.0.1) and
-//! the auth tests; answers, faults, portrait_set, echoed APIs and callbacks live in the child
-//! files.
+//! the auth tests; answers, faults, portrait_set, echoed APIs, callbacks and the list reads live
+//! in the child files.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +22,7 @@ mod callbacks;
 mod echo;
 mod faults;
 mod get;
+mod lists;
 mod set;
 
 const SDKAPPID: u64 = 1_400_000_000;

@@ -20,7 +20,7 @@ const NICK: &str = "Tag_Profile_IM_Nick";
 
 /// What the receiver answers.
 #[derive(Clone, Copy)]
-enum Answer {
+pub(super) enum Answer {
     Ok,
     Status(u16),
     /// Waits for a permit from `Receiver::release` first.
@@ -28,17 +28,17 @@ enum Answer {
 }
 
 /// One callback as received: path with query, and body.
-type Received = (String, Bytes);
+pub(super) type Received = (String, Bytes);
 
 /// A recording callback receiver over real TCP.
-struct Receiver {
-    url: String,
+pub(super) struct Receiver {
+    pub(super) url: String,
     seen: Arc<Mutex<Vec<Received>>>,
     gate: Arc<Semaphore>,
 }
 
 impl Receiver {
-    async fn start(answer: Answer) -> Receiver {
+    pub(super) async fn start(answer: Answer) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!(
             "http://{}/tim/callback",
@@ -60,7 +60,7 @@ impl Receiver {
         Receiver { url, seen, gate }
     }
 
-    fn seen(&self) -> Vec<Received> {
+    pub(super) fn seen(&self) -> Vec<Received> {
         self.seen.lock().clone()
     }
 
@@ -94,14 +94,14 @@ async fn receive(
 }
 
 /// The query parameters of a received callback, by name.
-fn params(received: &Received) -> std::collections::HashMap<String, String> {
+pub(super) fn params(received: &Received) -> std::collections::HashMap<String, String> {
     let query = received.0.split_once('?').map_or("", |(_, q)| q);
     url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect()
 }
 
-fn sim_config(receiver: &Receiver) -> SimConfig {
+pub(super) fn sim_config(receiver: &Receiver) -> SimConfig {
     calling_back_to(&receiver.url, Some(TOKEN))
 }
 

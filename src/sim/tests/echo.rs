@@ -17,7 +17,27 @@ fn paths_name_an_echoed_api_only_in_tencents_shape() {
         ("/v4/profile/portrait_get", Some(Api::PortraitGet)),
         ("/v4/profile/portrait_set", Some(Api::PortraitSet)),
         ("/v4/openim/sendmsg", Some(Api::Other)),
-        ("/v4/group_open_http_svc/get_group_info", Some(Api::Other)),
+        (
+            "/v4/openim/query_online_status",
+            Some(Api::QueryOnlineStatus),
+        ),
+        (
+            "/v4/im_open_login_svc/account_check",
+            Some(Api::AccountCheck),
+        ),
+        (
+            "/v4/group_open_http_svc/get_group_info",
+            Some(Api::GroupInfo),
+        ),
+        (
+            "/v4/group_open_http_svc/get_specified_group_member_info",
+            Some(Api::GroupMemberInfo),
+        ),
+        (
+            "/v4/group_open_http_svc/get_group_member_info",
+            Some(Api::Other),
+        ),
+        ("/v4/openim/querystate", Some(Api::Other)),
         ("/v4/openim/batchsendmsg2", Some(Api::Other)),
         ("/v4/profile/portrait_nope", Some(Api::Other)),
         ("/v4/open1m/sendmsg", None),
