@@ -9,7 +9,8 @@
 //! Accepted: `Profile.CallbackPortraitSet` drops `From_Account`'s cached tags at once (in a
 //! fleet on every gateway), under `portrait_set`'s race rule; `Alert.RequestOverLimit` lowers
 //! the named API's pace, if the gateway calls it; `State.StateChange` drops `Info.To_Account`'s
-//! cached online status (in a fleet on every gateway). Then every accepted callback, whatever its
+//! cached online status, and the group callbacks (callback/groups.rs) the group reads' entries
+//! they void (in a fleet on every gateway). Then every accepted callback, whatever its
 //! command, is relayed unchanged to `callback.forward_url` when set (callback/relay.rs) and the
 //! app's answer returned to Tencent; without one, or when the relay fails, it is answered OK
 //! here. Invalidation always happens before the relay, so a dead handler never delays it.
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{debug, info};
 
-use crate::apis::QUERY_ONLINE_STATUS;
+use crate::apis::{GET_GROUP_INFO, GET_GROUP_MEMBERS, QUERY_ONLINE_STATUS};
 use crate::config::{CallbackConfig, SecretKey};
 use crate::lists::ListApis;
 use crate::metrics::Metrics;
@@ -32,6 +33,7 @@ use crate::passthrough::PassThrough;
 use crate::service::ProfileService;
 use crate::wire::Account;
 
+mod groups;
 mod relay;
 
 use relay::Relay;
@@ -93,6 +95,9 @@ struct CallbackBody {
     api_command: Option<String>,
     #[serde(rename = "Info")]
     info: Option<StateInfo>,
+    /// A group callback's fields.
+    #[serde(flatten)]
+    group: groups::GroupFields,
 }
 
 /// `State.StateChange`'s `Info`: whose state changed.
@@ -116,7 +121,7 @@ impl Callbacks {
             prometheus::Opts::new(
                 "callbacks_total",
                 "Tencent callbacks received, by command (portrait_set, request_over_limit, \
-                 state_change, other) \
+                 state_change, group_change, other) \
                  and result (handled, or refused_<why>)",
             ),
             &["command", "result"],
@@ -225,6 +230,25 @@ impl Callbacks {
                     "login state changed at Tencent: cached status dropped"
                 );
             }
+            command if groups::COMMANDS.contains(&command) => {
+                let change = groups::change(command, &fields.group).ok_or(Refusal::Body)?;
+                let lists = &self.0.lists;
+                lists
+                    .invalidate(GET_GROUP_INFO.label, &[change.group])
+                    .await;
+                match change.all_members {
+                    true => lists.invalidate_all_of(GET_GROUP_MEMBERS.label).await,
+                    false => {
+                        lists
+                            .invalidate(GET_GROUP_MEMBERS.label, &change.members)
+                            .await;
+                    }
+                }
+                debug!(
+                    group = change.group,
+                    "group changed at Tencent: cached entries dropped"
+                );
+            }
             _ => {}
         }
         Ok(())
@@ -255,6 +279,7 @@ impl Callbacks {
             PORTRAIT_SET_COMMAND => "portrait_set",
             OVER_LIMIT_COMMAND => "request_over_limit",
             STATE_CHANGE_COMMAND => "state_change",
+            c if groups::COMMANDS.contains(&c) => "group_change",
             _ => "other",
         };
         self.0.counted.with_label_values(&[command, result]).inc();

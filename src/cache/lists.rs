@@ -75,6 +75,7 @@ impl ListCache {
                 let bytes = key.1.len() + text + SLOT_OVERHEAD as usize * slots.len();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
+            .support_invalidation_closures()
             .build();
         ListCache(Arc::new(Inner {
             entries,
@@ -148,13 +149,28 @@ impl ListCache {
         stripe.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Drops every id of `api` (a destroyed group voids all its members' entries, which are
+    /// kept per member); fetches sent before are not written back.
+    pub(crate) fn invalidate_api(&self, api: u8) {
+        self.bump_every_stripe();
+        // Only fails without `support_invalidation_closures`, which the builder sets.
+        let _ = self
+            .0
+            .entries
+            .invalidate_entries_if(move |key, _| key.0 == api);
+    }
+
     /// Drops everything (the fleet's channel was lost: invalidations may have been missed).
     pub(crate) fn invalidate_all(&self) {
+        self.bump_every_stripe();
+        self.0.entries.invalidate_all();
+    }
+
+    fn bump_every_stripe(&self) {
         for stripe in self.0.stripes.iter() {
             let _write = stripe.write.lock();
             stripe.generation.fetch_add(1, Ordering::AcqRel);
         }
-        self.0.entries.invalidate_all();
     }
 
     fn stripe_of(&self, api: u8, id: &str) -> usize {
@@ -193,6 +209,21 @@ mod tests {
             None,
             "a fetch older than the change"
         );
+    }
+
+    #[test]
+    fn dropping_an_api_keeps_the_others() {
+        let cache = ListCache::new(1 << 20);
+        let (id, options) = (Arc::from("u"), Arc::from(""));
+        let ttl = Duration::from_secs(60);
+        cache.store(2, &id, &options, entry("a"), cache.stamp(2, &id), ttl);
+        cache.store(3, &id, &options, entry("b"), cache.stamp(3, &id), ttl);
+        let before = cache.stamp(3, &id);
+        cache.invalidate_api(3);
+        let now = Instant::now();
+        assert_eq!(cache.get(3, &id, &options, now), None);
+        assert_eq!(cache.get(2, &id, &options, now), Some(entry("a")));
+        assert!(!cache.is_current(before));
     }
 
     #[test]

@@ -117,9 +117,12 @@ mod tests {
         let split = split(&QUERY_ONLINE_STATUS, upstream).expect("split");
         assert!(!split["a"].failed && split["x"].failed);
         let mine = ["x", "b", "missing", "b"].map(|id| split.get(id).map(|a| &a.entry));
-        let answer: Value =
-            serde_json::from_slice(&assemble(&QUERY_ONLINE_STATUS, &Map::new(), mine.iter().copied()))
-                .expect("json");
+        let answer: Value = serde_json::from_slice(&assemble(
+            &QUERY_ONLINE_STATUS,
+            &Map::new(),
+            mine.iter().copied(),
+        ))
+        .expect("json");
         assert_eq!(
             answer,
             json!({"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,

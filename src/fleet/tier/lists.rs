@@ -1,7 +1,7 @@
 //! The list reads' fleet-wide invalidation: a `State.StateChange` (or a group callback, or a
 //! purge) heard by one gateway drops the id on every gateway. Each message on the fleet's
 //! `invalidate_lists` channel is `<api label>\n<id>` (a label has no newline; the id is the
-//! rest, whatever it holds). List answers are not kept in Redis, so a publish is all it takes;
+//! rest, whatever it holds; an empty id, which no request can name, means every id). List answers are not kept in Redis, so a publish is all it takes;
 //! one Redis could not take is kept (bounded, with the accounts') and sent again with them
 //! before the gateway returns to fleet mode.
 
@@ -63,7 +63,12 @@ pub(in crate::fleet) fn heard(cache: &ProfileCache, payload: &[u8]) {
     else {
         return;
     };
-    if let Some(index) = apis::LIST_TABLE.iter().position(|spec| spec.label == api) {
-        cache.lists().invalidate(index as u8, id);
+    let Some(index) = apis::LIST_TABLE.iter().position(|spec| spec.label == api) else {
+        return;
+    };
+    match id {
+        // No id is empty: an empty one names every id of the API.
+        "" => cache.lists().invalidate_api(index as u8),
+        id => cache.lists().invalidate(index as u8, id),
     }
 }
