@@ -127,6 +127,8 @@ pub struct ListSpec {
     pub default_rate: u32,
     /// Where a request names its ids.
     pub ids: IdsField,
+    /// Whether its ids are accounts (UserIDs): `POST /admin/purge` drops them too.
+    pub ids_are_accounts: bool,
     /// The known other fields of a request.
     pub options: &'static [(&'static str, OptionKind)],
     /// The arrays of its answer, in the order Tencent writes them.
@@ -142,6 +144,7 @@ pub const QUERY_ONLINE_STATUS: ListSpec = ListSpec {
     max_ids: 500,
     default_rate: 200,
     ids: IdsField::Strings("To_Account"),
+    ids_are_accounts: true,
     options: &[
         ("IsNeedDetail", OptionKind::Flag),
         ("IsReturnCustomStatus", OptionKind::Flag),
@@ -178,6 +181,7 @@ pub const ACCOUNT_CHECK: ListSpec = ListSpec {
         list: "CheckItem",
         key: "UserID",
     },
+    ids_are_accounts: true,
     options: &[],
     answer: &[AnswerList {
         name: "ResultItem",
@@ -200,6 +204,7 @@ pub const GET_GROUP_INFO: ListSpec = ListSpec {
     max_ids: 50,
     default_rate: 200,
     ids: IdsField::Strings("GroupIdList"),
+    ids_are_accounts: false,
     options: &[(
         "ResponseFilter",
         OptionKind::Filters(&[
@@ -231,6 +236,7 @@ pub const GET_GROUP_MEMBERS: ListSpec = ListSpec {
     max_ids: 50,
     default_rate: 200,
     ids: IdsField::Strings("Member_List_Account"),
+    ids_are_accounts: true,
     options: &[
         ("GroupId", OptionKind::Scope { empty: 10015 }),
         ("MemberInfoFilter", OptionKind::Names),

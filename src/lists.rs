@@ -123,6 +123,14 @@ impl ListApis {
         }
     }
 
+    /// Drops `accounts` from every list read whose ids are accounts (`POST /admin/purge`), here
+    /// and on every gateway.
+    pub(crate) async fn purge_accounts(&self, accounts: &[&str]) {
+        for spec in apis::LIST_TABLE.iter().filter(|s| s.ids_are_accounts) {
+            self.invalidate(spec.label, accounts).await;
+        }
+    }
+
     /// Drops every id of the list read labelled `label`, here and on every gateway.
     pub(crate) async fn invalidate_all_of(&self, label: &str) {
         let Some(index) = apis::LIST_TABLE.iter().position(|s| s.label == label) else {

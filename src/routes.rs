@@ -290,12 +290,20 @@ where
         Target::Purge => {
             let api = Api::forwarded(PURGE_PATH, PURGE_LABEL);
             let result = match authenticated_body(state, parts, body).await {
-                Ok(body) => Box::pin(state.service.purge(&body)).await,
+                Ok(body) => Box::pin(purge(state, &body)).await,
                 Err(e) => Err(e),
             };
             (api, result.map(|body| (StatusCode::OK, body)))
         }
     }
+}
+
+/// `POST /admin/purge`: the accounts' profiles, then their list reads' entries, dropped.
+async fn purge(state: &AppState, body: &[u8]) -> Result<Bytes, Error> {
+    let accounts = state.service.purge(body).await?;
+    let accounts: Vec<&str> = accounts.iter().map(|a| a.as_str()).collect();
+    state.lists.purge_accounts(&accounts).await;
+    Ok(crate::service::purged_answer(accounts.len()))
 }
 
 /// A passed-through API, counted under its own label only once it has one: unauthenticated

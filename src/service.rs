@@ -40,6 +40,7 @@ mod fetch;
 mod hit;
 mod lookup;
 mod purge;
+pub(crate) use purge::purged_answer;
 mod set;
 mod stale;
 

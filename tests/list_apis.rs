@@ -614,3 +614,38 @@ async fn upstream_faults_reach_every_caller_as_an_answer_or_a_tencent_error() {
     assert_eq!(healed, alone, "served again once healed");
     gw.shutdown().await;
 }
+
+/// `POST /admin/purge` drops the accounts' list entries too (an operator's "forget this user").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_drops_the_accounts_cached_status_and_check() {
+    let gw = gateway(ONLINE, 600_000, |config| {
+        with_list_api(config, CHECK, 600_000)
+    })
+    .await;
+    let ask = body(ONLINE, &["user9".into()], 0);
+    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Online");
+    let check = body(CHECK, &["user9".into()], 0);
+    gw.post(CHECK.path, &check).await;
+    gw.sim
+        .set_online_status("user9", "Offline")
+        .await
+        .expect("set");
+    assert_eq!(
+        status_of(&gw.post(ONLINE.path, &ask).await),
+        "Online",
+        "kept"
+    );
+    let purged = gw
+        .post("/admin/purge", &json!({"To_Account": ["user9"]}))
+        .await;
+    assert_eq!(purged["PurgedCount"], 1, "{purged}");
+    assert_eq!(status_of(&gw.post(ONLINE.path, &ask).await), "Offline");
+    let checks = calls_of(&gw, CHECK).len();
+    gw.post(CHECK.path, &check).await;
+    assert_eq!(
+        calls_of(&gw, CHECK).len(),
+        checks + 1,
+        "the check was purged too"
+    );
+    gw.shutdown().await;
+}

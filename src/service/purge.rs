@@ -24,21 +24,26 @@ struct PurgeRequest<'a> {
 }
 
 impl ProfileService {
-    /// Drops the accounts of a `{"To_Account": [...]}` body everywhere they are cached;
-    /// answers Tencent's envelope with how many distinct accounts were purged.
-    pub(crate) async fn purge(&self, body: &[u8]) -> Result<Bytes, Error> {
+    /// Drops the profiles of a `{"To_Account": [...]}` body's accounts everywhere they are
+    /// cached; the distinct accounts purged (the list reads' entries are the caller's job).
+    pub(crate) async fn purge(&self, body: &[u8]) -> Result<Vec<Account>, Error> {
         let accounts = decode_purge(body)?;
         for account in &accounts {
             self.invalidate(account).await;
         }
-        let answer = serde_json::json!({
-            "ActionStatus": "OK",
-            "ErrorCode": 0,
-            "ErrorInfo": "",
-            "PurgedCount": accounts.len(),
-        });
-        Ok(Bytes::from(answer.to_string()))
+        Ok(accounts)
     }
+}
+
+/// The answer to a purge of `count` accounts.
+pub(crate) fn purged_answer(count: usize) -> Bytes {
+    let answer = serde_json::json!({
+        "ActionStatus": "OK",
+        "ErrorCode": 0,
+        "ErrorInfo": "",
+        "PurgedCount": count,
+    });
+    Bytes::from(answer.to_string())
 }
 
 /// The distinct accounts of a purge body, in order; a bad body is the caller's error.
