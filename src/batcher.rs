@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::Span;
+use tracing::{Instrument as _, Span};
 
 use crate::cache::{AccountMiss, CacheTier, ProfileCache};
 use crate::error::Error;
@@ -139,22 +139,28 @@ impl Batcher {
     /// aligned with `misses`. Fails as a whole only when the upstream call failed as a whole.
     pub async fn fetch(&self, misses: Vec<AccountMiss>) -> Result<Vec<AccountFetch>, Error> {
         let (reply, answer) = oneshot::channel();
+        // The caller's wait for its batch: the flush span links to it.
+        let span = tracing::debug_span!("queue_wait", accounts = misses.len());
         let message = FetchMessage {
             misses,
             reply,
-            span: Span::current(),
+            span: span.clone(),
             request_id: request_id::CURRENT.try_with(RequestId::clone).ok(),
         };
-        self.tx
-            .send(message)
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        match tokio::time::timeout(self.caller_deadline, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::Internal(Arc::from(
-                "batch worker did not answer in time",
-            ))),
+        async {
+            self.tx
+                .send(message)
+                .await
+                .map_err(|_| Error::ShuttingDown)?;
+            match tokio::time::timeout(self.caller_deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(Error::ShuttingDown),
+                Err(_) => Err(Error::Internal(Arc::from(
+                    "batch worker did not answer in time",
+                ))),
+            }
         }
+        .instrument(span)
+        .await
     }
 }

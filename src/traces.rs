@@ -2,14 +2,17 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) turns on OTLP export
 //! over HTTP (`OTEL_EXPORTER_OTLP_PROTOCOL` = `http/protobuf`, the one protocol built in),
 //! named by `OTEL_SERVICE_NAME`, batched as `OTEL_BSP_*` say. Then each request's span
-//! continues the caller's W3C `traceparent` (its spans carry the caller's trace id), with the
-//! batch flushes below it as the logs show them. Off, nothing here runs on a request's path
-//! but one relaxed load.
+//! continues the caller's W3C `traceparent` (its spans carry the caller's trace id); each
+//! upstream attempt is an `upstream_call` span (its API, attempt, outcome and Tencent
+//! `ErrorCode`) under the request or the shared call it serves; a shared call (a `portrait_get`
+//! batch's `flush`, a list read's `list_call`) links to every caller it serves. Off, nothing
+//! here runs on a request's path but one relaxed load.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::runtime::Tokio;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
@@ -70,4 +73,29 @@ pub(crate) fn continue_trace(span: &Span, headers: &http::HeaderMap) {
     let extractor = opentelemetry_http::HeaderExtractor(headers);
     let caller = TraceContextPropagator::new().extract(&extractor);
     let _ = span.set_parent(caller);
+}
+
+/// The span context of `span` (a caller's), to link a shared call to; `None` when spans are not
+/// exported or it has none.
+pub(crate) fn caller_of(span: &Span) -> Option<SpanContext> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let context = span.context();
+    let caller = context.span().span_context().clone();
+    caller.is_valid().then_some(caller)
+}
+
+/// Links `span` (a shared call) to each distinct caller it serves.
+pub(crate) fn link_callers(span: &Span, callers: impl IntoIterator<Item = SpanContext>) {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut linked: Vec<SpanContext> = Vec::new();
+    for caller in callers {
+        if !linked.iter().any(|l| l.span_id() == caller.span_id()) {
+            span.add_link(caller.clone());
+            linked.push(caller);
+        }
+    }
 }

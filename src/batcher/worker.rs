@@ -84,6 +84,8 @@ struct Waiter {
     versions: Vec<Option<u64>>,
     /// The caller's request id, for the flush span.
     request_id: Option<RequestId>,
+    /// The caller's span, for the flush span's links (when traces are exported).
+    trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// What has arrived so far for one missed account of a caller.
@@ -249,6 +251,7 @@ impl BatchWorker {
         } else {
             String::new()
         };
+        let callers = self.caller_traces(id);
         let batch = self.batches.get_mut(&id).expect("queued batch exists");
         let stamps = batch.accounts.iter().map(|a| self.cache.stamp(a.as_str()));
         batch.dispatch_stamps = Some(stamps.collect());
@@ -269,6 +272,7 @@ impl BatchWorker {
             requests = %requests,
         );
         span.in_scope(|| debug!("flushing batch"));
+        crate::traces::link_callers(&span, callers);
         let call = BatchCall {
             path: self.path.clone(),
             metrics: self.metrics.clone(),
@@ -306,6 +310,15 @@ impl BatchWorker {
             .iter()
             .map(|a| versions.get(a).copied())
             .collect()
+    }
+
+    /// The callers' spans of batch `id` (empty unless traces are exported).
+    fn caller_traces(&self, id: BatchId) -> Vec<opentelemetry::trace::SpanContext> {
+        let waiters = self.batches[&id].waiters();
+        let traced = waiters
+            .iter()
+            .filter_map(|w| self.waiters.get(w)?.trace.clone());
+        traced.collect()
     }
 
     /// The request ids of `waiters`, comma-separated (callers without one are left out).

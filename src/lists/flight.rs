@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::answer::{self, IdAnswer};
 use super::metrics::ApiListMetrics;
@@ -46,6 +47,8 @@ struct Waiting {
     id: Arc<str>,
     flight: Arc<Flight>,
     since: Instant,
+    /// The caller's span, for the call's links (when traces are exported).
+    caller: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// The ids waiting under one set of options; exists while its sender task runs.
@@ -119,6 +122,7 @@ impl Flights {
         }
         let mut waits = Vec::with_capacity(ids.len());
         let mut start_sender = false;
+        let traced = crate::traces::caller_of(&tracing::Span::current());
         for id in ids {
             let key = (options.clone(), id.clone());
             if let Some(flight) = state.flights.get(&key) {
@@ -149,6 +153,7 @@ impl Flights {
                 id: id.clone(),
                 flight,
                 since: now,
+                caller: traced.clone(),
             });
             state.waiting += 1;
             waits.push(Wait { id, done: receiver });
@@ -250,7 +255,10 @@ impl Flights {
         let ids: Vec<Arc<str>> = batch.iter().map(|w| w.id.clone()).collect();
         caller.own.call_ids.observe(ids.len() as f64);
         let body = request::call_body(caller.spec, &fields, &ids);
-        let outcome = self.send(body, permit).await;
+        let span = tracing::debug_span!("list_call", api = caller.spec.label, ids = ids.len());
+        let callers = batch.iter().filter_map(|w| w.caller.clone());
+        crate::traces::link_callers(&span, callers);
+        let outcome = self.send(body, permit).instrument(span).await;
         if let Ok(answers) = &outcome {
             if !caller.ttl.is_zero() {
                 for waiting in &batch {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts};
+use tracing::Instrument as _;
 
 use crate::apis::Api;
 use crate::breaker::{Admission, Breaker, BreakerMetrics};
@@ -210,10 +211,19 @@ impl UpstreamPath {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let result = send().await;
+            let span = tracing::debug_span!(
+                "upstream_call",
+                api = self.api.label(),
+                attempt = i64::from(attempt),
+                outcome = tracing::field::Empty,
+                error_code = tracing::field::Empty,
+            );
+            let result = send().instrument(span.clone()).await;
             // The call has ended: its window slot is released one window from now.
             drop(permit);
             let (outcome, code) = judge(&result);
+            span.record("outcome", outcome.label());
+            span.record("error_code", code);
             let seconds = started.elapsed().as_secs_f64();
             plan.metrics
                 .record_upstream(&self.api, outcome, code, seconds);

@@ -64,6 +64,15 @@ impl GatewayProcess {
     /// A gateway in front of `sim` (its app's credentials, no caller auth), configured through
     /// the environment alone; `env` adds or overrides keys.
     pub async fn in_front_of(sim: &Sim, env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::in_front_of_with(sim, &[], env).await
+    }
+
+    /// As [`GatewayProcess::in_front_of`], with command-line `args` (`--config FILE`, say).
+    pub async fn in_front_of_with(
+        sim: &Sim,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> GatewayProcess {
         let listen = free_addr();
         let (listen_text, sdkappid, base_url) =
             (listen.to_string(), SDKAPPID.to_string(), sim.base_url());
@@ -76,7 +85,7 @@ impl GatewayProcess {
             ("TIM_GATEWAY__AUTH__MODE", "none"),
         ];
         all.extend_from_slice(env);
-        GatewayProcess::spawn(listen, &[], &all).await
+        GatewayProcess::spawn(listen, args, &all).await
     }
 
     /// Sends `signal` (`-HUP`, ...) to the process.

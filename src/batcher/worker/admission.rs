@@ -38,6 +38,7 @@ impl BatchWorker {
                 pending,
                 versions,
                 request_id,
+                trace: crate::traces::caller_of(&span),
             },
         );
         let mut joined = 0u64;
