@@ -44,7 +44,9 @@ use rendered::RenderBudget;
 pub(crate) use rendered::{PairCounts, Render, TagListKey};
 use table::AccountTable;
 pub use tier::{AccountMiss, CacheTier};
-pub(crate) use tier::{Claim, SharedTier, TierAnswer, TierWrite};
+pub(crate) use tier::{
+    Claim, ListKeys, ListTierAnswer, ListTierWrite, SharedTier, TierAnswer, TierWrite,
+};
 
 /// Cheap-to-clone handle to the gateway's caches.
 #[derive(Clone)]

@@ -40,7 +40,10 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::apis::WINDOW;
-use crate::cache::{AccountMiss, ProfileCache, SharedTier, TierAnswer, TierWrite};
+use crate::cache::{
+    AccountMiss, ListKeys, ListTierAnswer, ListTierWrite, ProfileCache, SharedTier, TierAnswer,
+    TierWrite,
+};
 use crate::config::Config;
 use crate::ratelimit::{BudgetSource, SharedBudget};
 use crate::readiness::Report;
@@ -173,5 +176,33 @@ impl SharedTier for Fleet {
 
     fn invalidate_list<'a>(&'a self, api: &'a str, id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.tier.invalidate_list(api, id))
+    }
+
+    fn list_lookup<'a>(
+        &'a self,
+        keys: ListKeys<'a>,
+        ids: &'a [Arc<str>],
+        read: bool,
+    ) -> BoxFuture<'a, Option<Vec<ListTierAnswer>>> {
+        Box::pin(self.tier.list_lookup(keys, ids, read))
+    }
+
+    fn list_put<'a>(
+        &'a self,
+        keys: ListKeys<'a>,
+        fetched: &'a [(Arc<str>, ListTierWrite)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.tier.list_put(keys, fetched, ttl))
+    }
+
+    fn list_wait_filled<'a>(
+        &'a self,
+        keys: ListKeys<'a>,
+        ids: &'a [Arc<str>],
+        since: Instant,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Vec<bool>> {
+        Box::pin(self.tier.list_wait_filled(keys, ids, since, deadline))
     }
 }

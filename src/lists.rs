@@ -11,13 +11,16 @@
 //! | --- | --- |
 //! | `lists.rs` | [`ListApis`] (routing, invalidation, rates) and a request's driver |
 //! | `lists/request.rs` | a caller's request checked, split into options and ids; call bodies |
+//! | `lists/shared.rs` | in a fleet: the shared tier and peers' fetches before any call |
 //! | `lists/flight.rs` | the flights: queues per options, the sender, the calls |
 //! | `lists/answer.rs` | upstream answers split per id; callers' answers assembled |
 //! | `lists/metrics.rs` | `list_ids_total`, `list_call_ids` |
 //!
-//! Invalidation (`State.StateChange` for presence, group callbacks for groups, `POST
-//! /admin/purge`) drops an id on this gateway at once and, in a fleet, on every gateway through
-//! the tier's channel.
+//! In a fleet the misses go to the shared tier first (`lists/shared.rs`): kept entries, peers'
+//! fetches awaited, the rest claimed and fetched here, so an id asked on many gateways at once
+//! is fetched once. Invalidation (`State.StateChange` for presence, group callbacks for groups,
+//! `POST /admin/purge`) drops an id on this gateway at once and, in a fleet, in Redis and on
+//! every gateway through the tier's channel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +41,7 @@ mod answer;
 mod flight;
 mod metrics;
 mod request;
+mod shared;
 
 use flight::{Caller, Flights};
 use metrics::ListMetrics;
@@ -83,6 +87,7 @@ impl ListApis {
                     index: index as u8,
                     path,
                     cache: cache.clone(),
+                    tier: tier.clone(),
                     ttl: settings.ttl,
                     max_wait: config.limits.max_queue_wait,
                     attempt_timeout: config.upstream.timeout,
@@ -171,18 +176,56 @@ impl ListPath {
         let caller = self.flights.caller();
         let request = request::decode(caller.spec, body)?;
         let started = Instant::now();
-        let mut found: HashMap<Arc<str>, Option<ListEntry>> = HashMap::new();
+        let (mut found, mut misses) = self.look_in_cache(&request, started);
+        // The sender bounds every wait (a permit within max_wait, then the call's own
+        // deadline); this only catches a call that was lost.
+        let deadline = started
+            + 2 * (caller.max_wait + caller.attempt_timeout)
+            + std::time::Duration::from_secs(1);
+        let tier = caller.tier.shared().filter(|_| !misses.is_empty());
+        let mut peers = shared::Peers::default();
+        if let Some(tier) = tier {
+            let fleet = shared::look_up(tier.as_ref(), caller, &request.options, misses).await;
+            found.extend(fleet.found);
+            (misses, peers) = (fleet.fetch, fleet.theirs);
+        }
+        let mut waits = self.join(&request, misses)?;
+        if let (Some(tier), false) = (tier, peers.is_empty()) {
+            // A peer's fetch is awaited as long as one of ours could take, no longer.
+            let peers_by = started + caller.max_wait + caller.attempt_timeout;
+            let rest = peers.wait(tier.as_ref(), caller, &request.options, peers_by);
+            let rest = rest.await;
+            found.extend(rest.found);
+            waits.extend(self.join(&request, rest.fetch)?);
+        }
+        for wait in waits {
+            let id = wait.id.clone();
+            let fetched = wait.outcome(deadline).await?;
+            found.insert(id, fetched.map(|a| a.entry));
+        }
+        let entries = request
+            .ids
+            .iter()
+            .map(|id| found.get(id).and_then(Option::as_ref));
+        Ok(answer::assemble(caller.spec, &request.fields, entries))
+    }
+
+    /// The request's distinct ids answered from this gateway's cache (`ttl_ms > 0`), and the
+    /// rest, in order.
+    fn look_in_cache(
+        &self,
+        request: &request::ListRequest,
+        now: Instant,
+    ) -> (Found, Vec<Arc<str>>) {
+        let caller = self.flights.caller();
+        let mut found = HashMap::new();
         let mut misses = Vec::new();
         for id in &request.ids {
             if found.contains_key(id) || misses.contains(id) {
                 continue;
             }
             let cached = (!caller.ttl.is_zero())
-                .then(|| {
-                    caller
-                        .cache
-                        .get(caller.index, id, &request.options, started)
-                })
+                .then(|| caller.cache.get(caller.index, id, &request.options, now))
                 .flatten();
             match cached {
                 Some(entry) => {
@@ -192,28 +235,24 @@ impl ListPath {
                 None => misses.push(id.clone()),
             }
         }
-        if !misses.is_empty() {
-            let waits = self
-                .flights
-                .join(&request.options, &request.fields, misses)?;
-            // The sender bounds every wait (a permit within max_wait, then the call's own
-            // deadline); this only catches a call that was lost.
-            let deadline = started
-                + 2 * (caller.max_wait + caller.attempt_timeout)
-                + std::time::Duration::from_secs(1);
-            for wait in waits {
-                let id = wait.id.clone();
-                let fetched = wait.outcome(deadline).await?;
-                found.insert(id, fetched.map(|a| a.entry));
-            }
+        (found, misses)
+    }
+
+    /// `ids` joined to this gateway's flights (none: nothing to wait for).
+    fn join(
+        &self,
+        request: &request::ListRequest,
+        ids: Vec<Arc<str>>,
+    ) -> Result<Vec<flight::Wait>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let entries = request
-            .ids
-            .iter()
-            .map(|id| found.get(id).and_then(Option::as_ref));
-        Ok(answer::assemble(caller.spec, &request.fields, entries))
+        self.flights.join(&request.options, &request.fields, ids)
     }
 }
+
+/// The entries found for a request's ids so far (`None`: the upstream left the id out).
+type Found = HashMap<Arc<str>, Option<ListEntry>>;
 
 /// `passthrough.limits[label]`, else Tencent's default for the API.
 fn rate_of(spec: &ListSpec, passthrough: &PassThroughConfig) -> std::num::NonZeroU32 {

@@ -649,3 +649,220 @@ async fn a_purge_drops_the_accounts_cached_status_and_check() {
     );
     gw.shutdown().await;
 }
+
+/// The ids a fleet test asks for: known to the sim, none failing there (a per-id failure is
+/// never shared: each gateway fetches its own), for member info group1's members and others.
+fn fleet_id(spec: &ListSpec, n: usize) -> String {
+    match spec.label {
+        "group_open_http_svc/get_specified_group_member_info" => format!("user{}", n % 30 + 30),
+        _ => format!("user{}", 30 + n),
+    }
+}
+
+/// How many times each id was sent upstream, across every call of `spec`.
+fn sends_per_id(sim: &tim_gateway::sim::Sim, spec: &ListSpec) -> HashMap<String, usize> {
+    let mut sends = HashMap::new();
+    for call in sim.calls().into_iter().filter(|c| c.path == spec.path) {
+        for id in call.accounts {
+            *sends.entry(id).or_default() += 1;
+        }
+    }
+    sends
+}
+
+/// A fleet of three gateways whose callers all ask, at the same moment, for overlapping new
+/// ids: each id is sent upstream once in the whole fleet (one gateway claims it, the others
+/// wait for that fetch and answer from what it shared), and every caller's answer equals the
+/// sim's answer to its own request. With a TTL the fleet keeps each id in the shared tier: a
+/// fourth round on any gateway costs nothing upstream.
+async fn an_id_asked_on_every_gateway_at_once_is_fetched_once(spec: &'static ListSpec, ttl: u64) {
+    let fleet = support::fleet::TestFleet::start(
+        3,
+        |sim| sim.latency = Duration::from_millis(400),
+        |config| with_list_api(config, spec, ttl),
+    )
+    .await;
+    let requests: Vec<Value> = (0..30)
+        .map(|caller| {
+            let ids = (0..12).map(|k| fleet_id(spec, (caller * 7 + k * 2) % 60));
+            body(spec, &ids.collect::<Vec<_>>(), 0)
+        })
+        .collect();
+    let callers = fleet.callers();
+    let answers = futures_util::future::join_all(requests.iter().enumerate().map(|(i, r)| {
+        let caller = callers[i % callers.len()].clone();
+        async move { caller.post(spec.path, r).await }
+    }))
+    .await;
+    let sends = sends_per_id(&fleet.sim, spec);
+    let asked: std::collections::HashSet<String> = (0..60).map(|n| fleet_id(spec, n)).collect();
+    let metrics = futures_util::future::join_all(fleet.gateways.iter().map(|g| async {
+        let (_, text) = g.send("GET", "/metrics", "").await;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let ours = |l: &&str| l.starts_with("tim_gateway_list_ids") || l.contains("list_");
+        text.lines().filter(ours).collect::<Vec<_>>().join("\n")
+    }))
+    .await;
+    let sample = format!(
+        "tim_gateway_list_ids_total{{api=\"{}\",source=\"shared\"}}",
+        spec.label
+    );
+    let shared: f64 = metrics
+        .iter()
+        .filter_map(|m| support::metric_value(m, &sample))
+        .sum();
+    assert!(
+        shared > 0.0,
+        "peers answered from the shared tier:\n{metrics:?}"
+    );
+    for id in &asked {
+        assert_eq!(sends.get(id), Some(&1), "{id} sent {sends:?}");
+    }
+    fleet.sim.set_latency(Duration::ZERO);
+    let direct = Caller::new(fleet.sim.addr());
+    for (request, answer) in requests.iter().zip(&answers) {
+        let alone = direct.post(spec.path, request).await;
+        assert_eq!(answer, &alone, "the fleet's answer to {request}");
+    }
+    if ttl > 0 {
+        let before = sends_per_id(&fleet.sim, spec);
+        for (i, request) in requests.iter().enumerate() {
+            callers[(i + 1) % callers.len()]
+                .post(spec.path, request)
+                .await;
+        }
+        assert_eq!(sends_per_id(&fleet.sim, spec), before, "kept fleet-wide");
+    }
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_status_asked_across_a_fleet_is_fetched_once() {
+    an_id_asked_on_every_gateway_at_once_is_fetched_once(ONLINE, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_checks_asked_across_a_fleet_are_fetched_once_and_kept() {
+    an_id_asked_on_every_gateway_at_once_is_fetched_once(CHECK, 60_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_asked_across_a_fleet_are_fetched_once() {
+    an_id_asked_on_every_gateway_at_once_is_fetched_once(MEMBERS, 0).await;
+}
+
+/// A gateway SIGKILLed while it fetches ids it claimed: the peer waiting on its claim waits no
+/// longer than the claim lives (the longest a fetch can take), then fetches for itself; its
+/// caller gets the sim's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_fetch_leaves_its_ids_to_the_fleet() {
+    let quick = |config: &mut Config| {
+        with_list_api(config, ONLINE, 0);
+        config.limits.max_queue_wait = Duration::from_millis(500);
+        config.upstream.timeout = Duration::from_millis(1_000);
+    };
+    let fleet = support::fleet::TestFleet::start(1, |_| {}, quick).await;
+    let dir = std::env::temp_dir().join(format!("tim-gateway-lists-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("tim-gateway.toml");
+    let config = format!("[list_apis.\"{}\"]\nttl_ms = 0\n", ONLINE.label);
+    std::fs::write(&file, config).expect("config");
+    let args = ["--config", file.to_str().expect("utf-8 path")];
+    let env = [
+        ("TIM_GATEWAY__LIMITS__MAX_QUEUE_WAIT_MS", "500"),
+        ("TIM_GATEWAY__UPSTREAM__TIMEOUT_MS", "1000"),
+    ];
+    let mut doomed =
+        support::fleet::process_member_with(&fleet.sim, &fleet.redis, &args, &env).await;
+    fleet.sim.set_latency(Duration::from_millis(800));
+    let ask = body(ONLINE, &["user40".into()], 1);
+    let doomed_caller = Caller::clone(&doomed);
+    let first = tokio::spawn({
+        let ask = ask.clone();
+        async move {
+            let query = format!("{}?{}", ONLINE.path, support::auth_query());
+            let sent = doomed_caller.try_send_with("POST", &query, &[], ask.to_string());
+            sent.await.map(|_| ())
+        }
+    });
+    let claimed = support::eventually(Duration::from_secs(5), || async {
+        sends_per_id(&fleet.sim, ONLINE).contains_key("user40")
+    });
+    assert!(claimed.await, "the doomed gateway fetched");
+    let survivor = Caller::clone(&fleet.gateways[0]);
+    let second = tokio::spawn(async move {
+        let started = Instant::now();
+        (survivor.post(ONLINE.path, &ask).await, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    doomed.kill();
+    let killed_at = Instant::now();
+    assert!(
+        first.await.expect("joined").is_err(),
+        "the doomed caller's connection died"
+    );
+    let (answer, took) = second.await.expect("joined");
+    let sends = sends_per_id(&fleet.sim, ONLINE);
+    assert_eq!(
+        sends.get("user40"),
+        Some(&2),
+        "the doomed fetch, then the survivor's"
+    );
+    let last = fleet
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == ONLINE.path)
+        .last();
+    let waited = last.is_some_and(|call| call.at >= killed_at);
+    assert!(
+        waited,
+        "the survivor waited on the claim instead of fetching at once"
+    );
+    fleet.sim.set_latency(Duration::ZERO);
+    let alone = Caller::new(fleet.sim.addr())
+        .post(ONLINE.path, &body(ONLINE, &["user40".into()], 1))
+        .await;
+    assert_eq!(
+        answer, alone,
+        "answered by its own fetch after the claim lapsed"
+    );
+    eprintln!("the peer's caller was answered in {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    fleet.shutdown().await;
+}
+
+/// Redis killed under a fleet's list reads: every gateway fetches for itself, as a standalone
+/// gateway would, and every caller still gets the sim's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_reads_survive_the_loss_of_redis() {
+    let mut fleet = support::fleet::TestFleet::start(
+        2,
+        |sim| sim.latency = Duration::from_millis(50),
+        |config| with_list_api(config, ONLINE, 60_000),
+    )
+    .await;
+    fleet.redis.kill();
+    let requests: Vec<Value> = (0..20)
+        .map(|caller| {
+            let ids = (0..10).map(|k| fleet_id(ONLINE, (caller * 3 + k) % 40));
+            body(ONLINE, &ids.collect::<Vec<_>>(), (caller % 2) as u8)
+        })
+        .collect();
+    let callers = fleet.callers();
+    let answers = futures_util::future::join_all(requests.iter().enumerate().map(|(i, r)| {
+        let caller = callers[i % 2].clone();
+        async move { caller.post(ONLINE.path, r).await }
+    }))
+    .await;
+    fleet.sim.set_latency(Duration::ZERO);
+    let direct = Caller::new(fleet.sim.addr());
+    for (request, answer) in requests.iter().zip(&answers) {
+        assert_eq!(
+            answer,
+            &direct.post(ONLINE.path, request).await,
+            "{request}"
+        );
+    }
+    fleet.shutdown().await;
+}

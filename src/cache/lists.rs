@@ -23,11 +23,11 @@ const SLOT_OVERHEAD: u32 = 96;
 
 /// One id's answer under one set of options: which array of the answer it goes in, its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ListEntry {
+pub struct ListEntry {
     /// Its position among the API's answer arrays.
-    pub(crate) list: u8,
+    pub list: u8,
     /// The entry's JSON text as the upstream sent it.
-    pub(crate) raw: Arc<str>,
+    pub raw: Arc<str>,
 }
 
 #[derive(Clone)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::ListEntry;
 use crate::wire::{Account, RawJson, Tag};
 
 /// The tags of one account a caller could not answer from the cache.
@@ -61,6 +62,37 @@ pub struct TierWrite {
     pub values: Vec<(Tag, Option<RawJson>)>,
 }
 
+/// What the shared tier had for one id of a list read.
+#[derive(Debug, Clone)]
+pub enum ListTierAnswer {
+    /// Its entry (`None`: the upstream left the id out), fetched by a gateway of the fleet.
+    Found(Option<ListEntry>),
+    /// This gateway fetches it (its claim).
+    Mine,
+    /// A peer is fetching it; its claim lapses in this long.
+    Theirs(Duration),
+}
+
+/// What this gateway's fetch of one claimed id of a list read came to.
+#[derive(Debug, Clone)]
+pub enum ListTierWrite {
+    /// An entry to share.
+    Entry(ListEntry),
+    /// The upstream left the id out.
+    Absent,
+    /// Nothing to share (a per-id or whole-call failure): the claim ends, waiters fetch.
+    Release,
+}
+
+/// The ids of one list read under one set of options, as the shared tier keys them.
+#[derive(Debug, Clone, Copy)]
+pub struct ListKeys<'a> {
+    /// The API's label.
+    pub api: &'a str,
+    /// The request's options (canonical JSON): the same id under other options is another entry.
+    pub options: &'a str,
+}
+
 /// A cache tier shared by several gateways (the fleet's Redis).
 pub trait SharedTier: Send + Sync + 'static {
     /// Looks every miss up in one round trip, answers aligned with `misses`; `None` when the
@@ -99,6 +131,36 @@ pub trait SharedTier: Send + Sync + 'static {
     /// (this gateway's own cache is the caller's job); kept and sent later when the tier is
     /// unavailable.
     fn invalidate_list<'a>(&'a self, api: &'a str, id: &'a str) -> BoxFuture<'a, ()>;
+
+    /// A list read's ids in one round trip, claiming each it has no entry for unless a peer's
+    /// claim holds it; entries are read only with `read` (a TTL, or after a peer's fetch).
+    /// `None` when the tier is unavailable.
+    fn list_lookup<'a>(
+        &'a self,
+        keys: ListKeys<'a>,
+        ids: &'a [Arc<str>],
+        read: bool,
+    ) -> BoxFuture<'a, Option<Vec<ListTierAnswer>>>;
+
+    /// Shares what this gateway's fetch of claimed ids brought (kept `ttl`, or only long
+    /// enough for the waiting peers to read it when zero), ends the claims and wakes the
+    /// peers waiting on them.
+    fn list_put<'a>(
+        &'a self,
+        keys: ListKeys<'a>,
+        fetched: &'a [(Arc<str>, ListTierWrite)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()>;
+
+    /// Waits until a peer's fetch of each of `ids` ended (heard of since `since`), until
+    /// `deadline`, or until the tier becomes unavailable; which ended, aligned.
+    fn list_wait_filled<'a>(
+        &'a self,
+        keys: ListKeys<'a>,
+        ids: &'a [Arc<str>],
+        since: Instant,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Vec<bool>>;
 }
 
 /// What stands behind each gateway's L1; cheap to clone.

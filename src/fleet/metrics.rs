@@ -61,10 +61,14 @@ pub(crate) enum Command {
     Pace,
     /// End claims on accounts whose fetch failed.
     ReleaseClaims,
+    /// Read (and claim) a list read's ids in the shared tier.
+    ListGet,
+    /// Write a list read's fetched ids, ending their claims.
+    ListPut,
 }
 
 impl Command {
-    const ALL: [Command; 10] = [
+    const ALL: [Command; 12] = [
         Command::Acquire,
         Command::Release,
         Command::CacheGet,
@@ -75,6 +79,8 @@ impl Command {
         Command::Heartbeat,
         Command::Pace,
         Command::ReleaseClaims,
+        Command::ListGet,
+        Command::ListPut,
     ];
 
     fn label(self) -> &'static str {
@@ -89,6 +95,8 @@ impl Command {
             Command::Heartbeat => "heartbeat",
             Command::Pace => "pace",
             Command::ReleaseClaims => "release_claims",
+            Command::ListGet => "list_get",
+            Command::ListPut => "list_put",
         }
     }
 }

@@ -364,7 +364,7 @@ fn decode_value(text: &str) -> Option<Option<RawJson>> {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

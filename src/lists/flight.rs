@@ -6,7 +6,8 @@
 //! run on their own tasks (several may be in flight under the limiter), each through the
 //! API's one attempt loop (breaker, retries within their budget, 60007 pacing). What comes
 //! back is cached first (`ttl_ms > 0`, successes only, fenced by the id's invalidation stamp),
-//! then handed to every waiter of each id.
+//! then handed to every waiter of each id, then, in a fleet, shared with the peers waiting on
+//! this gateway's claims (`shared.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use super::metrics::ApiListMetrics;
 use super::request;
 use crate::apis::ListSpec;
 use crate::breaker::Admission;
-use crate::cache::{ListCache, ListStamp};
+use crate::cache::{CacheTier, ListCache, ListKeys, ListStamp, ListTierWrite};
 use crate::error::Error;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::CallPermit;
@@ -71,6 +72,8 @@ pub(super) struct Caller {
     pub index: u8,
     pub path: UpstreamPath,
     pub cache: ListCache,
+    /// In a fleet, where fetched ids are shared and claims end (`shared.rs`).
+    pub tier: CacheTier,
     /// Zero: nothing is cached.
     pub ttl: Duration,
     pub max_wait: Duration,
@@ -283,12 +286,33 @@ impl Flights {
                 remove_flight(&mut state, &options, waiting);
             }
         }
+        // What the fleet is given: nothing of an id invalidated since its fetch was queued.
+        let shared: Vec<(Arc<str>, ListTierWrite)> = batch
+            .iter()
+            .map(|waiting| {
+                let fetched = outcome.as_ref().ok().map(|a| a.get(&waiting.id));
+                let current = caller.cache.is_current(waiting.flight.stamp);
+                let write = if current {
+                    share(fetched)
+                } else {
+                    ListTierWrite::Release
+                };
+                (waiting.id.clone(), write)
+            })
+            .collect();
         for waiting in batch {
             let fetched = match &outcome {
                 Ok(answers) => Ok(answers.get(&waiting.id).cloned()),
                 Err(e) => Err(e.clone()),
             };
             waiting.flight.done.send_replace(Some(fetched));
+        }
+        if let Some(tier) = caller.tier.shared() {
+            let keys = ListKeys {
+                api: caller.spec.label,
+                options: &options,
+            };
+            tier.list_put(keys, &shared, caller.ttl).await;
         }
     }
 
@@ -335,6 +359,16 @@ impl Wait {
                 "a list read's upstream call was lost",
             ))),
         }
+    }
+}
+
+/// What of one id's fetch the fleet is given: an entry, an id left out, or nothing (a failure,
+/// of the id or of the whole call: the claim ends and the peers fetch for themselves).
+fn share(fetched: Option<Option<&IdAnswer>>) -> ListTierWrite {
+    match fetched {
+        Some(Some(answer)) if !answer.failed => ListTierWrite::Entry(answer.entry.clone()),
+        Some(None) => ListTierWrite::Absent,
+        Some(Some(_)) | None => ListTierWrite::Release,
     }
 }
 

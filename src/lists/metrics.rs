@@ -27,7 +27,8 @@ impl ListMetrics {
                 Opts::new(
                     "list_ids_total",
                     "Ids callers asked coalesced list reads for, by where each was answered \
-                     from: cache, joined (a call in flight for another caller) or fetched",
+                     from: cache, shared (the fleet's shared tier or a peer's fetch), joined (a call \
+                     in flight for another caller) or fetched",
                 ),
                 &["api", "source"],
             )),
@@ -44,6 +45,7 @@ impl ListMetrics {
         let source = |s: &str| self.ids.with_label_values(&[label, s]);
         ApiListMetrics {
             cached: source("cache"),
+            shared: source("shared"),
             joined: source("joined"),
             fetched: source("fetched"),
             call_ids: self.call_ids.with_label_values(&[label]),
@@ -56,6 +58,8 @@ impl ListMetrics {
 pub(crate) struct ApiListMetrics {
     /// Ids answered from the cache.
     pub(crate) cached: IntCounter,
+    /// Ids answered from the fleet's shared tier (kept, or a peer's fetch waited for).
+    pub(crate) shared: IntCounter,
     /// Ids that rode on a call another caller's request had started.
     pub(crate) joined: IntCounter,
     /// Ids this request put into an upstream call.

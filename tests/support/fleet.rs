@@ -323,10 +323,20 @@ pub async fn process_member(
     redis: &RedisServer,
     env: &[(&str, &str)],
 ) -> super::process::GatewayProcess {
+    process_member_with(sim, redis, &[], env).await
+}
+
+/// As [`process_member`], with command-line `args` (`--config FILE`, say).
+pub async fn process_member_with(
+    sim: &Sim,
+    redis: &RedisServer,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> super::process::GatewayProcess {
     let url = redis.url();
     let mut all = vec![("TIM_GATEWAY__FLEET__REDIS_URL", url.as_str())];
     all.extend_from_slice(env);
-    let member = super::process::GatewayProcess::in_front_of(sim, &all).await;
+    let member = super::process::GatewayProcess::in_front_of_with(sim, args, &all).await;
     let sample = "tim_gateway_fleet_mode{mode=\"fleet\"}";
     let in_fleet = super::eventually(Duration::from_secs(20), || async {
         member.metric(sample).await == Some(1.0)
