@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use parking_lot::Mutex;
 
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, LiveDuration};
 use crate::error::Error;
 use crate::wire::{Account, RawJson, Tag};
 
@@ -57,7 +57,8 @@ type Hasher = foldhash::fast::RandomState;
 
 struct Inner {
     profiles: AccountTable,
-    ttl: Duration,
+    /// `cache.ttl_seconds`, changed live by a reload (for values stored from then on).
+    ttl: LiveDuration,
     /// How long past its TTL a slot is kept (for serve-stale and stale-while-revalidate).
     stale_keep: Duration,
     /// Accounts Tencent said do not exist (40003 per account), answered locally for a while.
@@ -138,7 +139,7 @@ impl ProfileCache {
         });
         ProfileCache(Arc::new(Inner {
             profiles,
-            ttl: config.ttl,
+            ttl: LiveDuration::new(config.ttl),
             stale_keep: config.stale_if_error.max(config.stale_while_revalidate),
             failures,
             missing_tags,
@@ -147,6 +148,12 @@ impl ProfileCache {
             render_budget: RenderBudget::new(config.rendered_entry_bytes),
             lists: ListCache::new(config.list_cache_bytes),
         }))
+    }
+
+    /// Sets the lifetime of values stored from now on (a reload's `cache.ttl_seconds`); values
+    /// already stored keep the expiry they were given.
+    pub(crate) fn set_ttl(&self, ttl: Duration) {
+        self.0.ttl.set(ttl);
     }
 
     /// The invalidation stamp of `account`. Read it before the account's entry: the stamp is
@@ -214,7 +221,7 @@ impl ProfileCache {
         dispatched: Stamp,
         now: Instant,
     ) {
-        self.store_until(account, values, dispatched, now, now + self.0.ttl);
+        self.store_until(account, values, dispatched, now, now + self.0.ttl.get());
     }
 
     /// [`ProfileCache::store`] with values fresh until `fresh_until` (values read from the

@@ -178,6 +178,10 @@ impl SharedTier for Fleet {
         Box::pin(self.tier.invalidate_list(api, id))
     }
 
+    fn set_ttl(&self, ttl: Duration) {
+        self.tier.set_ttl(ttl);
+    }
+
     fn list_lookup<'a>(
         &'a self,
         keys: ListKeys<'a>,

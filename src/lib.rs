@@ -37,7 +37,7 @@
 //! | `demo` | `tim-gateway demo`: the gateway in front of the sim, and a ready curl |
 //! | `shutdown` | the SIGTERM / Ctrl-C future that starts the drain |
 //! | `traces` | OpenTelemetry export when the OTEL_* variables ask; a request's span continues the caller's traceparent |
-//! | `reload` | a config read again on SIGHUP: the rates applied live, the rest kept until a restart |
+//! | `reload` | a config read again on SIGHUP: the rates and TTLs applied live, the rest kept until a restart |
 //! | `wiring` | builds every component from the config, plugs the fleet into its seams, serves |
 //!
 //! Imports between these modules run one way (`tests/architecture.rs` fails on any circle):

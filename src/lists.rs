@@ -31,7 +31,7 @@ use bytes::Bytes;
 use crate::apis::{self, Api, ListSpec};
 use crate::breaker::Breaker;
 use crate::cache::{CacheTier, ListCache, ListEntry};
-use crate::config::{Config, PassThroughConfig};
+use crate::config::{Config, ListApisConfig, LiveDuration, PassThroughConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::ratelimit::UpstreamLimiter;
@@ -88,7 +88,7 @@ impl ListApis {
                     path,
                     cache: cache.clone(),
                     tier: tier.clone(),
-                    ttl: settings.ttl,
+                    ttl: LiveDuration::new(settings.ttl),
                     max_wait: config.limits.max_queue_wait,
                     attempt_timeout: config.upstream.timeout,
                     metrics: metrics.clone(),
@@ -130,6 +130,16 @@ impl ListApis {
 
     /// Drops `accounts` from every list read whose ids are accounts (`POST /admin/purge`), here
     /// and on every gateway.
+    /// Sets each enabled row's `ttl_ms` as `wanted` says (a reload; turning a row on or off
+    /// takes a restart). What was kept stays until its own expiry.
+    pub(crate) fn set_ttls(&self, wanted: &ListApisConfig) {
+        for path in &self.0.paths {
+            if let Some(settings) = wanted.enabled(path.spec().label) {
+                path.flights.caller().ttl.set(settings.ttl);
+            }
+        }
+    }
+
     pub(crate) async fn purge_accounts(&self, accounts: &[&str]) {
         for spec in apis::LIST_TABLE.iter().filter(|s| s.ids_are_accounts) {
             self.invalidate(spec.label, accounts).await;

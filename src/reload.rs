@@ -2,9 +2,11 @@
 //! are read again by the binary and handed here as a [`Reload`]. A valid config is applied where
 //! it can change live, without dropping a connection or a caller: the upstream rates
 //! (`limits.requests_per_second`, `limits.set_requests_per_second`, the pass-through's
-//! `default_requests_per_second` and `limits`, which also name the list reads' rates; in a fleet, the budgets this gateway asks Redis
-//! for). Every other changed key is reported in the log and keeps
-//! its running value until a restart. An invalid file is refused with one log line and the
+//! `default_requests_per_second` and `limits`, which also name the list reads' rates; in a
+//! fleet, the budgets this gateway asks Redis for), the profile TTL (`cache.ttl_seconds`, for
+//! values stored from then on, in L1 and the fleet's tier) and each enabled list read's
+//! `ttl_ms`. Every other changed key is reported in the log and keeps its running value until a
+//! restart. An invalid file is refused with one log line and the
 //! running config stays. Both are counted in `config_reloads_total{result}`, and the config in
 //! force is logged (secrets redacted) after each reload.
 
@@ -12,6 +14,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::cache::{CacheTier, ProfileCache};
 use crate::config::Config;
 use crate::lists::ListApis;
 use crate::metrics::Metrics;
@@ -29,27 +32,29 @@ pub enum Reload {
 /// Where reloads go: the binary's SIGHUP handler keeps the sender.
 pub type Reloads = mpsc::Receiver<Reload>;
 
+/// The running gateway's parts a reload changes.
+pub(crate) struct Live {
+    /// portrait_get's limiter.
+    pub(crate) get: UpstreamLimiter,
+    /// portrait_set's limiter.
+    pub(crate) set: UpstreamLimiter,
+    pub(crate) passthrough: PassThrough,
+    pub(crate) lists: ListApis,
+    pub(crate) cache: ProfileCache,
+    pub(crate) tier: CacheTier,
+}
+
 /// Applies reloads to the running gateway.
 pub(crate) struct Reloader {
     running: Config,
-    get: UpstreamLimiter,
-    set: UpstreamLimiter,
-    passthrough: PassThrough,
-    lists: ListApis,
+    live: Live,
     applied: IntCounter,
     refused: IntCounter,
 }
 
 impl Reloader {
-    /// For a gateway running `config` whose cached APIs' limiters are `get` and `set`.
-    pub(crate) fn new(
-        config: &Config,
-        get: UpstreamLimiter,
-        set: UpstreamLimiter,
-        passthrough: PassThrough,
-        lists: ListApis,
-        metrics: &Metrics,
-    ) -> Reloader {
+    /// For a gateway running `config`, changing `live`.
+    pub(crate) fn new(config: &Config, live: Live, metrics: &Metrics) -> Reloader {
         let results = metrics.register(IntCounterVec::new(
             Opts::new(
                 "config_reloads_total",
@@ -60,10 +65,7 @@ impl Reloader {
         ));
         Reloader {
             running: config.clone(),
-            get,
-            set,
-            passthrough,
-            lists,
+            live,
             applied: results.with_label_values(&["applied"]),
             refused: results.with_label_values(&["invalid"]),
         }
@@ -83,32 +85,8 @@ impl Reloader {
     }
 
     fn apply(&mut self, new: Config) {
-        let (new_get, new_set) = (
-            new.limits.requests_per_second,
-            new.limits.set_requests_per_second,
-        );
-        let mut applied = Vec::new();
-        if new_get != self.running.limits.requests_per_second {
-            self.get.set_rate(new_get);
-            self.running.limits.requests_per_second = new_get;
-            applied.push("limits.requests_per_second");
-        }
-        if new_set != self.running.limits.set_requests_per_second {
-            self.set.set_rate(new_set);
-            self.running.limits.set_requests_per_second = new_set;
-            applied.push("limits.set_requests_per_second");
-        }
-        let (running, wanted) = (&self.running.passthrough, &new.passthrough);
-        if (running.default_requests_per_second, &running.limits)
-            != (wanted.default_requests_per_second, &wanted.limits)
-        {
-            self.passthrough.set_rates(wanted);
-            self.lists.set_rates(wanted);
-            self.running.passthrough.default_requests_per_second =
-                wanted.default_requests_per_second;
-            self.running.passthrough.limits = wanted.limits.clone();
-            applied.push("passthrough.default_requests_per_second / passthrough.limits");
-        }
+        let mut applied = self.apply_rates(&new);
+        applied.extend(self.apply_ttls(&new));
         let kept = needs_a_restart(&self.running, &new);
         self.applied.inc();
         info!(
@@ -117,6 +95,65 @@ impl Reloader {
             config = ?self.running,
             "config reloaded"
         );
+    }
+
+    /// The upstream rates; which keys changed.
+    fn apply_rates(&mut self, new: &Config) -> Vec<&'static str> {
+        let (live, running) = (&self.live, &mut self.running);
+        let mut applied = Vec::new();
+        let (new_get, new_set) = (
+            new.limits.requests_per_second,
+            new.limits.set_requests_per_second,
+        );
+        if new_get != running.limits.requests_per_second {
+            live.get.set_rate(new_get);
+            running.limits.requests_per_second = new_get;
+            applied.push("limits.requests_per_second");
+        }
+        if new_set != running.limits.set_requests_per_second {
+            live.set.set_rate(new_set);
+            running.limits.set_requests_per_second = new_set;
+            applied.push("limits.set_requests_per_second");
+        }
+        let wanted = &new.passthrough;
+        if (
+            running.passthrough.default_requests_per_second,
+            &running.passthrough.limits,
+        ) != (wanted.default_requests_per_second, &wanted.limits)
+        {
+            live.passthrough.set_rates(wanted);
+            live.lists.set_rates(wanted);
+            running.passthrough.default_requests_per_second = wanted.default_requests_per_second;
+            running.passthrough.limits = wanted.limits.clone();
+            applied.push("passthrough.default_requests_per_second / passthrough.limits");
+        }
+        applied
+    }
+
+    /// The profile TTL and the enabled list reads' TTLs; which keys changed.
+    fn apply_ttls(&mut self, new: &Config) -> Vec<&'static str> {
+        let (live, running) = (&self.live, &mut self.running);
+        let mut applied = Vec::new();
+        if new.cache.ttl != running.cache.ttl {
+            live.cache.set_ttl(new.cache.ttl);
+            live.tier.set_ttl(new.cache.ttl);
+            running.cache.ttl = new.cache.ttl;
+            applied.push("cache.ttl_seconds");
+        }
+        let mut lists_changed = false;
+        for (label, running_api) in running.list_apis.by_label.iter_mut() {
+            let wanted = new.list_apis.by_label.get(label);
+            let wanted = wanted.filter(|w| w.enabled && running_api.enabled);
+            if let Some(wanted) = wanted.filter(|w| w.ttl != running_api.ttl) {
+                running_api.ttl = wanted.ttl;
+                lists_changed = true;
+            }
+        }
+        if lists_changed {
+            live.lists.set_ttls(&running.list_apis);
+            applied.push("list_apis.*.ttl_ms");
+        }
+        applied
     }
 }
 

@@ -21,9 +21,9 @@ use crate::fleet::Fleet;
 use crate::lists::ListApis;
 use crate::metrics::Metrics;
 use crate::passthrough::PassThrough;
-use crate::ratelimit::{BudgetSource, UpstreamLimiter};
+use crate::ratelimit::BudgetSource;
 use crate::readiness::Report;
-use crate::reload::{Reloader, Reloads};
+use crate::reload::{Live, Reloader, Reloads};
 use crate::routes::{AppState, Handlers, Listener};
 use crate::server;
 use crate::service::ProfileService;
@@ -92,16 +92,9 @@ async fn serve_gateway(
         handlers,
         worker,
         fleet,
-        limiters: (get, set),
+        live,
     } = build_handlers(&config, upstream, metrics.clone());
-    let reloader = Reloader::new(
-        &config,
-        get,
-        set,
-        handlers.passthrough.clone(),
-        handlers.lists.clone(),
-        &metrics,
-    );
+    let reloader = Reloader::new(&config, live, &metrics);
     let reloading = reloads.map(|reloads| tokio::spawn(reloader.serve(reloads)));
     let auth = Authenticator::new(
         &config.auth,
@@ -192,8 +185,8 @@ pub(crate) struct Built {
     pub(crate) worker: tokio::task::JoinHandle<()>,
     /// The fleet membership, to leave on a graceful stop.
     pub(crate) fleet: Option<Arc<Fleet>>,
-    /// The cached APIs' limiters (portrait_get, portrait_set), whose rates a reload changes.
-    pub(crate) limiters: (UpstreamLimiter, UpstreamLimiter),
+    /// What a reload changes.
+    pub(crate) live: Live,
 }
 
 /// Everything that answers requests: the profile service (cache, tier, batcher, the paths of
@@ -211,7 +204,7 @@ pub(crate) fn build_handlers(
     let paths = PathFactory::new(upstream, budgets, config, &metrics);
     let get_path = paths.build(&Api::PORTRAIT_GET, limits.requests_per_second);
     let set_path = paths.build(&Api::PORTRAIT_SET, limits.set_requests_per_second);
-    let limiters = (get_path.limiter().clone(), set_path.limiter().clone());
+    let (get_limiter, set_limiter) = (get_path.limiter().clone(), set_path.limiter().clone());
     let lists = ListApis::new(
         config,
         &paths,
@@ -243,6 +236,7 @@ pub(crate) fn build_handlers(
         tier.clone(),
         metrics.clone(),
     );
+    let (cached, tiered) = (cache.clone(), tier.clone());
     let service = ProfileService::new(
         AnswerCache::new(config.cache.answer_cache_bytes, cache.clone()),
         cache,
@@ -276,11 +270,19 @@ pub(crate) fn build_handlers(
         callbacks,
         reports,
     };
+    let live = Live {
+        get: get_limiter,
+        set: set_limiter,
+        passthrough: handlers.passthrough.clone(),
+        lists: handlers.lists.clone(),
+        cache: cached,
+        tier: tiered,
+    };
     Built {
         handlers,
         worker,
         fleet,
-        limiters,
+        live,
     }
 }
 

@@ -145,3 +145,80 @@ async fn sighup_applies_a_new_rate_without_dropping_a_caller_and_refuses_a_broke
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The gateway's config file with the profile TTL and query_online_status' `ttl_ms`.
+fn ttl_config(listen: &str, sim: &Sim, ttl_seconds: u64, status_ttl_ms: u64) -> String {
+    format!(
+        "[server]\nlisten = \"{listen}\"\n\
+         [upstream]\nbase_url = \"{}\"\nsdkappid = {SDKAPPID}\nidentifier = \"{ADMIN}\"\n\
+         [auth]\nmode = \"none\"\n\
+         [cache]\nttl_seconds = {ttl_seconds}\n\
+         [list_apis.\"openim/query_online_status\"]\nttl_ms = {status_ttl_ms}\n",
+        sim.base_url(),
+    )
+}
+
+/// How many times the sim was sent `id` on `path`.
+fn sends_of(sim: &Sim, path: &str, id: &str) -> usize {
+    let calls = sim.calls().into_iter().filter(|c| c.path == path);
+    calls.filter(|c| c.accounts.iter().any(|a| a == id)).count()
+}
+
+/// SIGHUP with shorter TTLs: what is stored from then on (a profile, an online status) lives
+/// the new TTL; what was stored before keeps the expiry it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_ttls_to_what_is_stored_from_then_on() {
+    const GET: &str = "/v4/profile/portrait_get";
+    const ONLINE: &str = "/v4/openim/query_online_status";
+    let sim = Sim::start(SimConfig::default()).await.expect("sim");
+    let listen = free_addr();
+    let dir = std::env::temp_dir().join(format!("tim-gateway-ttl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("tim-gateway.toml");
+    let listen_text = listen.to_string();
+    std::fs::write(&file, ttl_config(&listen_text, &sim, 300, 600_000)).expect("config");
+    let path = file.to_str().expect("utf-8 path");
+    let secret = [("TIM_GATEWAY__UPSTREAM__SECRET_KEY", DEMO_SECRET_KEY)];
+    let gateway = GatewayProcess::spawn(listen, &["--config", path], &secret).await;
+    let caller = Caller::clone(&gateway);
+    let profile = |account: &str| get_body(&[account], &[NICK]);
+    let status = |account: &str| serde_json::json!({ "To_Account": [account] });
+    let ask_both = |account: &'static str| {
+        let caller = caller.clone();
+        async move {
+            caller.get(&profile(account)).await;
+            caller.post(ONLINE, &status(account)).await;
+        }
+    };
+    ask_both("user50").await;
+
+    std::fs::write(&file, ttl_config(&listen_text, &sim, 1, 1_000)).expect("config");
+    gateway.signal("-HUP");
+    let applied = support::eventually(Duration::from_secs(5), || async {
+        let metrics = metrics_of(&caller).await;
+        metric_value(
+            &metrics,
+            "tim_gateway_config_reloads_total{result=\"applied\"}",
+        ) == Some(1.0)
+    });
+    assert!(applied.await, "the reload was applied");
+    ask_both("user51").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ask_both("user50").await;
+    ask_both("user51").await;
+    for path in [GET, ONLINE] {
+        // A stale profile is answered at once and refreshed behind (stale-while-revalidate).
+        let refetched = support::eventually(Duration::from_secs(2), || async {
+            sends_of(&sim, path, "user51") == 2
+        });
+        assert!(refetched.await, "{path}: stored for the new 1 s");
+        assert_eq!(
+            sends_of(&sim, path, "user50"),
+            1,
+            "{path}: kept its 300 s expiry"
+        );
+    }
+    drop(gateway);
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -132,6 +132,9 @@ pub trait SharedTier: Send + Sync + 'static {
     /// unavailable.
     fn invalidate_list<'a>(&'a self, api: &'a str, id: &'a str) -> BoxFuture<'a, ()>;
 
+    /// Sets the lifetime of values written from now on (a reload's `cache.ttl_seconds`).
+    fn set_ttl(&self, ttl: Duration);
+
     /// A list read's ids in one round trip, claiming each it has no entry for unless a peer's
     /// claim holds it; entries are read only with `read` (a TTL, or after a peer's fetch).
     /// `None` when the tier is unavailable.
@@ -214,6 +217,13 @@ impl CacheTier {
     pub async fn release(&self, accounts: &[Account]) {
         if let CacheTier::Shared(tier) = self {
             tier.release(accounts).await;
+        }
+    }
+
+    /// Sets the shared tier's lifetime of values written from now on.
+    pub fn set_ttl(&self, ttl: Duration) {
+        if let CacheTier::Shared(tier) = self {
+            tier.set_ttl(ttl);
         }
     }
 

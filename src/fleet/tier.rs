@@ -33,6 +33,7 @@ use super::scripts;
 mod lists;
 
 use crate::cache::{AccountMiss, Claim, TierAnswer, TierWrite};
+use crate::config::LiveDuration;
 use crate::wire::{Account, RawJson};
 pub(super) use lists::heard as heard_list;
 
@@ -47,9 +48,8 @@ pub(super) struct RedisTier(Arc<Inner>);
 
 struct Inner {
     link: Link,
-    ttl: Duration,
-    /// How long a version outlives its last bump: far longer than any fetch takes.
-    version_ttl: Duration,
+    /// `cache.ttl_seconds`, changed live by a reload.
+    ttl: LiveDuration,
     channel: String,
     /// The channel on which claimed accounts are announced filled (or given up on).
     filled_channel: String,
@@ -81,11 +81,21 @@ impl RedisTier {
             token: format!("{:016x}", rand::random::<u64>()),
             claim_ttl,
             fills: Fills::default(),
-            version_ttl: ttl * 2 + Duration::from_secs(600),
-            ttl,
+            ttl: LiveDuration::new(ttl),
             link,
             pending: Mutex::new(Pending::default()),
         }))
+    }
+
+    /// Sets the lifetime of values written from now on.
+    pub(super) fn set_ttl(&self, ttl: Duration) {
+        self.0.ttl.set(ttl);
+    }
+
+    /// How long a version outlives its last bump: far longer than any fetch takes, and than
+    /// any value written under it lives.
+    fn version_ttl(&self) -> Duration {
+        self.0.ttl.get() * 2 + Duration::from_secs(600)
     }
 
     /// The invalidation channel's name.
@@ -175,7 +185,7 @@ impl RedisTier {
         }
         let mut invocation = scripts::CACHE_PUT.prepare_invoke();
         invocation
-            .arg(millis(self.0.ttl))
+            .arg(millis(self.0.ttl.get()))
             .arg(&self.0.token)
             .arg(&self.0.filled_channel);
         for write in writes {
@@ -276,7 +286,7 @@ impl RedisTier {
             .key(self.version_key(account))
             .arg(&self.0.channel)
             .arg(account.as_str())
-            .arg(millis(self.0.version_ttl));
+            .arg(millis(self.version_ttl()));
         let link = &self.0.link;
         let result: Result<i64, _> = if anyway {
             link.run_anyway(Command::Invalidate, &invocation).await

@@ -24,6 +24,7 @@ use super::request;
 use crate::apis::ListSpec;
 use crate::breaker::Admission;
 use crate::cache::{CacheTier, ListCache, ListKeys, ListStamp, ListTierWrite};
+use crate::config::LiveDuration;
 use crate::error::Error;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::CallPermit;
@@ -74,8 +75,8 @@ pub(super) struct Caller {
     pub cache: ListCache,
     /// In a fleet, where fetched ids are shared and claims end (`shared.rs`).
     pub tier: CacheTier,
-    /// Zero: nothing is cached.
-    pub ttl: Duration,
+    /// `ttl_ms` (zero: nothing is cached), changed live by a reload.
+    pub ttl: LiveDuration,
     pub max_wait: Duration,
     /// `upstream.timeout_ms`.
     pub attempt_timeout: Duration,
@@ -274,7 +275,7 @@ impl Flights {
                             &options,
                             entry,
                             stamp,
-                            caller.ttl,
+                            caller.ttl.get(),
                         );
                     }
                 }
@@ -312,7 +313,7 @@ impl Flights {
                 api: caller.spec.label,
                 options: &options,
             };
-            tier.list_put(keys, &shared, caller.ttl).await;
+            tier.list_put(keys, &shared, caller.ttl.get()).await;
         }
     }
 

@@ -133,7 +133,7 @@ fn keep(
     stamp: ListStamp,
 ) {
     if let (Some(entry), false) = (entry, caller.ttl.is_zero()) {
-        let (index, ttl) = (caller.index, caller.ttl);
+        let (index, ttl) = (caller.index, caller.ttl.get());
         (caller.cache).store(index, id, options, entry.clone(), stamp, ttl);
     }
 }
