@@ -133,9 +133,44 @@ pub struct ListSpec {
     pub options: &'static [(&'static str, OptionKind)],
     /// The arrays of its answer, in the order Tencent writes them.
     pub answer: &'static [AnswerList],
+    /// The array naming the ids whose entries failed, written only when one did
+    /// (`portrait_get`'s `Fail_Account`).
+    pub failed_ids: Option<&'static str>,
+    /// Whether its envelope carries `ErrorDisplay` (portrait_get's does).
+    pub error_display: bool,
     /// Its refusal codes.
     pub refusals: Refusals,
 }
+
+/// `v4/profile/portrait_get` as a row of the same kind (reference §2): ids in (`To_Account`),
+/// one `UserProfileItem` per id out, `Fail_Account` naming the failed ones. It is served by its
+/// own pipeline, not [`LIST_TABLE`]'s: its cache is per (account, tag), finer than a row's per
+/// (id, options), so callers asking different `TagList`s still share what they have in common
+/// (`batcher`, `service`). The row is what the two pipelines agree on: the request's limit,
+/// the refusal codes, the answer's arrays; the list pipeline's splitter and assembler answer
+/// portrait_get from it exactly as Tencent does (`lists/answer.rs` tests it against the sim).
+pub const PORTRAIT_GET_ROW: ListSpec = ListSpec {
+    path: PORTRAIT_GET.path,
+    label: PORTRAIT_GET.label,
+    max_ids: 100,
+    default_rate: 200,
+    ids: IdsField::Strings("To_Account"),
+    ids_are_accounts: true,
+    options: &[("TagList", OptionKind::Names)],
+    answer: &[AnswerList {
+        name: "UserProfileItem",
+        id: "To_Account",
+        failures: false,
+    }],
+    failed_ids: Some("Fail_Account"),
+    error_display: true,
+    refusals: Refusals {
+        not_json: 40001,
+        bad_ids: 40002,
+        too_many: 40001,
+        bad_option: 40001,
+    },
+};
 
 /// `v4/openim/query_online_status` (reference §9.1).
 pub const QUERY_ONLINE_STATUS: ListSpec = ListSpec {
@@ -163,6 +198,8 @@ pub const QUERY_ONLINE_STATUS: ListSpec = ListSpec {
         },
     ],
     // Tencent's docs leave these unsaid (reference §9.1); openim's own family.
+    failed_ids: None,
+    error_display: false,
     refusals: Refusals {
         not_json: 90001,
         bad_ids: 90003,
@@ -189,6 +226,8 @@ pub const ACCOUNT_CHECK: ListSpec = ListSpec {
         failures: false,
     }],
     // The account APIs' "invalid parameters" (reference §9.2, inferred).
+    failed_ids: None,
+    error_display: false,
     refusals: Refusals {
         not_json: 90001,
         bad_ids: 70402,
@@ -220,6 +259,8 @@ pub const GET_GROUP_INFO: ListSpec = ListSpec {
         failures: false,
     }],
     // The group service's "invalid parameters".
+    failed_ids: None,
+    error_display: false,
     refusals: Refusals {
         not_json: 90001,
         bad_ids: 10004,
@@ -248,6 +289,8 @@ pub const GET_GROUP_MEMBERS: ListSpec = ListSpec {
         id: "Member_Account",
         failures: false,
     }],
+    failed_ids: None,
+    error_display: false,
     refusals: Refusals {
         not_json: 90001,
         bad_ids: 10004,

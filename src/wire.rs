@@ -24,7 +24,7 @@ mod tests;
 pub(crate) use encode::{encode_error, error_body, ResponseWriter};
 
 /// Tencent's cap on `To_Account` per `portrait_get` call.
-pub(crate) const MAX_ACCOUNTS_PER_REQUEST: usize = 100;
+pub(crate) const MAX_ACCOUNTS_PER_REQUEST: usize = crate::apis::PORTRAIT_GET_ROW.max_ids;
 
 /// Prefix of every custom profile tag (`Tag_Profile_Custom_Test`).
 pub(crate) const CUSTOM_TAG_PREFIX: &str = "Tag_Profile_Custom_";

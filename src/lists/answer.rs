@@ -74,6 +74,9 @@ pub(super) fn assemble<'a>(
 ) -> Bytes {
     let mut body = String::with_capacity(256);
     body.push_str(r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0"#);
+    if spec.error_display {
+        body.push_str(r#","ErrorDisplay":"""#);
+    }
     for (name, kind) in spec.options {
         if let (OptionKind::Scope { .. }, Some(value)) = (kind, fields.get(*name)) {
             body.push_str(",\"");
@@ -99,8 +102,39 @@ pub(super) fn assemble<'a>(
         }
         body.push(']');
     }
+    if let Some(name) = spec.failed_ids {
+        push_failed_ids(&mut body, spec, name, entries);
+    }
     body.push('}');
     Bytes::from(body)
+}
+
+/// `,"<name>":[ids]` naming the caller's failed entries in its order, when one failed.
+fn push_failed_ids<'a>(
+    body: &mut String,
+    spec: &ListSpec,
+    name: &str,
+    entries: impl Iterator<Item = Option<&'a ListEntry>>,
+) {
+    let mut failed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(list) = spec.answer.get(usize::from(entry.list)) else {
+            continue;
+        };
+        let Ok(fields) = serde_json::from_str::<Map<String, Value>>(&entry.raw) else {
+            continue;
+        };
+        let code = |field: &str| fields.get(field).and_then(Value::as_i64).unwrap_or(0);
+        if list.failures || code("ResultCode") != 0 || code("ErrorCode") != 0 {
+            failed.extend(fields.get(list.id).cloned());
+        }
+    }
+    if !failed.is_empty() {
+        body.push_str(",\"");
+        body.push_str(name);
+        body.push_str("\":");
+        body.push_str(&Value::Array(failed).to_string());
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +163,39 @@ mod tests {
                 "QueryResult":[{"To_Account":"b","Status":"Offline"},{"To_Account":"b","Status":"Offline"}],
                 "ErrorList":[{"To_Account":"x","ErrorCode":70107}]})
         );
+    }
+
+    /// portrait_get as a row: one sim answer for everyone's accounts, split per id, assembles
+    /// each caller's answer exactly as the sim answers that caller alone (failed accounts in
+    /// `Fail_Account`, an account asked twice answered twice).
+    #[tokio::test]
+    async fn portrait_get_is_answered_from_its_row_as_tencent_answers_it() {
+        use crate::apis::PORTRAIT_GET_ROW;
+        use crate::sim::{Sim, SimConfig};
+        let sim = Sim::start(SimConfig::default()).await.expect("sim");
+        let tags = ["Tag_Profile_IM_Nick", "Tag_Profile_IM_Gender"];
+        let everyone =
+            json!({"To_Account": ["user1", "user2", "user13", "user3"], "TagList": tags});
+        let upstream = sim.answer_portrait_get(everyone.to_string().as_bytes());
+        let split = split(&PORTRAIT_GET_ROW, &upstream).expect("split");
+        assert!(split["user13"].failed && !split["user2"].failed);
+        for mine in [
+            vec!["user13", "user2", "user2"],
+            vec!["user3", "user1"],
+            vec!["user13"],
+        ] {
+            let entries: Vec<_> = mine
+                .iter()
+                .map(|id| split.get(*id).map(|a| &a.entry))
+                .collect();
+            let request = json!({"To_Account": mine, "TagList": tags});
+            let ours = assemble(&PORTRAIT_GET_ROW, &Map::new(), entries.iter().copied());
+            let ours: Value = serde_json::from_slice(&ours).expect("json");
+            let alone = sim.answer_portrait_get(request.to_string().as_bytes());
+            let alone: Value = serde_json::from_slice(&alone).expect("json");
+            assert_eq!(ours, alone, "{request}");
+        }
+        sim.shutdown().await;
     }
 
     #[test]

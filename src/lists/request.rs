@@ -234,4 +234,26 @@ mod tests {
             );
         }
     }
+
+    /// portrait_get's row refuses what the portrait pipeline refuses, with the same codes.
+    #[test]
+    fn portrait_gets_row_refuses_as_its_own_pipeline_does() {
+        use crate::apis::PORTRAIT_GET_ROW;
+        let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+        let too_many = serde_json::json!({ "To_Account": many, "TagList": ["a"] }).to_string();
+        let as_pipeline = [
+            (too_many.as_bytes(), Error::TooManyAccounts(101).code()),
+            (
+                &br#"{"To_Account":[],"TagList":["a"]}"#[..],
+                Error::MissingAccounts.code(),
+            ),
+            (b"not json", Error::InvalidJson(Arc::from("")).code()),
+        ];
+        for (body, expected) in as_pipeline {
+            let refused = code(decode(&PORTRAIT_GET_ROW, body));
+            assert_eq!(refused, expected, "{}", String::from_utf8_lossy(body));
+        }
+        let fine = br#"{"To_Account":["a","b"],"TagList":["Tag_Profile_IM_Nick"]}"#;
+        assert!(decode(&PORTRAIT_GET_ROW, fine).is_ok());
+    }
 }
