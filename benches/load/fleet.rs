@@ -44,7 +44,7 @@ use crate::report::Table;
 use crate::stack;
 use crate::Timing;
 use cpu::CpuSplit;
-use procs::Fleet;
+pub use procs::Fleet;
 use redis_info::RedisDelta;
 
 /// The fleet's budget, as the sim enforces it.
@@ -64,29 +64,40 @@ type Scrape = Vec<HashMap<String, f64>>;
 /// Runs the phases by size, then those at four, or explains why it cannot.
 pub fn run(table: &mut Table, cold_timing: Timing, mix_timing: Timing) {
     let sizes = sizes::chosen();
-    let bin = std::env::var_os("TIM_GATEWAY_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tim-gateway"),
-        PathBuf::from,
-    );
-    if !bin.is_file() {
-        eprintln!(
-            "S7: skipped: no gateway binary at {} (run `cargo build --release` first, or set \
-             TIM_GATEWAY_BIN)",
-            bin.display()
-        );
+    let Some(bin) = fleet_bin("S7") else {
         return;
-    }
-    let redis = Command::new("redis-server").arg("--version").output();
-    if !redis.is_ok_and(|o| o.status.success()) {
-        eprintln!("S7: skipped: no redis-server on PATH (Debian: `apt-get install redis-server`)");
-        return;
-    }
+    };
     eprintln!(
         "S7: fleets of {sizes:?} gateway processes ({}), one redis-server",
         bin.display()
     );
     sizes::run(table, &bin, &sizes, cold_timing);
     four::run(table, &bin, cold_timing, mix_timing);
+}
+
+/// The gateway binary a fleet scenario runs (`TIM_GATEWAY_BIN`, else the release build), when
+/// it and `redis-server` are there; else `None`, saying why `scenario` is skipped.
+pub fn fleet_bin(scenario: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os("TIM_GATEWAY_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tim-gateway"),
+        PathBuf::from,
+    );
+    if !bin.is_file() {
+        eprintln!(
+            "{scenario}: skipped: no gateway binary at {} (run `cargo build --release` first, \
+             or set TIM_GATEWAY_BIN)",
+            bin.display()
+        );
+        return None;
+    }
+    let redis = Command::new("redis-server").arg("--version").output();
+    if !redis.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "{scenario}: skipped: no redis-server on PATH (Debian: `apt-get install redis-server`)"
+        );
+        return None;
+    }
+    Some(bin)
 }
 
 /// What one phase saw: the plan, the callers' result, each gateway's metrics at the start and

@@ -4,6 +4,11 @@
 //! coalescing only, every answer fresh from the upstream) and straight at the sim (its limit
 //! lifted, as calling Tencent without the gateway would need 1,000 calls/s against its 200).
 //! Reports upstream calls/s, ids per call and the answer latency p50/p99 of both.
+//!
+//! Then the same load spread over four gateway processes (S7's fleet: the release binary,
+//! `TIM_GATEWAY_BIN`), twice: sharing one `redis-server` (one budget of 200/s, the shared tier
+//! and the fleet-wide single flight of each id) and each alone with a quarter of the budget:
+//! what the fleet sends upstream for the same callers. Skipped without a binary or Redis.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use tim_gateway::apis::QUERY_ONLINE_STATUS;
 use tim_gateway::config::ListApiConfig;
 use tim_gateway::sim::{SimCall, SimConfig, DEMO_SECRET_KEY};
 
+use crate::fleet::{fleet_bin, Fleet};
 use crate::report::Table;
 use crate::stack::{self, Stack};
 use crate::zipf::{readable_account, Zipf};
@@ -56,24 +62,57 @@ pub fn run(table: &mut Table, timing: Timing) {
         .by_label
         .insert(QUERY_ONLINE_STATUS.label, on);
     let query = signed_query(&config);
-    let stack = Stack::start(sim, config);
+    let stack = Stack::start(sim.clone(), config);
     for (what, target, query) in [
         ("gateway", stack.addr, String::new()),
         ("direct", stack.sim.addr(), query),
     ] {
-        let _warmup = drive(target, &query, &zipf, timing.warmup);
+        let _warmup = drive(&[target], &query, &zipf, timing.warmup);
         let from = Instant::now();
-        let seen_measured = drive(target, &query, &zipf, timing.measure);
+        let seen_measured = drive(&[target], &query, &zipf, timing.measure);
         let until = Instant::now();
-        report(
-            table,
-            what,
-            &seen_measured,
-            &calls_between(&stack, from, until),
-            until - from,
-        );
+        let calls = calls_between(&stack.sim, from, until);
+        report(table, what, &seen_measured, &calls, until - from);
     }
     stack.stop();
+    if let Some(bin) = fleet_bin(NAME) {
+        across_a_fleet(table, timing, &bin, &zipf, sim);
+    }
+}
+
+/// The load over four gateway processes, with one Redis and without.
+fn across_a_fleet(
+    table: &mut Table,
+    timing: Timing,
+    bin: &std::path::Path,
+    zipf: &Arc<Zipf>,
+    sim: SimConfig,
+) {
+    const GATEWAYS: usize = 4;
+    let dir = std::env::temp_dir().join(format!("tim-gateway-s8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    for (what, shared) in [
+        ("4 gateways, one Redis", true),
+        ("4 gateways, no Redis", false),
+    ] {
+        // The app's 200/s: the fleet's one budget, or a quarter for each gateway alone.
+        let rate = if shared { 200 } else { 200 / GATEWAYS };
+        let file = dir.join(format!("lists-{shared}.toml"));
+        let config = format!(
+            "[list_apis.\"{label}\"]\nttl_ms = 0\n[passthrough.limits]\n\"{label}\" = {rate}\n",
+            label = QUERY_ONLINE_STATUS.label
+        );
+        std::fs::write(&file, config).expect("config file");
+        let fleet = Fleet::start_with(bin, sim.clone(), GATEWAYS, shared, &file);
+        let _warmup = drive(fleet.addrs(), "", zipf, timing.warmup);
+        let from = Instant::now();
+        let seen = drive(fleet.addrs(), "", zipf, timing.measure);
+        let until = Instant::now();
+        let calls = calls_between(fleet.sim(), from, until);
+        report(table, what, &seen, &calls, until - from);
+        fleet.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn report(table: &mut Table, what: &str, seen: &Seen, calls: &[SimCall], took: Duration) {
@@ -106,8 +145,8 @@ fn report(table: &mut Table, what: &str, seen: &Seen, calls: &[SimCall], took: D
     );
 }
 
-fn calls_between(stack: &Stack, from: Instant, until: Instant) -> Vec<SimCall> {
-    let calls = stack.sim.calls();
+fn calls_between(sim: &tim_gateway::sim::Sim, from: Instant, until: Instant) -> Vec<SimCall> {
+    let calls = sim.calls();
     stack::within(&calls, from, until)
         .into_iter()
         .filter(|c| c.path == QUERY_ONLINE_STATUS.path)
@@ -127,7 +166,7 @@ fn signed_query(config: &tim_gateway::config::Config) -> String {
 
 /// Sends [`REQUESTS_PER_SECOND`] requests per second for `duration`, each on its own task (an
 /// open loop: a slow answer does not slow the senders), and waits for every answer.
-fn drive(target: SocketAddr, query: &str, zipf: &Arc<Zipf>, duration: Duration) -> Seen {
+fn drive(targets: &[SocketAddr], query: &str, zipf: &Arc<Zipf>, duration: Duration) -> Seen {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,7 +175,11 @@ fn drive(target: SocketAddr, query: &str, zipf: &Arc<Zipf>, duration: Duration) 
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(4096)
             .build_http();
-        let uri = format!("http://{target}{}{query}", QUERY_ONLINE_STATUS.path);
+        let uris: Vec<String> = targets
+            .iter()
+            .map(|target| format!("http://{target}{}{query}", QUERY_ONLINE_STATUS.path))
+            .collect();
+        let mut sent = 0usize;
         let mut ticks =
             tokio::time::interval(Duration::from_micros(1_000_000 / REQUESTS_PER_SECOND));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -146,7 +189,10 @@ fn drive(target: SocketAddr, query: &str, zipf: &Arc<Zipf>, duration: Duration) 
         while Instant::now() < end {
             ticks.tick().await;
             let body = request_body(zipf, &mut rng);
-            let (client, uri) = (client.clone(), uri.clone());
+            // Round robin over the targets.
+            let uri = uris[sent % uris.len()].clone();
+            sent += 1;
+            let client = client.clone();
             tasks.spawn(async move {
                 let started = Instant::now();
                 let ok = answer_ok(&client, &uri, body).await;

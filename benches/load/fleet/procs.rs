@@ -51,6 +51,17 @@ impl Fleet {
     /// Starts the sim with `sim` and `count` gateways `bin`; `shared`: with one Redis and the
     /// fleet's budget, otherwise standalone with an equal part of it each.
     pub fn start(bin: &Path, sim: SimConfig, count: usize, shared: bool) -> Fleet {
+        Fleet::start_with(bin, sim, count, shared, Path::new("/dev/null"))
+    }
+
+    /// As [`Fleet::start`], the gateways reading `config` (a file) under their env vars.
+    pub fn start_with(
+        bin: &Path,
+        sim: SimConfig,
+        count: usize,
+        shared: bool,
+        config: &Path,
+    ) -> Fleet {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -66,7 +77,8 @@ impl Fleet {
             .iter()
             .enumerate()
             .map(|(i, addr)| {
-                let command = gateway_command(bin, i, *addr, &sim, rps, redis_url.as_deref());
+                let redis_url = redis_url.as_deref();
+                let command = gateway_command(bin, config, i, *addr, &sim, rps, redis_url);
                 Process::spawn(format!("gateway-{i}"), command, &dir)
             })
             .collect();
@@ -91,14 +103,14 @@ impl Fleet {
 
     /// Runs `workload` on `conns` closed-loop connections spread over the gateways (see
     /// [`Fleet::run_paced`]).
-    pub fn run<W: Workload>(self, workload: Arc<W>, conns: usize, timing: Timing) -> Run {
+    pub(super) fn run<W: Workload>(self, workload: Arc<W>, conns: usize, timing: Timing) -> Run {
         self.run_paced(workload, conns, timing, Duration::ZERO)
     }
 
     /// Runs `workload` on `conns` connections spread over the gateways, each waiting `think`
     /// after an answer, scraping every gateway and Redis when the measured window opens and
     /// when it closes, then stops the fleet.
-    pub fn run_paced<W: Workload>(
+    pub(super) fn run_paced<W: Workload>(
         self,
         workload: Arc<W>,
         conns: usize,
@@ -128,6 +140,16 @@ impl Fleet {
             redis,
             cpu: cpu_before.until(&cpu_after),
         }
+    }
+
+    /// The gateways' addresses, in order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The sim they call.
+    pub fn sim(&self) -> &Sim {
+        &self.sim
     }
 
     /// The CPU used so far by the gateways, this process, Redis and the machine.
@@ -160,7 +182,7 @@ impl Fleet {
     }
 
     /// Stops the gateways (draining, all at once), then Redis, then the sim.
-    fn stop(self) {
+    pub fn stop(self) {
         let Fleet {
             sim,
             gateways,
@@ -201,6 +223,7 @@ fn stop_all(processes: impl IntoIterator<Item = Process>) -> bool {
 /// so (gateway 0 only).
 fn gateway_command(
     bin: &Path,
+    config: &Path,
     i: usize,
     addr: SocketAddr,
     sim: &Sim,
@@ -210,7 +233,8 @@ fn gateway_command(
     let base = stack::base_config();
     let mut command = Command::new(bin);
     command
-        .args(["--config", "/dev/null"])
+        .arg("--config")
+        .arg(config)
         .env("RUST_LOG", "tim_gateway=warn")
         .env("TIM_GATEWAY__SERVER__LISTEN", addr.to_string())
         .env("TIM_GATEWAY__UPSTREAM__BASE_URL", sim.base_url())
