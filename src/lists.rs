@@ -128,8 +128,6 @@ impl ListApis {
         }
     }
 
-    /// Drops `accounts` from every list read whose ids are accounts (`POST /admin/purge`), here
-    /// and on every gateway.
     /// Sets each enabled row's `ttl_ms` as `wanted` says (a reload; turning a row on or off
     /// takes a restart). What was kept stays until its own expiry.
     pub(crate) fn set_ttls(&self, wanted: &ListApisConfig) {
@@ -140,6 +138,8 @@ impl ListApis {
         }
     }
 
+    /// Drops `accounts` from every list read whose ids are accounts (`POST /admin/purge`), here
+    /// and on every gateway.
     pub(crate) async fn purge_accounts(&self, accounts: &[&str]) {
         for spec in apis::LIST_TABLE.iter().filter(|s| s.ids_are_accounts) {
             self.invalidate(spec.label, accounts).await;

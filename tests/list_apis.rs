@@ -832,17 +832,28 @@ async fn a_peer_killed_mid_fetch_leaves_its_ids_to_the_fleet() {
     fleet.shutdown().await;
 }
 
-/// Redis killed under a fleet's list reads: every gateway fetches for itself, as a standalone
-/// gateway would, and every caller still gets the sim's answer.
+/// Redis killed, or frozen (SIGSTOP: every round trip hangs until its timeout), under a
+/// fleet's list reads: every gateway fetches for itself, as a standalone gateway would, and
+/// every caller still gets the sim's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_reads_survive_the_loss_of_redis() {
+    for frozen in [false, true] {
+        list_reads_without_redis(frozen).await;
+    }
+}
+
+async fn list_reads_without_redis(frozen: bool) {
     let mut fleet = support::fleet::TestFleet::start(
         2,
         |sim| sim.latency = Duration::from_millis(50),
         |config| with_list_api(config, ONLINE, 60_000),
     )
     .await;
-    fleet.redis.kill();
+    if frozen {
+        fleet.redis.pause();
+    } else {
+        fleet.redis.kill();
+    }
     let requests: Vec<Value> = (0..20)
         .map(|caller| {
             let ids = (0..10).map(|k| fleet_id(ONLINE, (caller * 3 + k) % 40));
@@ -858,11 +869,11 @@ async fn list_reads_survive_the_loss_of_redis() {
     fleet.sim.set_latency(Duration::ZERO);
     let direct = Caller::new(fleet.sim.addr());
     for (request, answer) in requests.iter().zip(&answers) {
-        assert_eq!(
-            answer,
-            &direct.post(ONLINE.path, request).await,
-            "{request}"
-        );
+        let alone = direct.post(ONLINE.path, request).await;
+        assert_eq!(answer, &alone, "frozen {frozen}: {request}");
+    }
+    if frozen {
+        fleet.redis.resume();
     }
     fleet.shutdown().await;
 }

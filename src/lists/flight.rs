@@ -120,13 +120,13 @@ impl Flights {
     ) -> Result<Vec<Wait>, Error> {
         let caller = &self.0.caller;
         let now = Instant::now();
+        let traced = crate::traces::caller_of(&tracing::Span::current());
         let mut state = self.0.state.lock();
         if state.waiting + ids.len() > MAX_WAITING_IDS {
             return Err(Error::QueueWaitExceeded(caller.max_wait));
         }
         let mut waits = Vec::with_capacity(ids.len());
         let mut start_sender = false;
-        let traced = crate::traces::caller_of(&tracing::Span::current());
         for id in ids {
             let key = (options.clone(), id.clone());
             if let Some(flight) = state.flights.get(&key) {
