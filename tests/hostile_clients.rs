@@ -538,3 +538,92 @@ async fn an_http2_client_that_answers_no_ping_is_closed_and_one_that_does_is_kep
         "a client answering its PINGs was dropped"
     );
 }
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads frames until one of `kind` on `stream` arrives (its flags), or the connection ends
+/// (`None`); the gateway's SETTINGS are acknowledged on the way.
+async fn h2_read_until(conn: &mut TcpStream, kind: u8, stream: u32) -> Option<u8> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head).await.ok()?;
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (frame_kind, flags) = (head[3], head[4]);
+        let frame_stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; length];
+        conn.read_exact(&mut payload).await.ok()?;
+        if frame_kind == 4 && flags & 1 == 0 {
+            conn.write_all(&h2_frame(4, 1, 0, &[])).await.ok()?;
+        }
+        if frame_kind == kind && frame_stream == stream {
+            return Some(flags);
+        }
+    }
+}
+
+/// A later stream's header block left unfinished (HEADERS without END_HEADERS, then no
+/// CONTINUATION): HTTP/2 lets no other frame in until it ends (a PING answer would be a
+/// protocol error), so the whole connection is stalled; with no request in flight the gateway
+/// closes it at `server.idle_timeout` after its last request (looked at least every
+/// `server.header_read_timeout`), long before the keep-alive ping (30 s here) would notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_header_block_left_unfinished_on_a_later_stream_is_closed_at_the_idle_timeout() {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.server.idle_timeout = Duration::from_secs(1);
+            c.server.header_read_timeout = Duration::from_secs(1);
+            c.server.http2_keep_alive_interval = Duration::from_secs(30);
+            c.server.http2_keep_alive_timeout = Duration::from_secs(30);
+        })
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(gw.addr).await.expect("connect");
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    conn.write_all(&h2_frame(4, 0, 0, &[]))
+        .await
+        .expect("settings");
+    // Stream 1, whole: GET /healthz (HPACK: :method GET, :scheme http, :path, :authority).
+    let mut block = vec![0x82, 0x86, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"127.0.0.1");
+    let end_headers_and_stream = 0x4 | 0x1;
+    let first = h2_frame(1, end_headers_and_stream, 1, &block);
+    conn.write_all(&first).await.expect("stream 1");
+    let answered = h2_read_until(&mut conn, 1, 1).await;
+    assert!(answered.is_some(), "stream 1 was answered");
+    // Stream 3: the first half of a header block, then nothing.
+    conn.write_all(&h2_frame(1, 0, 3, &[0x82, 0x86]))
+        .await
+        .expect("stream 3");
+    let stalled_at = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        // GOAWAY (type 7) on stream 0, or the connection's end.
+        h2_read_until(&mut conn, 7, 0).await;
+    })
+    .await;
+    let took = stalled_at.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the stalled connection was still open after 10 s"
+    );
+    eprintln!("stalled connection closed after {took:?}");
+    let bound = Duration::from_secs(3);
+    assert!(
+        took < bound,
+        "closed after {took:?}, not at the idle timeout"
+    );
+    // Not at once either: a half header block is not itself refused, the idle rule ends it.
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    gw.shutdown().await;
+}
