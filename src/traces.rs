@@ -75,10 +75,15 @@ pub(crate) fn continue_trace(span: &Span, headers: &http::HeaderMap) {
     let _ = span.set_parent(caller);
 }
 
+/// Whether spans are exported: callers' contexts and links are worth gathering.
+pub(crate) fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// The span context of `span` (a caller's), to link a shared call to; `None` when spans are not
 /// exported or it has none.
 pub(crate) fn caller_of(span: &Span) -> Option<SpanContext> {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting() {
         return None;
     }
     let context = span.context();
@@ -88,7 +93,7 @@ pub(crate) fn caller_of(span: &Span) -> Option<SpanContext> {
 
 /// Links `span` (a shared call) to each distinct caller it serves.
 pub(crate) fn link_callers(span: &Span, callers: impl IntoIterator<Item = SpanContext>) {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting() {
         return;
     }
     let mut linked: Vec<SpanContext> = Vec::new();

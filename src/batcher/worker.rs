@@ -314,6 +314,10 @@ impl BatchWorker {
 
     /// The callers' spans of batch `id` (empty unless traces are exported).
     fn caller_traces(&self, id: BatchId) -> Vec<opentelemetry::trace::SpanContext> {
+        // Not exported: no waiter carries a context; skip listing the batch's waiters.
+        if !crate::traces::exporting() {
+            return Vec::new();
+        }
         let waiters = self.batches[&id].waiters();
         let traced = waiters
             .iter()

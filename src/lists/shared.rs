@@ -56,10 +56,7 @@ pub(super) async fn look_up(
     let mut until = since;
     for ((id, answer), stamp) in misses.into_iter().zip(answers).zip(stamps) {
         match answer {
-            ListTierAnswer::Found(entry) => {
-                keep(caller, &id, options, entry.as_ref(), stamp);
-                result.found.insert(id, entry);
-            }
+            ListTierAnswer::Found(entry) => result.found_in_tier(caller, options, id, entry, stamp),
             ListTierAnswer::Mine => result.fetch.push(id),
             ListTierAnswer::Theirs(left) => {
                 until = until.max(since + left);
@@ -105,8 +102,7 @@ impl Peers {
         for ((id, stamp), answer) in self.ids.into_iter().zip(again) {
             match answer {
                 ListTierAnswer::Found(entry) => {
-                    keep(caller, &id, options, entry.as_ref(), stamp);
-                    result.found.insert(id, entry);
+                    result.found_in_tier(caller, options, id, entry, stamp)
                 }
                 ListTierAnswer::Mine | ListTierAnswer::Theirs(_) => result.fetch.push(id),
             }
@@ -123,17 +119,21 @@ fn keys<'a>(caller: &Caller, options: &'a Arc<str>) -> ListKeys<'a> {
     }
 }
 
-/// An entry from the tier kept in this gateway's cache too (`ttl_ms > 0`), fenced by the
-/// stamp taken before the lookup.
-fn keep(
-    caller: &Caller,
-    id: &Arc<str>,
-    options: &Arc<str>,
-    entry: Option<&ListEntry>,
-    stamp: ListStamp,
-) {
-    if let (Some(entry), false) = (entry, caller.ttl.is_zero()) {
-        let (index, ttl) = (caller.index, caller.ttl.get());
-        (caller.cache).store(index, id, options, entry.clone(), stamp, ttl);
+impl FromFleet {
+    /// An id the tier answered: found, and kept in this gateway's cache too (`ttl_ms > 0`),
+    /// fenced by the stamp taken before the lookup.
+    fn found_in_tier(
+        &mut self,
+        caller: &Caller,
+        options: &Arc<str>,
+        id: Arc<str>,
+        entry: Option<ListEntry>,
+        stamp: ListStamp,
+    ) {
+        if let (Some(entry), false) = (&entry, caller.ttl.is_zero()) {
+            let (index, ttl) = (caller.index, caller.ttl.get());
+            (caller.cache).store(index, &id, options, entry.clone(), stamp, ttl);
+        }
+        self.found.insert(id, entry);
     }
 }
